@@ -1,0 +1,57 @@
+"""Segmentation metrics: pure functions on arrays (DESIGN.md §3).
+
+Nothing here reads files or mutates its inputs. Entry points:
+
+* :func:`structure_metrics` — every metric of a profile for one binary structure;
+* :func:`label_map_metrics` — the same for every label of two multi-label maps;
+* :func:`surface_distances` and the reductions :func:`nsd`, :func:`hausdorff`,
+  :func:`hausdorff_percentile`, :func:`assd`, :func:`masd` for custom protocols;
+* :data:`PROFILES` / :class:`Profile` — named, complete protocols.
+"""
+
+from assay.metrics._distances import lattice_distance, nearest_distances
+from assay.metrics._geometry import bounding_box, neighbour_codes, surfel_area_table
+from assay.metrics._protocol import (
+    BASE_METRICS,
+    PROFILES,
+    Profile,
+    Status,
+    StructureResult,
+    dice,
+    get_profile,
+    label_map_metrics,
+    structure_metrics,
+)
+from assay.metrics._surface import (
+    SurfaceDistances,
+    assd,
+    hausdorff,
+    hausdorff_percentile,
+    masd,
+    nsd,
+    surface_distances,
+)
+
+__all__ = [
+    "BASE_METRICS",
+    "PROFILES",
+    "Profile",
+    "Status",
+    "StructureResult",
+    "SurfaceDistances",
+    "assd",
+    "bounding_box",
+    "dice",
+    "get_profile",
+    "hausdorff",
+    "hausdorff_percentile",
+    "label_map_metrics",
+    "lattice_distance",
+    "masd",
+    "nearest_distances",
+    "neighbour_codes",
+    "nsd",
+    "structure_metrics",
+    "surface_distances",
+    "surfel_area_table",
+]

@@ -1,0 +1,134 @@
+"""Exact nearest-surface distances between two sets of lattice points.
+
+For every True voxel q of ``query`` the distance to the nearest True voxel t of ``target`` is
+
+    d(q) = sqrt(((o0·s0)² + (o1·s1)²) + (o2·s2)²),   o = t - q (integer voxel offsets),
+
+evaluated in float64 in exactly that order, which is the order scipy's Euclidean distance
+transform uses; so distances equal scipy's (and hence DeepMind's and MedPy's) to the last bit
+whenever the nearest voxel is unique. Decisions ``d <= tolerance`` are then exact.
+
+Algorithm: offsets within a radius R are enumerated once per spacing and grouped by their
+exact distance; query points are tested against the target shell by shell, nearest first,
+and a point is settled by the first shell that holds a target voxel. Most surface points of
+a reasonable prediction lie within a few voxels of the other surface, so almost all settle in
+the first shells. The few farther than R (false-positive blobs, missed parts) go to a k-d
+tree over the target points, whose answer is recomputed from integer offsets as above.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy.spatial import cKDTree
+
+Spacing = tuple[float, float, float]
+
+#: Shells always cover about this many lattice offsets (radius ≈ 3–4 voxels) ...
+_SHELL_OFFSETS = 250
+#: ... and at most this many; beyond the first radius, shells go on only while they cost
+#: less than building a k-d tree over the target would.
+_MAX_SHELL_OFFSETS = 4000
+
+
+def lattice_distance(offsets: NDArray[np.integer], spacing_mm: Spacing) -> NDArray[np.float64]:
+    """Exact float64 length in mm of integer voxel offsets of shape (n, 3), scipy's order."""
+    o = offsets.astype(np.float64)
+    a = o[:, 0] * spacing_mm[0]
+    b = o[:, 1] * spacing_mm[1]
+    c = o[:, 2] * spacing_mm[2]
+    out: NDArray[np.float64] = np.sqrt((a * a + b * b) + c * c)
+    return out
+
+
+def _ball_radius(spacing_mm: Spacing, n_offsets: int) -> float:
+    """Radius (mm) of a ball holding about ``n_offsets`` lattice points, ≥ the coarsest step."""
+    voxel_volume = spacing_mm[0] * spacing_mm[1] * spacing_mm[2]
+    return max(max(spacing_mm), (3 * n_offsets * voxel_volume / (4 * np.pi)) ** (1 / 3))
+
+
+@lru_cache(maxsize=32)
+def _shells(spacing_mm: Spacing) -> tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.intp]]:
+    """Offsets within radius R sorted by exact distance, their distances and group starts.
+
+    R is chosen so the ball holds about ``_MAX_SHELL_OFFSETS`` offsets.
+    """
+    radius = _ball_radius(spacing_mm, _MAX_SHELL_OFFSETS)
+    r = [int(np.floor(radius / s)) for s in spacing_mm]
+    grid = np.stack(
+        np.meshgrid(*(np.arange(-k, k + 1) for k in r), indexing="ij"), axis=-1
+    ).reshape(-1, 3)
+    dist = lattice_distance(grid, spacing_mm)
+    keep = dist <= radius
+    grid, dist = grid[keep], dist[keep]
+    order = np.argsort(dist, kind="stable")
+    grid, dist = grid[order], dist[order]
+    starts = np.flatnonzero(np.r_[True, dist[1:] != dist[:-1]])
+    return grid.astype(np.int64), dist, starts
+
+
+def nearest_distances(
+    query: NDArray[np.bool_], target: NDArray[np.bool_], spacing_mm: Spacing
+) -> NDArray[np.float64]:
+    """Distance from each True voxel of ``query`` (C order) to the nearest True of ``target``.
+
+    Parameters
+    ----------
+    query, target : bool arrays of the same 3-D shape.
+    spacing_mm : voxel spacing in mm, array-axis order.
+
+    Returns
+    -------
+    float64 array with one distance per True voxel of ``query``, in ``np.nonzero`` order.
+    ``+inf`` everywhere when ``target`` is empty; empty when ``query`` is.
+    """
+    q_idx = np.nonzero(query)
+    n = q_idx[0].size
+    out = np.full(n, np.inf)
+    if n == 0 or not target.any():
+        return out
+    offsets, dist, starts = _shells(spacing_mm)
+    r = np.abs(offsets).max(axis=0)
+    padded = np.pad(target, [(int(k), int(k)) for k in r])
+    strides = np.array([padded.shape[1] * padded.shape[2], padded.shape[2], 1], dtype=np.int64)
+    flat_target = padded.ravel()
+    flat_query = (q_idx[0] + r[0]) * strides[0] + (q_idx[1] + r[1]) * strides[1] + (q_idx[2] + r[2])
+    deltas = offsets @ strides
+    remaining = np.arange(n)
+    bounds = [*starts.tolist(), len(dist)]
+    always = _ball_radius(spacing_mm, _SHELL_OFFSETS)
+    budget, cost = 4 * np.count_nonzero(target), 0
+    for g in range(len(starts)):
+        if remaining.size == 0:
+            break
+        lo, hi = bounds[g], bounds[g + 1]
+        if dist[lo] > always:
+            cost += remaining.size * (hi - lo)
+            if cost > budget:
+                break
+        base = flat_query[remaining]
+        if hi - lo == 1:
+            hit = flat_target[base + deltas[lo]]
+        else:
+            hit = flat_target[base[:, None] + deltas[None, lo:hi]].any(axis=1)
+        out[remaining[hit]] = dist[lo]
+        remaining = remaining[~hit]
+    if remaining.size:
+        out[remaining] = _tree_distances(q_idx, remaining, target, spacing_mm)
+    return out
+
+
+def _tree_distances(
+    q_idx: tuple[NDArray[np.intp], ...],
+    which: NDArray[np.intp],
+    target: NDArray[np.bool_],
+    spacing_mm: Spacing,
+) -> NDArray[np.float64]:
+    """Exact distances for far query points via a k-d tree over the target voxels."""
+    t = np.argwhere(target)
+    q = np.stack([c[which] for c in q_idx], axis=1)
+    scale = np.asarray(spacing_mm, dtype=np.float64)
+    _, j = cKDTree(t * scale).query(q * scale, k=1, workers=-1)
+    return lattice_distance(t[j] - q, spacing_mm)

@@ -1,0 +1,296 @@
+"""Metric protocols (profiles) and the per-structure metric computation.
+
+A :class:`Profile` names a complete protocol so published numbers can be reproduced exactly;
+every stored result records its profile's :meth:`Profile.params`.
+
+Edge cases (DESIGN.md §3), decided before any distance is computed:
+
+==================  =====  =====  ====================  =================
+case                Dice   NSD    HD, HD95, ASSD, MASD  status
+==================  =====  =====  ====================  =================
+both empty          NaN    NaN    NaN                   both_empty
+R empty, P not      0      0      +inf                  empty_reference
+P empty, R not      0      0      +inf                  empty_prediction
+==================  =====  =====  ====================  =================
+
+Volumes are reported in every case (0 ml for an empty mask).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+from assay.metrics._distances import Spacing
+from assay.metrics._geometry import BoolArray, Box, bounding_box, union_box
+from assay.metrics._surface import (
+    HD95Variant,
+    NSDVariant,
+    assd,
+    hausdorff,
+    hausdorff_percentile,
+    masd,
+    nsd,
+    surface_distances,
+)
+
+Status = Literal["ok", "both_empty", "empty_reference", "empty_prediction"]
+
+#: Metrics every profile reports, in storage order (``nsd@<τ>mm`` extras follow ``nsd``).
+BASE_METRICS = ("dsc", "nsd", "hd", "hd95", "assd", "masd", "volume_ref_ml", "volume_pred_ml")
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A complete metric protocol.
+
+    Parameters
+    ----------
+    name : profile name recorded with every result.
+    dice_smooth : added to the Dice denominator: 2|R∧P| / (|R| + |P| + smooth).
+    nsd_variant : ``"surfel"`` (DeepMind areas) or ``"voxel"`` (MONAI counts).
+    tolerance_mm : default NSD tolerance τ.
+    structure_tolerance_mm : per-structure τ overriding ``tolerance_mm``.
+    extra_tolerances_mm : further τ values, reported as metrics ``nsd@{τ}mm``.
+    hd95_variant : ``"max"`` (MONAI), ``"pooled"`` (MedPy) or ``"surfel"`` (DeepMind).
+    """
+
+    name: str
+    dice_smooth: float = 0.0
+    nsd_variant: NSDVariant = "surfel"
+    tolerance_mm: float = 2.0
+    structure_tolerance_mm: Mapping[str, float] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
+    extra_tolerances_mm: tuple[float, ...] = ()
+    hd95_variant: HD95Variant = "max"
+
+    def __post_init__(self) -> None:
+        if self.nsd_variant not in ("surfel", "voxel"):
+            raise ValueError(f"Profile {self.name!r}: nsd_variant must be 'surfel' or 'voxel'.")
+        if self.hd95_variant not in ("max", "pooled", "surfel"):
+            raise ValueError(
+                f"Profile {self.name!r}: hd95_variant must be 'max', 'pooled' or 'surfel'."
+            )
+        taus = [self.tolerance_mm, *self.structure_tolerance_mm.values(), *self.extra_tolerances_mm]
+        if not all(math.isfinite(t) and t >= 0 for t in taus):
+            raise ValueError(f"Profile {self.name!r}: tolerances must be finite and >= 0 mm.")
+
+    def tolerance_for(self, structure: str | None) -> float:
+        """NSD tolerance (mm) for ``structure``."""
+        if structure is None:
+            return self.tolerance_mm
+        return self.structure_tolerance_mm.get(structure, self.tolerance_mm)
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        """Names of the metrics this profile reports, in storage order."""
+        extras = tuple(f"nsd@{t:g}mm" for t in self.extra_tolerances_mm)
+        return BASE_METRICS[:2] + extras + BASE_METRICS[2:]
+
+    @property
+    def needs_surfels(self) -> bool:
+        return self.nsd_variant == "surfel" or self.hd95_variant == "surfel"
+
+    def params(self) -> dict[str, Any]:
+        """Every parameter of the protocol, JSON-serialisable."""
+        return {
+            "profile": self.name,
+            "dice_smooth": self.dice_smooth,
+            "nsd_variant": self.nsd_variant,
+            "tolerance_mm": self.tolerance_mm,
+            "structure_tolerance_mm": dict(self.structure_tolerance_mm),
+            "extra_tolerances_mm": list(self.extra_tolerances_mm),
+            "hd_surfaces": "voxel (mask XOR 6-connected erosion, border 0)",
+            "hd95_variant": self.hd95_variant,
+            "hd95_percentile": 95.0,
+            "percentile_method": "linear (numpy default)",
+            "assd": "pooled mean of both directed voxel-surface distance sets",
+            "masd": "mean of the two directed mean voxel-surface distances",
+            "distance_dtype": "float64",
+        }
+
+
+PROFILES: Mapping[str, Profile] = MappingProxyType(
+    {
+        "default": Profile("default"),
+        "touchstone": Profile("touchstone", dice_smooth=1.0, nsd_variant="voxel", tolerance_mm=1.5),
+        "monai": Profile("monai", nsd_variant="voxel", tolerance_mm=2.0, hd95_variant="max"),
+        "deepmind": Profile("deepmind", nsd_variant="surfel", hd95_variant="surfel"),
+        "medpy": Profile("medpy", nsd_variant="voxel", hd95_variant="pooled"),
+    }
+)
+
+
+def get_profile(name: str) -> Profile:
+    """Look up a built-in profile by name (error lists the known ones)."""
+    try:
+        return PROFILES[name]
+    except KeyError:
+        known = ", ".join(PROFILES)
+        raise ValueError(f"Unknown profile {name!r}; known profiles: {known}.") from None
+
+
+@dataclass(frozen=True)
+class StructureResult:
+    """Metric values of one structure of one case, with its status."""
+
+    status: Status
+    values: Mapping[str, float]
+
+
+def dice(pred: BoolArray, ref: BoolArray, smooth: float = 0.0) -> float:
+    """Dice = 2|R∧P| / (|R| + |P| + smooth); NaN when both masks are empty and smooth = 0."""
+    inter = np.count_nonzero(pred & ref)
+    denom = np.count_nonzero(pred) + np.count_nonzero(ref) + smooth
+    return float(2 * inter / denom) if denom else math.nan
+
+
+def structure_metrics(
+    pred: BoolArray,
+    ref: BoolArray,
+    spacing_mm: Iterable[float],
+    profile: Profile | str = "default",
+    *,
+    structure: str | None = None,
+    box: Box | None = None,
+) -> StructureResult:
+    """All metrics of ``profile`` for one binary structure.
+
+    Parameters
+    ----------
+    pred, ref : bool 3-D arrays on the same grid (not modified).
+    spacing_mm : voxel spacing in mm, array-axis order.
+    profile : a :class:`Profile` or the name of a built-in one.
+    structure : name used to pick a per-structure tolerance.
+    box : union bounding box of both masks when already known (saves a pass); must hold
+        every True voxel of both.
+    """
+    prof = get_profile(profile) if isinstance(profile, str) else profile
+    spacing = _spacing(spacing_mm)
+    pred, ref = _as_bool(pred, "pred"), _as_bool(ref, "ref")
+    if pred.shape != ref.shape or pred.ndim != 3:
+        raise ValueError(f"pred {pred.shape} and ref {ref.shape} must be 3-D of equal shape.")
+    if box is None:
+        box = union_box(bounding_box(pred), bounding_box(ref))
+    if box is None:
+        return _empty_result(prof, "both_empty", 0, 0, spacing)
+    p, r = pred[box], ref[box]
+    n_p, n_r = np.count_nonzero(p), np.count_nonzero(r)
+    if n_r == 0:
+        return _empty_result(prof, "empty_reference", n_r, n_p, spacing)
+    if n_p == 0:
+        return _empty_result(prof, "empty_prediction", n_r, n_p, spacing)
+    inter = np.count_nonzero(p & r)
+    sd = surface_distances(pred, ref, spacing, box=box, surfels=prof.needs_surfels)
+    tau = prof.tolerance_for(structure)
+    values: dict[str, float] = {
+        "dsc": float(2 * inter / (n_p + n_r + prof.dice_smooth)),
+        "nsd": nsd(sd, tau, prof.nsd_variant),
+    }
+    for t in prof.extra_tolerances_mm:
+        values[f"nsd@{t:g}mm"] = nsd(sd, t, prof.nsd_variant)
+    values.update(
+        hd=hausdorff(sd),
+        hd95=hausdorff_percentile(sd, 95.0, prof.hd95_variant),
+        assd=assd(sd),
+        masd=masd(sd),
+        **_volumes(n_r, n_p, spacing),
+    )
+    return StructureResult("ok", values)
+
+
+def label_map_metrics(
+    pred: NDArray[np.integer],
+    ref: NDArray[np.integer],
+    labels: Mapping[int, str],
+    spacing_mm: Iterable[float],
+    profile: Profile | str = "default",
+) -> dict[str, StructureResult]:
+    """Metrics for every structure of two multi-label maps on the same grid.
+
+    The union bounding box of each label is found once per map (bounding box of all
+    foreground, then per-label boxes inside it) and every structure is scored on its crop.
+    """
+    prof = get_profile(profile) if isinstance(profile, str) else profile
+    spacing = _spacing(spacing_mm)
+    if pred.shape != ref.shape or pred.ndim != 3:
+        raise ValueError(f"pred {pred.shape} and ref {ref.shape} must be 3-D of equal shape.")
+    pred_boxes = _label_boxes(pred, labels)
+    ref_boxes = _label_boxes(ref, labels)
+    out: dict[str, StructureResult] = {}
+    for value, name in labels.items():
+        box = union_box(pred_boxes[value], ref_boxes[value])
+        if box is None:
+            out[name] = _empty_result(prof, "both_empty", 0, 0, spacing)
+            continue
+        out[name] = structure_metrics(
+            pred[box] == value,
+            ref[box] == value,
+            spacing,
+            prof,
+            structure=name,
+            box=(slice(None), slice(None), slice(None)),
+        )
+    return out
+
+
+def _label_boxes(
+    label_map: NDArray[np.integer], labels: Mapping[int, str]
+) -> dict[int, Box | None]:
+    """Bounding box of each label value (None when absent), in one pass over the foreground."""
+    from scipy import ndimage
+
+    boxes: dict[int, Box | None] = dict.fromkeys(labels)
+    fg = bounding_box(label_map != 0)
+    if fg is None:
+        return boxes
+    sub = label_map[fg]
+    if sub.dtype.kind not in "iu" or sub.min() < 0:
+        raise ValueError("Label maps must hold non-negative integers.")
+    found = ndimage.find_objects(sub.astype(np.int32, copy=False), max_label=max(labels))
+    for value in labels:
+        sl = found[value - 1] if 0 < value <= len(found) else None
+        if sl is not None:
+            boxes[value] = tuple(  # type: ignore[assignment]
+                slice(f.start + s.start, f.start + s.stop) for f, s in zip(fg, sl)
+            )
+    return boxes
+
+
+def _empty_result(
+    prof: Profile, status: Status, n_r: int, n_p: int, spacing: Spacing
+) -> StructureResult:
+    fill = {"both_empty": (math.nan, math.nan), "empty_reference": (0.0, math.inf),
+            "empty_prediction": (0.0, math.inf)}[status]  # fmt: skip
+    values = {
+        m: fill[0] if m == "dsc" or m.startswith("nsd") else fill[1]
+        for m in prof.metrics
+        if not m.startswith("volume")
+    }
+    values.update(_volumes(n_r, n_p, spacing))
+    return StructureResult(status, values)
+
+
+def _volumes(n_r: int, n_p: int, spacing: Spacing) -> dict[str, float]:
+    ml = spacing[0] * spacing[1] * spacing[2] / 1000.0
+    return {"volume_ref_ml": float(n_r * ml), "volume_pred_ml": float(n_p * ml)}
+
+
+def _spacing(spacing_mm: Iterable[float]) -> Spacing:
+    s = tuple(float(v) for v in spacing_mm)
+    if len(s) != 3 or not all(math.isfinite(v) and v > 0 for v in s):
+        raise ValueError(f"spacing_mm must be three positive finite numbers, got {s}.")
+    return (s[0], s[1], s[2])
+
+
+def _as_bool(a: NDArray[Any], name: str) -> BoolArray:
+    if a.dtype == np.bool_:
+        return a
+    raise TypeError(f"{name} must be a bool array, got dtype {a.dtype}; pass mask != 0.")
