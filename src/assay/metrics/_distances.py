@@ -46,7 +46,7 @@ def lattice_distance(offsets: NDArray[np.integer], spacing_mm: Spacing) -> NDArr
 def _ball_radius(spacing_mm: Spacing, n_offsets: int) -> float:
     """Radius (mm) of a ball holding about ``n_offsets`` lattice points, ≥ the coarsest step."""
     voxel_volume = spacing_mm[0] * spacing_mm[1] * spacing_mm[2]
-    return max(max(spacing_mm), (3 * n_offsets * voxel_volume / (4 * np.pi)) ** (1 / 3))
+    return float(max(max(spacing_mm), (3 * n_offsets * voxel_volume / (4 * np.pi)) ** (1 / 3)))
 
 
 @lru_cache(maxsize=32)

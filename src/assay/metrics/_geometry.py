@@ -12,6 +12,7 @@ Two surface definitions are used (DESIGN.md §3):
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -30,7 +31,7 @@ def bounding_box(mask: BoolArray) -> Box | None:
     """
     fast = int(np.argmin(np.abs(mask.strides)))
     rest = [a for a in range(3) if a != fast]
-    plane = mask.any(axis=fast)  # 2-D over the other two axes
+    plane: BoolArray = np.any(mask, axis=fast)  # 2-D over the other two axes
     lo_hi: dict[int, tuple[int, int]] = {}
     for k, axis in enumerate(rest):
         idx = np.flatnonzero(plane.any(axis=1 - k))
@@ -49,7 +50,9 @@ def union_box(a: Box | None, b: Box | None) -> Box | None:
         return b
     if b is None:
         return a
-    s0, s1, s2 = (slice(min(x.start, y.start), max(x.stop, y.stop)) for x, y in zip(a, b))
+    s0, s1, s2 = (
+        slice(min(x.start, y.start), max(x.stop, y.stop)) for x, y in zip(a, b, strict=True)
+    )
     return (s0, s1, s2)
 
 
@@ -89,10 +92,10 @@ def neighbour_codes(padded: BoolArray) -> NDArray[np.uint8]:
     result has one element fewer than ``padded`` along each axis: one per voxel corner of
     the crop. Computed separably (three shift-or passes).
     """
-    p = padded.view(np.uint8)
+    p: NDArray[Any] = padded.view(np.uint8)
     t = (p[:, :, :-1] << 1) | p[:, :, 1:]
     t = (t[:, :-1, :] << 2) | t[:, 1:, :]
-    out: NDArray[np.uint8] = (t[:-1] << 4) | t[1:]
+    out: NDArray[np.uint8] = ((t[:-1] << 4) | t[1:]).astype(np.uint8, copy=False)
     return out
 
 

@@ -182,7 +182,7 @@ def structure_metrics(
     if box is None:
         return _empty_result(prof, "both_empty", 0, 0, spacing)
     p, r = pred[box], ref[box]
-    n_p, n_r = np.count_nonzero(p), np.count_nonzero(r)
+    n_p, n_r = int(np.count_nonzero(p)), int(np.count_nonzero(r))
     if n_r == 0:
         return _empty_result(prof, "empty_reference", n_r, n_p, spacing)
     if n_p == 0:
@@ -259,7 +259,7 @@ def _label_boxes(
         sl = found[value - 1] if 0 < value <= len(found) else None
         if sl is not None:
             boxes[value] = tuple(  # type: ignore[assignment]
-                slice(f.start + s.start, f.start + s.stop) for f, s in zip(fg, sl)
+                slice(f.start + s.start, f.start + s.stop) for f, s in zip(fg, sl, strict=True)
             )
     return boxes
 

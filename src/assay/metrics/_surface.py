@@ -106,7 +106,7 @@ def surface_distances(
     cr, cp = neighbour_codes(r), neighbour_codes(p)
     br = (cr != 0) & (cr != 255)
     bp = (cp != 0) & (cp != 255)
-    table = surfel_area_table(tuple(float(s) for s in spacing_mm))  # type: ignore[arg-type]
+    table = surfel_area_table((float(spacing_mm[0]), float(spacing_mm[1]), float(spacing_mm[2])))
     return SurfaceDistances(
         ref_to_pred,
         pred_to_ref,
