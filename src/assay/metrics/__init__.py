@@ -19,6 +19,7 @@ from assay.metrics._protocol import (
     StructureResult,
     dice,
     get_profile,
+    label_boxes,
     label_map_metrics,
     structure_metrics,
 )
@@ -45,6 +46,7 @@ __all__ = [
     "get_profile",
     "hausdorff",
     "hausdorff_percentile",
+    "label_boxes",
     "label_map_metrics",
     "lattice_distance",
     "masd",

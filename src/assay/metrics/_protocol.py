@@ -222,8 +222,8 @@ def label_map_metrics(
     spacing = _spacing(spacing_mm)
     if pred.shape != ref.shape or pred.ndim != 3:
         raise ValueError(f"pred {pred.shape} and ref {ref.shape} must be 3-D of equal shape.")
-    pred_boxes = _label_boxes(pred, labels)
-    ref_boxes = _label_boxes(ref, labels)
+    pred_boxes = label_boxes(pred, labels)
+    ref_boxes = label_boxes(ref, labels)
     out: dict[str, StructureResult] = {}
     for value, name in labels.items():
         box = union_box(pred_boxes[value], ref_boxes[value])
@@ -241,7 +241,7 @@ def label_map_metrics(
     return out
 
 
-def _label_boxes(
+def label_boxes(
     label_map: NDArray[np.integer], labels: Mapping[int, str]
 ) -> dict[int, Box | None]:
     """Bounding box of each label value (None when absent), in one pass over the foreground."""

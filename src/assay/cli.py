@@ -1,0 +1,289 @@
+"""The ``assay`` command line: one command per stage (DESIGN.md §1)."""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Annotated, Any
+
+import pandas as pd
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    SpinnerColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+from assay.datasets import DEFAULT_SCHEMA, LabelSchema, read_label_map_spec
+from assay.errors import AssayError
+from assay.metrics import PROFILES, get_profile
+from assay.scoring import ScoreReport, score
+from assay.scoring._summary import STATUSES, case_problems, summarize
+from assay.store import FORMATS, ResultStore, export_scores
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="assay: exact, fast evaluation of medical image segmentation.",
+)
+out = Console()
+err = Console(stderr=True)
+
+
+class _RateColumn(ProgressColumn):
+    """Cases per minute."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text("-- cases/min" if speed is None else f"{speed * 60:.1f} cases/min")
+
+
+@contextmanager
+def _fatal_errors() -> Iterator[None]:
+    """Turn assay errors into a one-line message and exit status 2."""
+    try:
+        yield
+    except AssayError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+
+
+def _progress() -> Progress:
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        _RateColumn(),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=err,
+    )
+
+
+def _run_score(progress: Progress, description: str, **kwargs: Any) -> ScoreReport:
+    task = progress.add_task(description, total=None)
+    return score(
+        **kwargs,
+        on_start=lambda n: progress.update(task, total=n),
+        on_case=lambda _record: progress.advance(task),
+    )
+
+
+@app.command("score")
+def score_command(
+    reference: Annotated[Path, typer.Option(help="Folder of reference masks.")],
+    predictions: Annotated[Path, typer.Option(help="Folder of the model's predictions.")],
+    model: Annotated[str, typer.Option(help="Model name stored with every row.")],
+    dataset: Annotated[str, typer.Option(help="Dataset (test set) name.")],
+    profile: Annotated[
+        str, typer.Option(help=f"Metric protocol: {', '.join(PROFILES)}.")
+    ] = "default",
+    db: Annotated[str, typer.Option(help="SQLite file or SQLAlchemy URL.")] = "assay.db",
+    workers: Annotated[int, typer.Option(min=1, help="Local worker processes.")] = 1,
+    force: Annotated[bool, typer.Option(help="Recompute cases already stored.")] = False,
+    layout: Annotated[
+        str | None, typer.Option(help="Reference layout: structures or labelmap (auto).")
+    ] = None,
+    prediction_layout: Annotated[
+        str | None, typer.Option(help="Prediction layout: structures or labelmap (auto).")
+    ] = None,
+    labels: Annotated[
+        Path | None, typer.Option(help="Label schema for label maps (dataset.json/YAML/JSON).")
+    ] = None,
+    schema: Annotated[
+        Path | None, typer.Option(help="Extra structure names/synonyms (YAML/JSON).")
+    ] = None,
+    resample: Annotated[
+        str | None, typer.Option(help="'nearest' resamples predictions on another grid.")
+    ] = None,
+    tolerance_mm: Annotated[
+        float | None, typer.Option(help="Override the profile's NSD tolerance (mm).")
+    ] = None,
+) -> None:
+    """Score every case and structure; store one row per metric; print a summary."""
+    with _fatal_errors():
+        prof = get_profile(profile)
+        if tolerance_mm is not None:
+            prof = replace(prof, tolerance_mm=tolerance_mm)
+        label_schema = LabelSchema.from_file(schema) if schema else DEFAULT_SCHEMA
+        label_map = read_label_map_spec(labels, label_schema) if labels else None
+        store = ResultStore(db)
+        try:
+            with _progress() as progress:
+                report = _run_score(
+                    progress,
+                    f"{model}",
+                    reference=reference,
+                    predictions=predictions,
+                    model=model,
+                    dataset=dataset,
+                    profile=prof,
+                    store=store,
+                    workers=workers,
+                    force=force,
+                    layout=layout,
+                    prediction_layout=prediction_layout,
+                    labels=label_map,
+                    schema=label_schema,
+                    resample=resample,
+                )
+        except KeyboardInterrupt:
+            err.print("[yellow]interrupted:[/] finished cases are stored; re-run to resume.")
+            raise typer.Exit(130) from None
+        _print_report(store, report)
+
+
+def _print_report(store: ResultStore, report: ScoreReport) -> None:
+    scores = store.scores(run_ids=[report.run_id])
+    out.print(
+        f"[bold]{report.model}[/] on [bold]{report.dataset}[/] (profile {report.profile}, "
+        f"run {report.run_id}): {report.n_cases} cases, {report.n_scored} scored now, "
+        f"{report.n_skipped} already stored, {report.seconds:.1f} s"
+    )
+    _print_summary(summarize(scores))
+    cases = store.cases([report.run_id])
+    counts = cases["status"].value_counts()
+    out.print(
+        f"cases: {int(counts.get('ok', 0))} ok, {int(counts.get('partial', 0))} partial, "
+        f"{int(counts.get('failed', 0))} failed, "
+        f"{int(counts.get('missing_prediction', 0))} missing prediction"
+    )
+    problems = case_problems(cases)
+    for row in problems.head(10).itertuples():
+        flags = f" [{row.flags}]" if row.flags else ""
+        out.print(f"  {row.case_id}: {row.status}{flags} {row.message}", highlight=False)
+    if len(problems) > 10:
+        out.print(f"  ... and {len(problems) - 10} more (see the cases table in the database)")
+    for note in report.notes:
+        out.print(f"[yellow]note:[/] {note}")
+
+
+def _fmt(v: float) -> str:
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4f}"
+
+
+def _print_summary(summary: pd.DataFrame) -> None:
+    table = Table(title="Per-structure summary", show_lines=False)
+    for col in ("structure", *STATUSES, "mean Dice", "mean NSD"):
+        table.add_column(col, justify="left" if col == "structure" else "right")
+    for row in summary.itertuples(index=False):
+        d = row._asdict()
+        table.add_row(
+            d["structure"],
+            *(str(int(d[s])) for s in STATUSES),
+            _fmt(d["mean_dsc"]),
+            _fmt(d["mean_nsd"]),
+        )
+    out.print(table)
+
+
+@app.command("export")
+def export_command(
+    out_path: Annotated[Path, typer.Option("--out", help="Output file (csv/parquet) or folder.")],
+    db: Annotated[str, typer.Option(help="SQLite file or SQLAlchemy URL.")] = "assay.db",
+    fmt: Annotated[str, typer.Option("--format", help=f"One of: {', '.join(FORMATS)}.")] = "csv",
+    dataset: Annotated[str | None, typer.Option(help="Only this dataset.")] = None,
+    model: Annotated[str | None, typer.Option(help="Only this model.")] = None,
+    profile: Annotated[str | None, typer.Option(help="Only this profile.")] = None,
+) -> None:
+    """Write per-case scores: tidy CSV/Parquet, or the Touchstone layout."""
+    with _fatal_errors():
+        files = export_scores(
+            ResultStore(db), fmt, out_path, dataset=dataset, model=model, profile=profile
+        )
+        for f in files:
+            out.print(f"wrote {f}")
+
+
+@app.command("demo")
+def demo_command(
+    out_dir: Annotated[
+        Path, typer.Option("--out", help="Folder for data, database, exports.")
+    ] = Path("assay-demo"),
+    cases: Annotated[int, typer.Option(min=2, help="Number of synthetic cases.")] = 6,
+    workers: Annotated[int, typer.Option(min=1, help="Local worker processes.")] = 1,
+    profile: Annotated[str, typer.Option(help="Metric protocol.")] = "default",
+) -> None:
+    """Generate a synthetic benchmark, score every simulated model, print the results."""
+    from assay.synthetic import MODELS, write_benchmark
+
+    with _fatal_errors():
+        out.print(f"Writing a synthetic benchmark ({cases} cases, {len(MODELS)} models) ...")
+        paths = write_benchmark(out_dir / "data", n_cases=cases, overwrite=True)
+        store = ResultStore(out_dir / "assay.db")
+        with _progress() as progress:
+            reports = [
+                _run_score(
+                    progress,
+                    name,
+                    reference=paths.reference,
+                    predictions=folder,
+                    model=name,
+                    dataset="synthetic",
+                    profile=profile,
+                    store=store,
+                    workers=workers,
+                )
+                for name, folder in paths.predictions.items()
+            ]
+        summary = summarize(store.scores(dataset="synthetic", profile=profile))
+        _print_leaderboard(summary)
+        for report in reports:
+            problems = case_problems(store.cases([report.run_id]))
+            for row in problems.itertuples():
+                flags = f" [{row.flags}]" if row.flags else ""
+                out.print(
+                    f"  {report.model} / {row.case_id}: {row.status}{flags} {row.message}",
+                    highlight=False,
+                )
+        files = export_scores(store, "touchstone", out_dir / "touchstone", profile=profile)
+        export_scores(store, "csv", out_dir / "scores.csv", profile=profile)
+        out.print(
+            f"database: {store.url}\nscores: {out_dir / 'scores.csv'}\n"
+            f"touchstone layout: {files[0].parent.parent} ({len(files)} files)"
+        )
+
+
+def _print_leaderboard(summary: pd.DataFrame) -> None:
+    by_model = (
+        summary.groupby("model")
+        .agg(
+            mean_dsc=("mean_dsc", "mean"),
+            mean_nsd=("mean_nsd", "mean"),
+            missing=("missing_prediction", "sum"),
+            failed=("failed", "sum"),
+        )
+        .sort_values("mean_dsc", ascending=False)
+    )
+    table = Table(title="Models (mean over structures of per-structure means)")
+    for col in ("model", "mean Dice", "mean NSD", "missing", "failed"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for model, row in by_model.iterrows():
+        table.add_row(
+            str(model), _fmt(row.mean_dsc), _fmt(row.mean_nsd), str(row.missing), str(row.failed)
+        )
+    out.print(table)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app(prog_name="assay")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

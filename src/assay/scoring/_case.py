@@ -1,0 +1,263 @@
+"""Score one case: read its reference and prediction, align grids, compute every metric.
+
+Failures never escape: a bad file, a geometry mismatch or a missing prediction becomes a
+status with a one-line message on the affected structures (or the whole case), and every
+(structure, metric) still gets a row.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from assay.datasets import CaseSource, LabelMapFile, StructureFiles
+from assay.errors import AssayError, InputError
+from assay.io import Image, align_to_reference, binary_mask, read_image, same_grid
+from assay.metrics import Profile, bounding_box, label_boxes, structure_metrics
+from assay.metrics._geometry import Box, union_box
+from assay.store import CaseRecord, ScoreRow
+
+
+@dataclass(frozen=True)
+class CaseTask:
+    """Everything needed to score one case (picklable, sent to workers).
+
+    ``prediction`` is None when the model has no prediction for the case; ``problem`` holds
+    a discovery problem of the prediction (e.g. an unknown structure file) to record with the
+    case. ``reference_problem`` (reference None) makes the whole case fail with that message.
+    """
+
+    case_id: str
+    reference: CaseSource | None
+    prediction: CaseSource | None
+    structures: tuple[str, ...]
+    profile: Profile
+    resample: str | None = None
+    problem: str = ""
+    reference_problem: str = ""
+
+
+@dataclass(frozen=True)
+class _Sparse:
+    """A binary mask kept as the crop of its bounding box (box None = empty mask)."""
+
+    box: Box | None
+    crop: NDArray[np.bool_] | None
+
+    def embed(self, box: Box) -> NDArray[np.bool_]:
+        out = np.zeros(tuple(s.stop - s.start for s in box), dtype=bool)
+        if self.box is not None and self.crop is not None:
+            inner = tuple(
+                slice(a.start - b.start, a.stop - b.start)
+                for a, b in zip(self.box, box, strict=True)
+            )
+            out[inner] = self.crop
+        return out
+
+
+_EMPTY = _Sparse(None, None)
+
+
+def _sparse(mask: NDArray[np.bool_]) -> _Sparse:
+    box = bounding_box(mask)
+    return _EMPTY if box is None else _Sparse(box, mask[box].copy())
+
+
+@dataclass(frozen=True)
+class _Failure:
+    """A structure-level problem: its status and message are recorded; the case goes on."""
+
+    status: str
+    message: str
+
+
+def score_case(task: CaseTask) -> CaseRecord:
+    """Score one case; never raises for bad input (it is recorded in the result)."""
+    start = time.perf_counter()
+    flags: set[str] = set()
+    where = f"case {task.case_id!r}"
+    results: dict[str, tuple[str, Mapping[str, float], str]] = {}
+    case_status = "ok"
+    try:
+        ref_grid, ref_masks = _load_reference(task)
+        if task.prediction is None:
+            case_status = "missing_prediction"
+            msg = (
+                f"No prediction for {where}: expected it next to the other predictions; "
+                "add it, or the case counts as missing."
+            )
+            for s in task.structures:
+                results[s] = ("missing_prediction", {}, msg)
+        else:
+            pred_masks = _load_prediction(task, ref_grid, flags)
+            spacing = ref_grid.spacing_mm
+            for s in task.structures:
+                ref_s, pred_s = ref_masks.get(s), pred_masks.get(s)
+                if isinstance(ref_s, _Failure):
+                    results[s] = (ref_s.status, {}, ref_s.message)
+                elif isinstance(pred_s, _Failure):
+                    results[s] = (pred_s.status, {}, pred_s.message)
+                else:
+                    r = ref_s if ref_s is not None else _EMPTY
+                    p = pred_s if pred_s is not None else _EMPTY
+                    results[s] = _compute(p, r, spacing, task.profile, s)
+    except Exception as exc:  # a case-level failure: every structure records it
+        message = _one_line(exc, where)
+        case_status = "failed"
+        results = {s: ("failed", {}, message) for s in task.structures}
+    if task.problem:
+        for s, (st, vals, msg) in list(results.items()):
+            if st == "ok" and not msg:
+                results[s] = (st, vals, task.problem)
+    rows: list[ScoreRow] = []
+    for s in task.structures:
+        status, values, message = results[s]
+        for metric in task.profile.metrics:
+            rows.append(ScoreRow(s, metric, values.get(metric, math.nan), status, message))
+    statuses = {st for st, _, _ in results.values()}
+    if case_status == "ok" and "failed" in statuses:
+        case_status = "failed"
+    elif case_status == "ok" and "missing_prediction" in statuses:
+        case_status = "partial"
+    messages = sorted({m for _, _, m in results.values() if m} | ({task.problem} - {""}))
+    return CaseRecord(
+        case_id=task.case_id,
+        status=case_status,
+        seconds=time.perf_counter() - start,
+        rows=tuple(rows),
+        message=" | ".join(messages),
+        flags=tuple(sorted(flags)),
+    )
+
+
+def _compute(
+    pred: _Sparse, ref: _Sparse, spacing: tuple[float, float, float], profile: Profile, s: str
+) -> tuple[str, Mapping[str, float], str]:
+    box = union_box(pred.box, ref.box)
+    if box is None:  # both empty: the metrics layer decides values and status
+        empty = np.zeros((1, 1, 1), dtype=bool)
+        res = structure_metrics(empty, empty, spacing, profile, structure=s)
+    else:
+        full = (slice(None), slice(None), slice(None))
+        res = structure_metrics(
+            pred.embed(box), ref.embed(box), spacing, profile, structure=s, box=full
+        )
+    return res.status, res.values, ""
+
+
+# -- reading ------------------------------------------------------------------------------------
+Loaded = dict[str, "_Sparse | _Failure"]
+
+
+def _load_reference(task: CaseTask) -> tuple[Image, Loaded]:
+    """The reference grid and each structure's sparse mask (absent file = empty mask)."""
+    src = task.reference
+    where = f"case {task.case_id!r}"
+    if src is None:
+        raise InputError(task.reference_problem or f"No reference for {where}.")
+    if isinstance(src, LabelMapFile):
+        image = read_image(src.path)
+        return image, _split_label_map(image.array, src.labels, task.structures, where)
+    assert isinstance(src, StructureFiles)
+    grid: Image | None = None
+    out: Loaded = {}
+    for s in task.structures:
+        path = src.files.get(s)
+        if path is None:
+            continue
+        what = f"for case {task.case_id!r}, structure {s!r} (reference)"
+        try:
+            image = read_image(path)
+            mask = binary_mask(image, what=what)
+        except InputError as exc:
+            out[s] = _Failure("failed", f"Reference problem: {exc}")
+            continue
+        if grid is None:
+            grid = image
+        elif not same_grid(image, grid):
+            out[s] = _Failure(
+                "failed",
+                f"Reference structure {s!r} of {where} ({path}) is on a different grid than the "
+                "case's other reference files; fix the reference masks.",
+            )
+            continue
+        out[s] = _sparse(mask)
+    if grid is None:
+        raise InputError(
+            f"No readable reference mask for {where} in {_folder(src)}; every reference file "
+            "failed or is absent."
+        )
+    return grid, out
+
+
+def _load_prediction(task: CaseTask, ref_grid: Image, flags: set[str]) -> Loaded:
+    src = task.prediction
+    where = f"case {task.case_id!r}"
+    if isinstance(src, LabelMapFile):
+        image = read_image(src.path)
+        array, f = align_to_reference(image, ref_grid, where=where, resample=task.resample)
+        flags.update(f)
+        return _split_label_map(array, src.labels, task.structures, where)
+    assert isinstance(src, StructureFiles)
+    out: Loaded = {}
+    for s in task.structures:
+        path = src.files.get(s)
+        swhere = f"case {task.case_id!r}, structure {s!r}"
+        if path is None:
+            out[s] = _Failure(
+                "missing_prediction",
+                f"No prediction file for {swhere} in {_folder(src)}; write one (an all-zero "
+                "mask if the structure is absent).",
+            )
+            continue
+        try:
+            image = read_image(path)
+            mask = binary_mask(image, what=f"for {swhere} (prediction)")
+            moved = Image(mask.view(np.uint8), image.affine, image.path)
+            array, f = align_to_reference(moved, ref_grid, where=swhere, resample=task.resample)
+        except InputError as exc:
+            out[s] = _Failure("failed", " ".join(str(exc).split()))
+            continue
+        flags.update(f)
+        out[s] = _sparse(array.view(bool) if array.dtype == np.uint8 else array != 0)
+    return out
+
+
+def _split_label_map(
+    array: NDArray[np.integer], labels: Mapping[int, str], structures: tuple[str, ...], where: str
+) -> Loaded:
+    if array.dtype.kind not in "iu":
+        if array.dtype.kind == "f" and bool(np.all(np.mod(array, 1) == 0)):
+            array = array.astype(np.int64)
+        else:
+            raise InputError(
+                f"Label map of {where} has dtype {array.dtype} with non-integer values; "
+                "a label map must hold integer labels."
+            )
+    wanted = {v: s for v, s in labels.items() if s in structures}
+    boxes = label_boxes(array, wanted)
+    out: Loaded = {}
+    for value, s in wanted.items():
+        box = boxes[value]
+        out[s] = _EMPTY if box is None else _Sparse(box, array[box] == value)
+    return out
+
+
+def _folder(src: CaseSource) -> str:
+    if isinstance(src, LabelMapFile):
+        return str(src.path.parent)
+    paths = list(src.files.values())
+    return str(paths[0].parent) if paths else "(no files)"
+
+
+def _one_line(exc: BaseException, where: str) -> str:
+    if isinstance(exc, AssayError):
+        text = str(exc)
+    else:  # an unexpected error: keep its type so it can be reported upstream
+        text = f"Unexpected {type(exc).__name__} while scoring {where}: {exc}"
+    return " ".join(text.split())

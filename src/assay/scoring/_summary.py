@@ -1,0 +1,51 @@
+"""A per-structure summary of a scoring run (counts by status, mean Dice and NSD)."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+#: Every status a score row can have, in display order (DESIGN.md §2).
+STATUSES = (
+    "ok",
+    "both_empty",
+    "empty_reference",
+    "empty_prediction",
+    "missing_prediction",
+    "failed",
+)
+
+
+def summarize(scores: pd.DataFrame) -> pd.DataFrame:
+    """Per model and structure: n by status, mean Dice and mean NSD.
+
+    Means are over the rows that have a value (status ok, empty_reference, empty_prediction:
+    0 for the empty ones); both-empty, missing and failed rows have no value and are counted,
+    not averaged. Columns: model, structure, one count per status, n, mean_dsc, mean_nsd.
+    """
+    if scores.empty:
+        return pd.DataFrame(columns=["model", "structure", *STATUSES, "n", "mean_dsc", "mean_nsd"])
+    one_metric = scores[scores["metric"] == "dsc"]
+    counts = (
+        one_metric.groupby(["model", "structure"])["status"]
+        .value_counts()
+        .unstack(fill_value=0)
+        .reindex(columns=list(STATUSES), fill_value=0)
+    )
+    counts["n"] = counts.sum(axis=1)
+    means = (
+        scores[scores["metric"].isin(["dsc", "nsd"])]
+        .groupby(["model", "structure", "metric"])["value"]
+        .mean()
+        .unstack()
+        .reindex(columns=["dsc", "nsd"])
+        .rename(columns={"dsc": "mean_dsc", "nsd": "mean_nsd"})
+    )
+    out = counts.join(means).reset_index()
+    out.columns.name = None
+    return out
+
+
+def case_problems(cases: pd.DataFrame) -> pd.DataFrame:
+    """Cases that did not score cleanly (status other than ok, or flagged), with messages."""
+    bad = cases[(cases["status"] != "ok") | (cases["flags"] != "") | (cases["message"] != "")]
+    return bad[["run_id", "case_id", "status", "flags", "message"]].reset_index(drop=True)

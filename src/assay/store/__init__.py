@@ -1,0 +1,15 @@
+"""The results database (SQLite by default, PostgreSQL by URL) and score export."""
+
+from assay.store._export import FORMATS, export_scores
+from assay.store._schema import SCORE_COLUMNS
+from assay.store._store import CaseRecord, ResultStore, ScoreRow, database_url
+
+__all__ = [
+    "FORMATS",
+    "SCORE_COLUMNS",
+    "CaseRecord",
+    "ResultStore",
+    "ScoreRow",
+    "database_url",
+    "export_scores",
+]

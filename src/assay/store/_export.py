@@ -1,0 +1,83 @@
+"""Export stored scores: tidy long CSV/Parquet, or the Touchstone per-model layout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from assay.errors import InputError
+from assay.store._store import ResultStore
+
+FORMATS = ("csv", "parquet", "touchstone")
+
+#: Touchstone files and the metric each holds.
+TOUCHSTONE_FILES = {"dsc.csv": "dsc", "nsd.csv": "nsd"}
+
+#: Statuses whose value is reported in the Touchstone layout. Every other status (both or
+#: reference empty = not applicable; missing or failed) is an empty cell, as in Touchstone.
+TOUCHSTONE_VALUED = ("ok", "empty_prediction")
+
+
+def export_scores(
+    store: ResultStore,
+    fmt: str,
+    out: Path,
+    *,
+    dataset: str | None = None,
+    model: str | None = None,
+    profile: str | None = None,
+) -> list[Path]:
+    """Write the selected scores to ``out`` and return the files written.
+
+    ``csv``/``parquet`` write one long table (columns: run_id, dataset, model, case_id,
+    structure, metric, value, status, message, profile) to the file ``out``. ``touchstone``
+    writes ``out/<model>/dsc.csv`` and ``nsd.csv``: a ``name`` column with the case id and one
+    column per structure (sorted), values as fractions; cases whose prediction is missing
+    have no row (as in Touchstone's published results).
+    """
+    if fmt not in FORMATS:
+        raise InputError(f"Unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}.")
+    df = store.scores(dataset=dataset, model=model, profile=profile)
+    if df.empty:
+        raise InputError(
+            f"No scores in {store.url} for dataset={dataset!r}, model={model!r}, "
+            f"profile={profile!r}. Run `assay score` first or relax the filters."
+        )
+    out = Path(out)
+    if fmt == "csv":
+        out.parent.mkdir(parents=True, exist_ok=True)
+        df.to_csv(out, index=False)
+        return [out]
+    if fmt == "parquet":
+        out.parent.mkdir(parents=True, exist_ok=True)
+        df.to_parquet(out, index=False)
+        return [out]
+    return _export_touchstone(df, out)
+
+
+def _export_touchstone(df: pd.DataFrame, out: Path) -> list[Path]:
+    runs_per_model = df.groupby("model")["run_id"].nunique()
+    ambiguous = sorted(runs_per_model[runs_per_model > 1].index)
+    if ambiguous:
+        raise InputError(
+            f"Model(s) {', '.join(ambiguous)} have scores from several runs (datasets or "
+            "profiles); the Touchstone layout holds one per model. Pass --dataset and --profile."
+        )
+    written: list[Path] = []
+    for model, part in df.groupby("model", sort=True):
+        folder = out / str(model)
+        folder.mkdir(parents=True, exist_ok=True)
+        missing = part.groupby("case_id")["status"].agg(lambda s: (s == "missing_prediction").all())
+        keep = part[~part["case_id"].isin(missing[missing].index)]
+        for filename, metric in TOUCHSTONE_FILES.items():
+            rows = keep[keep["metric"] == metric].copy()
+            rows.loc[~rows["status"].isin(TOUCHSTONE_VALUED), "value"] = float("nan")
+            table = rows.pivot(index="case_id", columns="structure", values="value")
+            table = table.reindex(columns=sorted(table.columns)).sort_index()
+            table.index.name = "name"
+            table.columns.name = None
+            path = folder / filename
+            table.reset_index().to_csv(path, index=False)
+            written.append(path)
+    return written

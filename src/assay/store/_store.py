@@ -1,0 +1,205 @@
+"""The results store: open a database, register runs, commit cases, read scores back."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import Engine, and_, create_engine, delete, event, insert, select, update
+from sqlalchemy.exc import SQLAlchemyError
+
+from assay.errors import InputError
+from assay.store._schema import SCORE_COLUMNS, cases, metadata, runs, scores
+
+
+@dataclass(frozen=True)
+class ScoreRow:
+    """One stored value: a metric of one structure of one case."""
+
+    structure: str
+    metric: str
+    value: float
+    status: str
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class CaseRecord:
+    """Everything stored for one case of a run (written atomically)."""
+
+    case_id: str
+    status: str
+    seconds: float
+    rows: tuple[ScoreRow, ...] = ()
+    message: str = ""
+    flags: tuple[str, ...] = field(default_factory=tuple)
+
+
+def database_url(db: str | Path) -> str:
+    """An SQLAlchemy URL for ``db``: URLs pass through, anything else is an SQLite file path."""
+    text = str(db)
+    if "://" in text:
+        return text
+    return f"sqlite:///{Path(text).expanduser().resolve()}"
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+class ResultStore:
+    """A results database (SQLite file by default, any SQLAlchemy URL otherwise).
+
+    Parameters
+    ----------
+    db : a file path (SQLite) or an SQLAlchemy URL such as ``postgresql+psycopg://...``.
+    """
+
+    def __init__(self, db: str | Path = "assay.db") -> None:
+        self.url = database_url(db)
+        try:
+            self.engine: Engine = create_engine(self.url, future=True)
+            if self.engine.dialect.name == "sqlite":
+                event.listen(self.engine, "connect", _sqlite_pragmas)
+            metadata.create_all(self.engine)
+        except SQLAlchemyError as exc:
+            raise InputError(
+                f"Cannot open results database {self.url!r}: {exc.__class__.__name__}: "
+                f"{str(exc).splitlines()[0]}. Check the path or URL given with --db."
+            ) from exc
+
+    # -- runs -------------------------------------------------------------------------------
+    def ensure_run(
+        self, run_id: str, *, dataset: str, model: str, profile: str, manifest: Mapping[str, Any]
+    ) -> None:
+        """Create the run, or refresh its manifest if it exists (a resumed run)."""
+        text = json.dumps(manifest, sort_keys=True, default=str)
+        with self.engine.begin() as con:
+            exists = con.execute(select(runs.c.run_id).where(runs.c.run_id == run_id)).first()
+            if exists:
+                con.execute(
+                    update(runs)
+                    .where(runs.c.run_id == run_id)
+                    .values(manifest=text, updated_at=_now())
+                )
+            else:
+                con.execute(
+                    insert(runs).values(
+                        run_id=run_id,
+                        dataset=dataset,
+                        model=model,
+                        profile=profile,
+                        manifest=text,
+                        created_at=_now(),
+                        updated_at=_now(),
+                    )
+                )
+
+    def delete_run(self, run_id: str) -> None:
+        """Remove every case and score of a run (the run row stays)."""
+        with self.engine.begin() as con:
+            con.execute(delete(scores).where(scores.c.run_id == run_id))
+            con.execute(delete(cases).where(cases.c.run_id == run_id))
+
+    def runs(self) -> pd.DataFrame:
+        """All runs with their manifests parsed."""
+        with self.engine.connect() as con:
+            df = pd.read_sql(select(runs), con)
+        df["manifest"] = [json.loads(m) for m in df["manifest"]]
+        return df
+
+    # -- cases ------------------------------------------------------------------------------
+    def stored_cases(self, run_id: str) -> dict[str, str]:
+        """Case id -> case status for every case stored in a run."""
+        with self.engine.connect() as con:
+            rows = con.execute(
+                select(cases.c.case_id, cases.c.status).where(cases.c.run_id == run_id)
+            )
+            return {r.case_id: r.status for r in rows}
+
+    def write_case(self, run_id: str, dataset: str, model: str, record: CaseRecord) -> None:
+        """Store one case and its score rows in a single transaction (replacing old ones)."""
+        case_filter = and_(cases.c.run_id == run_id, cases.c.case_id == record.case_id)
+        score_filter = and_(scores.c.run_id == run_id, scores.c.case_id == record.case_id)
+        values = [
+            {
+                "run_id": run_id,
+                "case_id": record.case_id,
+                "structure": r.structure,
+                "metric": r.metric,
+                "dataset": dataset,
+                "model": model,
+                "value": None if math.isnan(r.value) else float(r.value),
+                "status": r.status,
+                "message": r.message,
+            }
+            for r in record.rows
+        ]
+        with self.engine.begin() as con:
+            con.execute(delete(scores).where(score_filter))
+            con.execute(delete(cases).where(case_filter))
+            con.execute(
+                insert(cases).values(
+                    run_id=run_id,
+                    case_id=record.case_id,
+                    status=record.status,
+                    message=record.message,
+                    flags=",".join(record.flags),
+                    seconds=record.seconds,
+                    finished_at=_now(),
+                )
+            )
+            if values:
+                con.execute(insert(scores), values)
+
+    def cases(self, run_ids: Iterable[str] | None = None) -> pd.DataFrame:
+        """Stored case rows, optionally for some runs only."""
+        query = select(cases)
+        if run_ids is not None:
+            query = query.where(cases.c.run_id.in_(list(run_ids)))
+        with self.engine.connect() as con:
+            return pd.read_sql(query.order_by(cases.c.run_id, cases.c.case_id), con)
+
+    # -- scores -----------------------------------------------------------------------------
+    def scores(
+        self,
+        *,
+        dataset: str | None = None,
+        model: str | None = None,
+        profile: str | None = None,
+        run_ids: Sequence[str] | None = None,
+    ) -> pd.DataFrame:
+        """Long-format scores (``SCORE_COLUMNS`` plus ``profile``); NULL values read as NaN."""
+        query = select(*(scores.c[c] for c in SCORE_COLUMNS), runs.c.profile).join(
+            runs, runs.c.run_id == scores.c.run_id
+        )
+        if dataset is not None:
+            query = query.where(scores.c.dataset == dataset)
+        if model is not None:
+            query = query.where(scores.c.model == model)
+        if profile is not None:
+            query = query.where(runs.c.profile == profile)
+        if run_ids is not None:
+            query = query.where(scores.c.run_id.in_(list(run_ids)))
+        query = query.order_by(
+            scores.c.dataset, scores.c.model, scores.c.case_id, scores.c.structure, scores.c.metric
+        )
+        with self.engine.connect() as con:
+            df = pd.read_sql(query, con)
+        df["value"] = df["value"].astype("float64")
+        return df
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    """WAL journal: readers never block the writer; synchronous=NORMAL is crash-safe in WAL."""
+    cur = dbapi_connection.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
