@@ -25,6 +25,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
+from rich.markup import escape
 from rich.text import Text
 
 from assay.datasets import DEFAULT_SCHEMA, LabelSchema, read_label_map_spec
@@ -166,7 +167,7 @@ def _print_report(store: ResultStore, report: ScoreReport) -> None:
     problems = case_problems(cases)
     for row in problems.head(10).itertuples():
         flags = f" [{row.flags}]" if row.flags else ""
-        out.print(f"  {row.case_id}: {row.status}{flags} {row.message}", highlight=False)
+        out.print(escape(f"  {row.case_id}: {row.status}{flags} {row.message}"), highlight=False)
     if len(problems) > 10:
         out.print(f"  ... and {len(problems) - 10} more (see the cases table in the database)")
     for note in report.notes:
@@ -248,7 +249,7 @@ def demo_command(
             for row in problems.itertuples():
                 flags = f" [{row.flags}]" if row.flags else ""
                 out.print(
-                    f"  {report.model} / {row.case_id}: {row.status}{flags} {row.message}",
+                    escape(f"  {report.model} / {row.case_id}: {row.status}{flags} {row.message}"),
                     highlight=False,
                 )
         files = export_scores(store, "touchstone", out_dir / "touchstone", profile=profile)
@@ -275,7 +276,11 @@ def _print_leaderboard(summary: pd.DataFrame) -> None:
         table.add_column(col, justify="left" if col == "model" else "right")
     for model, row in by_model.iterrows():
         table.add_row(
-            str(model), _fmt(row.mean_dsc), _fmt(row.mean_nsd), str(row.missing), str(row.failed)
+            str(model),
+            _fmt(row.mean_dsc),
+            _fmt(row.mean_nsd),
+            str(int(row.missing)),
+            str(int(row.failed)),
         )
     out.print(table)
 

@@ -241,9 +241,7 @@ def label_map_metrics(
     return out
 
 
-def label_boxes(
-    label_map: NDArray[np.integer], labels: Mapping[int, str]
-) -> dict[int, Box | None]:
+def label_boxes(label_map: NDArray[np.integer], labels: Mapping[int, str]) -> dict[int, Box | None]:
     """Bounding box of each label value (None when absent), in one pass over the foreground."""
     from scipy import ndimage
 

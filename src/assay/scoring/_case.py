@@ -110,21 +110,19 @@ def score_case(task: CaseTask) -> CaseRecord:
         message = _one_line(exc, where)
         case_status = "failed"
         results = {s: ("failed", {}, message) for s in task.structures}
-    if task.problem:
-        for s, (st, vals, msg) in list(results.items()):
-            if st == "ok" and not msg:
-                results[s] = (st, vals, task.problem)
     rows: list[ScoreRow] = []
     for s in task.structures:
         status, values, message = results[s]
         for metric in task.profile.metrics:
             rows.append(ScoreRow(s, metric, values.get(metric, math.nan), status, message))
     statuses = {st for st, _, _ in results.values()}
-    if case_status == "ok" and "failed" in statuses:
-        case_status = "failed"
-    elif case_status == "ok" and "missing_prediction" in statuses:
-        case_status = "partial"
-    messages = sorted({m for _, _, m in results.values() if m} | ({task.problem} - {""}))
+    if case_status == "ok":
+        if "failed" in statuses or task.reference_problem:
+            case_status = "failed"
+        elif "missing_prediction" in statuses or task.problem:
+            case_status = "partial"
+    problems = {task.reference_problem, task.problem} - {""}
+    messages = sorted({m for _, _, m in results.values() if m} | problems)
     return CaseRecord(
         case_id=task.case_id,
         status=case_status,
@@ -159,7 +157,7 @@ def _load_reference(task: CaseTask) -> tuple[Image, Loaded]:
     src = task.reference
     where = f"case {task.case_id!r}"
     if src is None:
-        raise InputError(task.reference_problem or f"No reference for {where}.")
+        raise InputError(f"No reference for {where}.")
     if isinstance(src, LabelMapFile):
         image = read_image(src.path)
         return image, _split_label_map(image.array, src.labels, task.structures, where)

@@ -1,0 +1,35 @@
+"""Test sets on disk: label schema, label specifications, and case discovery.
+
+* :class:`LabelSchema` / :data:`DEFAULT_SCHEMA` — canonical structure names and synonyms;
+* :func:`read_label_map_spec` — label value -> structure from ``dataset.json``/YAML/JSON;
+* :func:`discover_cases` / :func:`detect_layout` — find cases in the ``structures`` or
+  ``labelmap`` layout, as :class:`StructureFiles` or :class:`LabelMapFile`.
+"""
+
+from assay.datasets._layout import (
+    LAYOUTS,
+    CaseSource,
+    LabelMapFile,
+    StructureFiles,
+    detect_layout,
+    discover_cases,
+)
+from assay.datasets._schema import (
+    DEFAULT_SCHEMA,
+    LabelSchema,
+    normalise_name,
+    read_label_map_spec,
+)
+
+__all__ = [
+    "DEFAULT_SCHEMA",
+    "LAYOUTS",
+    "CaseSource",
+    "LabelMapFile",
+    "LabelSchema",
+    "StructureFiles",
+    "detect_layout",
+    "discover_cases",
+    "normalise_name",
+    "read_label_map_spec",
+]

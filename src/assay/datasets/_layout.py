@@ -1,0 +1,329 @@
+"""Finding the cases of a test set or a prediction folder on disk.
+
+Two layouts are understood:
+
+``structures`` (A)
+    ``ROOT/<case_id>/segmentations/<structure>.<ext>`` (AbdomenAtlas, TotalSegmentator) or
+    ``ROOT/<case_id>/<structure>.<ext>``; either form per case.
+``labelmap`` (B)
+    ``ROOT/<case_id>.<ext>``: one multi-label map per case (nnU-Net), with a label
+    specification (``--labels FILE`` or a ``dataset.json`` in ROOT or its parent).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+
+from assay.datasets._schema import DEFAULT_SCHEMA, LabelSchema, normalise_name, read_label_map_spec
+from assay.errors import AssayError, InputError, LayoutError, SchemaError
+from assay.io import IMAGE_SUFFIXES, image_suffix
+
+__all__ = [
+    "LAYOUTS",
+    "CaseSource",
+    "LabelMapFile",
+    "StructureFiles",
+    "detect_layout",
+    "discover_cases",
+]
+
+#: Layout names accepted by :func:`discover_cases` (``--layout``).
+LAYOUTS = ("structures", "labelmap")
+SEGMENTATIONS_DIR = "segmentations"
+LABEL_SPEC_FILE = "dataset.json"
+# Image volumes stored next to masks in a case folder (ct.nii.gz in AbdomenAtlas and
+# TotalSegmentator, imaging.nii.gz in KiTS); they are never structures.
+_VOLUME_STEMS = frozenset({"ct", "mr", "mri", "pet", "image", "imaging", "img"})
+_EXPECTED = (
+    "expected case folders (ROOT/<case_id>/segmentations/<structure>.nii.gz or "
+    "ROOT/<case_id>/<structure>.nii.gz) or label maps (ROOT/<case_id>.nii.gz); "
+    f"image suffixes: {', '.join(IMAGE_SUFFIXES)}"
+)
+
+
+@dataclass(frozen=True)
+class StructureFiles:
+    """One case stored as one binary mask file per structure (layout ``structures``).
+
+    Attributes
+    ----------
+    case_id : str
+        Case folder name.
+    files : mapping of str to pathlib.Path
+        Canonical structure name -> mask file, sorted by structure. May be empty when the case
+        folder holds no masks (e.g. a model that predicted nothing).
+    """
+
+    case_id: str
+    files: Mapping[str, Path]
+
+
+@dataclass(frozen=True)
+class LabelMapFile:
+    """One case stored as a multi-label map (layout ``labelmap``).
+
+    Attributes
+    ----------
+    case_id : str
+        File name without its image suffix.
+    path : pathlib.Path
+        The label map.
+    labels : mapping of int to str
+        Label value -> canonical structure name (background excluded).
+    """
+
+    case_id: str
+    path: Path
+    labels: Mapping[int, str]
+
+
+CaseSource = StructureFiles | LabelMapFile
+
+
+def _check_root(root: str | Path, role: str) -> Path:
+    path = Path(root)
+    if not path.exists():
+        raise LayoutError(f"The {role} folder {path} does not exist; check the path.")
+    if not path.is_dir():
+        raise LayoutError(
+            f"The {role} path {path} is a file, not a folder; pass the folder that holds the cases."
+        )
+    return path
+
+
+def _visible(folder: Path) -> list[Path]:
+    """Entries of ``folder`` whose names do not start with '.', sorted by name."""
+    return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+
+
+def _scan(folder: Path) -> tuple[list[Path], list[Path]]:
+    """(visible sub-folders, visible image files) of ``folder``; other files are ignored."""
+    entries = _visible(folder)
+    dirs = [p for p in entries if p.is_dir()]
+    images = [p for p in entries if p.is_file() and image_suffix(p) is not None]
+    return dirs, images
+
+
+def _stem(path: Path) -> str:
+    suffix = image_suffix(path)
+    return path.name[: -len(suffix)] if suffix else path.name
+
+
+def detect_layout(root: str | Path, *, role: str = "reference") -> str:
+    """Return ``"structures"`` or ``"labelmap"`` from what ``root`` holds.
+
+    Only (non-hidden) sub-folders -> ``"structures"``; only image files -> ``"labelmap"``.
+    Non-image files (``dataset.json``, CSV, ...) and hidden entries are ignored.
+
+    Raises
+    ------
+    LayoutError
+        If ``root`` is missing, holds neither, or holds both (the message shows one of each
+        and asks for ``--layout``).
+    """
+    root = _check_root(root, role)
+    dirs, images = _scan(root)
+    if dirs and images:
+        raise LayoutError(
+            f"Cannot tell the layout of {root} ({role}): it holds both case folders "
+            f"(e.g. {dirs[0].name}/) and image files (e.g. {images[0].name}). Pass --layout "
+            "structures or --layout labelmap, or move the stray files out."
+        )
+    if dirs:
+        return "structures"
+    if images:
+        return "labelmap"
+    raise LayoutError(f"No cases found in {root} ({role}): {_EXPECTED}.")
+
+
+def discover_cases(
+    root: str | Path,
+    *,
+    layout: str | None = None,
+    schema: LabelSchema = DEFAULT_SCHEMA,
+    labels: Mapping[int, str] | None = None,
+    role: str = "reference",
+    problems: dict[str, str] | None = None,
+) -> dict[str, CaseSource]:
+    """Find every case under ``root``.
+
+    Parameters
+    ----------
+    root : str or pathlib.Path
+        Folder of a test set's references or of a model's predictions.
+    layout : {None, "structures", "labelmap"}
+        None detects it with :func:`detect_layout`.
+    schema : LabelSchema
+        Structure file names and label names are canonicalised through it.
+    labels : mapping of int to str, optional
+        Label value -> structure name for the ``labelmap`` layout. If None, a ``dataset.json``
+        in ``root`` or its parent is read with :func:`read_label_map_spec`.
+    role : str
+        ``"reference"`` or ``"prediction"``; used in error messages.
+    problems : dict, optional
+        When given, problems confined to one case (an unknown structure file name, two files
+        for one structure, images in a nested folder) do not raise: the case keeps its good
+        files and ``problems[case_id]`` gets the one-line message, so a run can record it and
+        go on. Problems with the folder itself still raise.
+
+    Returns
+    -------
+    dict of str to CaseSource
+        Case id -> :class:`StructureFiles` or :class:`LabelMapFile`, sorted by case id.
+
+    Raises
+    ------
+    LayoutError
+        Missing or empty root, ambiguous layout, image files in unexpected places, or a label
+        map folder without a label specification.
+    SchemaError
+        A structure file or label name the schema does not know (the message names the file).
+    InputError
+        Two files for the same canonical structure in a case, two label maps with the same case
+        id, an invalid ``labels`` mapping, or an unknown ``layout``.
+
+    Notes
+    -----
+    In the ``structures`` layout a case folder that has a ``segmentations/`` folder is read
+    from there and its other files (such as ``ct.nii.gz``) are ignored. Without one, masks lie
+    in the case folder itself, where image volumes named ``ct``, ``mr``, ``mri``, ``pet``,
+    ``image``, ``imaging`` or ``img`` are skipped.
+    """
+    root = _check_root(root, role)
+    if layout is None:
+        layout = detect_layout(root, role=role)
+    if layout == "structures":
+        cases: dict[str, CaseSource] = dict(_discover_structures(root, schema, role, problems))
+    elif layout == "labelmap":
+        spec = _resolve_labels(root, labels, schema, role)
+        cases = dict(_discover_label_maps(root, spec, role))
+    else:
+        raise InputError(
+            f"Unknown layout {layout!r} for {root} ({role}); expected one of "
+            f"{', '.join(LAYOUTS)} (or none to detect it)."
+        )
+    return dict(sorted(cases.items()))
+
+
+def _reject_nested_images(folder: Path, context: str) -> None:
+    """Raise if a visible sub-folder of ``folder`` directly holds image files."""
+    for sub in (p for p in _visible(folder) if p.is_dir()):
+        _, images = _scan(sub)
+        if images:
+            raise LayoutError(
+                f"Unexpected image file {images[0]} in {context}: {_EXPECTED}. Move or remove "
+                "the folder."
+            )
+
+
+def _discover_structures(
+    root: Path, schema: LabelSchema, role: str, problems: dict[str, str] | None = None
+) -> dict[str, StructureFiles]:
+    dirs, images = _scan(root)
+    if images:
+        raise LayoutError(
+            f"Unexpected image file {images[0]} in {root} ({role}) with layout 'structures': "
+            "expected only case folders ROOT/<case_id>/. Move it into its case folder, or use "
+            "--layout labelmap if the files are label maps."
+        )
+    if not dirs:
+        raise LayoutError(f"No cases found in {root} ({role}): {_EXPECTED}.")
+    return {d.name: _case_structures(d, schema, role, problems) for d in dirs}
+
+
+def _case_structures(
+    case_dir: Path, schema: LabelSchema, role: str, problems: dict[str, str] | None = None
+) -> StructureFiles:
+    """The structure files of one case; see ``discover_cases`` for ``problems``."""
+    seg_dir = case_dir / SEGMENTATIONS_DIR
+    nested = seg_dir.is_dir()
+    folder = seg_dir if nested else case_dir
+    found: list[str] = []
+
+    def problem(exc: AssayError) -> None:
+        if problems is None:
+            raise exc
+        found.append(" ".join(str(exc).split()))
+
+    try:
+        _reject_nested_images(folder, f"case {case_dir.name!r} ({role})")
+    except LayoutError as exc:
+        problem(exc)
+    files: dict[str, Path] = {}
+    for path in _scan(folder)[1]:
+        stem = _stem(path)
+        if not nested and normalise_name(stem) in _VOLUME_STEMS:
+            continue
+        try:
+            structure = schema.canonical(stem, where=f"file {path} ({role})")
+        except SchemaError as exc:
+            problem(exc)
+            continue
+        if structure in files:
+            problem(
+                InputError(
+                    f"Two files for structure {structure!r} in case {case_dir.name!r} "
+                    f"({role}): {files[structure].name} and {path.name}; keep one."
+                )
+            )
+            files.pop(structure)
+            continue
+        files[structure] = path
+    if found and problems is not None:
+        problems[case_dir.name] = " | ".join(found)
+    return StructureFiles(
+        case_id=case_dir.name, files=MappingProxyType(dict(sorted(files.items())))
+    )
+
+
+def _resolve_labels(
+    root: Path, labels: Mapping[int, str] | None, schema: LabelSchema, role: str
+) -> Mapping[int, str]:
+    if labels is None:
+        for candidate in (root / LABEL_SPEC_FILE, root.parent / LABEL_SPEC_FILE):
+            if candidate.is_file():
+                return MappingProxyType(read_label_map_spec(candidate, schema))
+        raise LayoutError(
+            f"Label maps in {root} ({role}) have no label specification: no {LABEL_SPEC_FILE} "
+            f"in {root} or {root.parent}. Pass --labels FILE (YAML/JSON such as "
+            "{1: liver, 2: spleen}, or an nnU-Net dataset.json)."
+        )
+    result: dict[int, str] = {}
+    for value, name in sorted(labels.items()):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise InputError(
+                f"Invalid label value {value!r} for {name!r} in labels for {root} ({role}); "
+                "expected a non-negative integer."
+            )
+        if value == 0 or normalise_name(name) == "background":
+            continue
+        structure = schema.canonical(name, where=f"labels for {root} ({role})")
+        if structure in result.values():
+            raise InputError(
+                f"Two label values mean structure {structure!r} in labels for {root} ({role}); "
+                "give each structure one value."
+            )
+        result[value] = structure
+    return MappingProxyType(result)
+
+
+def _discover_label_maps(
+    root: Path, labels: Mapping[int, str], role: str
+) -> dict[str, LabelMapFile]:
+    _, images = _scan(root)
+    _reject_nested_images(root, f"{root} ({role}) with layout 'labelmap'")
+    if not images:
+        raise LayoutError(f"No cases found in {root} ({role}): {_EXPECTED}.")
+    cases: dict[str, LabelMapFile] = {}
+    for path in images:
+        case_id = _stem(path)
+        if case_id in cases:
+            raise InputError(
+                f"Two label maps for case {case_id!r} in {root} ({role}): "
+                f"{cases[case_id].path.name} and {path.name}; keep one."
+            )
+        cases[case_id] = LabelMapFile(case_id=case_id, path=path, labels=labels)
+    return cases
