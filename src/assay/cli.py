@@ -13,6 +13,7 @@ from typing import Annotated, Any
 import pandas as pd
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -25,7 +26,6 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
-from rich.markup import escape
 from rich.text import Text
 
 from assay.datasets import DEFAULT_SCHEMA, LabelSchema, read_label_map_spec
