@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import MappingProxyType
 
 from assay.datasets._schema import DEFAULT_SCHEMA, LabelSchema, normalise_name, read_label_map_spec
 from assay.errors import AssayError, InputError, LayoutError, SchemaError
@@ -274,9 +273,7 @@ def _case_structures(
         files[structure] = path
     if found and problems is not None:
         problems[case_dir.name] = " | ".join(found)
-    return StructureFiles(
-        case_id=case_dir.name, files=MappingProxyType(dict(sorted(files.items())))
-    )
+    return StructureFiles(case_id=case_dir.name, files=dict(sorted(files.items())))
 
 
 def _resolve_labels(
@@ -285,7 +282,7 @@ def _resolve_labels(
     if labels is None:
         for candidate in (root / LABEL_SPEC_FILE, root.parent / LABEL_SPEC_FILE):
             if candidate.is_file():
-                return MappingProxyType(read_label_map_spec(candidate, schema))
+                return read_label_map_spec(candidate, schema)
         raise LayoutError(
             f"Label maps in {root} ({role}) have no label specification: no {LABEL_SPEC_FILE} "
             f"in {root} or {root.parent}. Pass --labels FILE (YAML/JSON such as "
@@ -307,7 +304,7 @@ def _resolve_labels(
                 "give each structure one value."
             )
         result[value] = structure
-    return MappingProxyType(result)
+    return result
 
 
 def _discover_label_maps(

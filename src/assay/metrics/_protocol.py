@@ -65,9 +65,7 @@ class Profile:
     dice_smooth: float = 0.0
     nsd_variant: NSDVariant = "surfel"
     tolerance_mm: float = 2.0
-    structure_tolerance_mm: Mapping[str, float] = field(
-        default_factory=lambda: MappingProxyType({})
-    )
+    structure_tolerance_mm: Mapping[str, float] = field(default_factory=dict, hash=False)
     extra_tolerances_mm: tuple[float, ...] = ()
     hd95_variant: HD95Variant = "max"
 

@@ -42,11 +42,14 @@ class CaseRecord:
 
 
 def database_url(db: str | Path) -> str:
-    """An SQLAlchemy URL for ``db``: URLs pass through, anything else is an SQLite file path."""
+    """An SQLAlchemy URL for ``db``: URLs pass through, anything else is an SQLite file path
+    (its folder is created if needed)."""
     text = str(db)
     if "://" in text:
         return text
-    return f"sqlite:///{Path(text).expanduser().resolve()}"
+    path = Path(text).expanduser().resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path}"
 
 
 def _now() -> str:
