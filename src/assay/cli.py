@@ -181,7 +181,9 @@ def _fmt(v: float) -> str:
 def _print_summary(summary: pd.DataFrame) -> None:
     table = Table(title="Per-structure summary", show_lines=False)
     for col in ("structure", *STATUSES, "mean Dice", "mean NSD"):
-        table.add_column(col, justify="left" if col == "structure" else "right")
+        table.add_column(
+            col, justify="left" if col == "structure" else "right", no_wrap=col == "structure"
+        )
     for row in summary.itertuples(index=False):
         d = row._asdict()
         table.add_row(
@@ -273,7 +275,7 @@ def _print_leaderboard(summary: pd.DataFrame) -> None:
     )
     table = Table(title="Models (mean over structures of per-structure means)")
     for col in ("model", "mean Dice", "mean NSD", "missing", "failed"):
-        table.add_column(col, justify="left" if col == "model" else "right")
+        table.add_column(col, justify="left" if col == "model" else "right", no_wrap=col == "model")
     for model, row in by_model.iterrows():
         table.add_row(
             str(model),

@@ -27,6 +27,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
+from assay.errors import InputError
 from assay.metrics._distances import Spacing
 from assay.metrics._geometry import BoolArray, Box, bounding_box, union_box
 from assay.metrics._surface import (
@@ -71,14 +72,14 @@ class Profile:
 
     def __post_init__(self) -> None:
         if self.nsd_variant not in ("surfel", "voxel"):
-            raise ValueError(f"Profile {self.name!r}: nsd_variant must be 'surfel' or 'voxel'.")
+            raise InputError(f"Profile {self.name!r}: nsd_variant must be 'surfel' or 'voxel'.")
         if self.hd95_variant not in ("max", "pooled", "surfel"):
-            raise ValueError(
+            raise InputError(
                 f"Profile {self.name!r}: hd95_variant must be 'max', 'pooled' or 'surfel'."
             )
         taus = [self.tolerance_mm, *self.structure_tolerance_mm.values(), *self.extra_tolerances_mm]
         if not all(math.isfinite(t) and t >= 0 for t in taus):
-            raise ValueError(f"Profile {self.name!r}: tolerances must be finite and >= 0 mm.")
+            raise InputError(f"Profile {self.name!r}: tolerances must be finite and >= 0 mm.")
 
     def tolerance_for(self, structure: str | None) -> float:
         """NSD tolerance (mm) for ``structure``."""
@@ -132,7 +133,7 @@ def get_profile(name: str) -> Profile:
         return PROFILES[name]
     except KeyError:
         known = ", ".join(PROFILES)
-        raise ValueError(f"Unknown profile {name!r}; known profiles: {known}.") from None
+        raise InputError(f"Unknown profile {name!r}; known profiles: {known}.") from None
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,373 @@
+"""The ``assay`` command line: score, export, demo (DESIGN.md §1, §6, §7).
+
+The numbers printed are checked against the database the same command wrote (the CLI only
+formats them), and errors against the house style of §7: exit status 2, one line that says
+what failed and how to fix it, no traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from rich.console import Console
+from typer.testing import CliRunner, Result
+
+from assay import cli
+from assay.metrics import PROFILES
+from assay.store import SCORE_COLUMNS, ResultStore
+from assay.synthetic import MODELS, STRUCTURES, write_benchmark
+
+SMALL = {"shape": (48, 48, 32), "spacing_mm": (8.0, 8.0, 10.0)}
+N_CASES = 3
+N_METRICS = len(PROFILES["default"].metrics)
+KEY = ["case_id", "structure", "metric"]
+WIDE = 1000  # no wrapping or truncation of long paths and messages in assertions
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory: pytest.TempPathFactory):
+    return write_benchmark(
+        tmp_path_factory.mktemp("bench") / "a",
+        n_cases=N_CASES,
+        models=("near_perfect", "boundary_noise"),
+        **SMALL,
+    )
+
+
+@pytest.fixture(scope="module")
+def bench_labelmap(tmp_path_factory: pytest.TempPathFactory):
+    return write_benchmark(
+        tmp_path_factory.mktemp("bench") / "b",
+        n_cases=2,
+        models=("near_perfect",),
+        layout="labelmap",
+        **SMALL,
+    )
+
+
+@pytest.fixture(autouse=True)
+def wide_consoles(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rich sizes its output to the terminal; pin a wide one so text is never cut."""
+    monkeypatch.setattr(cli, "out", Console(width=WIDE))
+    monkeypatch.setattr(cli, "err", Console(stderr=True, width=WIDE))
+
+
+def _invoke(*args: str | Path) -> Result:
+    return runner.invoke(cli.app, [str(a) for a in args])
+
+
+def _score_args(ref: Path, pred: Path, db: Path, model: str = "m") -> list[str | Path]:
+    return ["score", "--reference", ref, "--predictions", pred, "--model", model,
+            "--dataset", "d", "--db", db]  # fmt: skip
+
+
+def _error_lines(result: Result) -> list[str]:
+    return [line for line in result.stderr.splitlines() if line.startswith("error:")]
+
+
+def _table_row(stdout: str, first_cell: str) -> list[str]:
+    """Cells of the rich table row whose first cell is ``first_cell``."""
+    for line in stdout.splitlines():
+        cells = [c.strip() for c in line.strip().strip("│┃").split("│")]
+        if cells and cells[0] == first_cell:
+            return cells
+    raise AssertionError(f"no table row {first_cell!r} in:\n{stdout}")
+
+
+# -- score ---------------------------------------------------------------------------------------
+
+
+def test_score_prints_summary_and_case_counts(tmp_path, bench):
+    db = tmp_path / "r.db"
+    result = _invoke(*_score_args(bench.reference, bench.predictions["boundary_noise"], db))
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert "Traceback" not in result.output
+    assert f"{N_CASES} cases, {N_CASES} scored now, 0 already stored" in out
+    assert "Per-structure summary" in out
+    assert "cases: 2 ok, 0 partial, 0 failed, 1 missing prediction" in out
+    assert "case_0003: missing_prediction No prediction for case 'case_0003'" in out
+
+    scores = ResultStore(db).scores()
+    assert len(scores) == N_CASES * len(STRUCTURES) * N_METRICS
+    for structure in STRUCTURES:
+        cells = _table_row(out, structure)
+        # structure, ok, both_empty, empty_reference, empty_prediction, missing, failed, Dice, NSD
+        assert cells[1:7] == ["2", "0", "0", "0", "1", "0"], structure
+        rows = scores[scores["structure"] == structure]
+        for metric, cell in (("dsc", cells[7]), ("nsd", cells[8])):
+            mean = rows.loc[rows["metric"] == metric, "value"].mean()  # NaN (missing) skipped
+            assert cell == f"{mean:.4f}", (structure, metric)
+
+
+def test_summary_table_is_readable_in_an_80_column_terminal(tmp_path, bench, monkeypatch):
+    """At the common default width every structure must still be told apart: kidney_left and
+    kidney_right must not both print as a truncated 'kidne…'."""
+    monkeypatch.setattr(cli, "out", Console(width=80))
+    db = tmp_path / "r.db"
+    result = _invoke(*_score_args(bench.reference, bench.predictions["near_perfect"], db))
+    assert result.exit_code == 0, result.output
+    for structure in STRUCTURES:
+        assert structure in result.stdout, structure
+
+
+def test_rerun_skips_stored_cases_and_force_rescores(tmp_path, bench):
+    db = tmp_path / "r.db"
+    args = _score_args(bench.reference, bench.predictions["near_perfect"], db)
+    first = _invoke(*args)
+    assert first.exit_code == 0, first.output
+    before = ResultStore(db).scores()
+
+    again = _invoke(*args)
+    assert again.exit_code == 0, again.output
+    assert f"{N_CASES} cases, 0 scored now, {N_CASES} already stored" in again.stdout
+    assert "cases: 3 ok, 0 partial, 0 failed, 0 missing prediction" in again.stdout
+    for structure in STRUCTURES:  # the summary still covers the stored cases
+        assert _table_row(again.stdout, structure)[1] == str(N_CASES)
+
+    forced = _invoke(*args, "--force")
+    assert forced.exit_code == 0, forced.output
+    assert f"{N_CASES} cases, {N_CASES} scored now, 0 already stored" in forced.stdout
+    pd.testing.assert_frame_equal(ResultStore(db).scores(), before)
+    assert len(ResultStore(db).runs()) == 1
+
+
+def test_profile_touchstone(tmp_path, bench):
+    db = tmp_path / "r.db"
+    args = _score_args(bench.reference, bench.predictions["near_perfect"], db)
+    default = _invoke(*args)
+    touchstone = _invoke(*args, "--profile", "touchstone")
+    assert touchstone.exit_code == 0, touchstone.output
+    assert "(profile touchstone, run " in touchstone.stdout
+    assert f"{N_CASES} scored now" in touchstone.stdout  # a separate run, not a resume
+    store = ResultStore(db)
+    runs = store.runs().set_index("profile")
+    assert set(runs.index) == {"default", "touchstone"}
+    protocol = runs.loc["touchstone", "manifest"]["protocol"]
+    assert (protocol["nsd_variant"], protocol["tolerance_mm"]) == ("voxel", 1.5)
+    run_id = runs.loc["touchstone", "run_id"]
+    assert f"run {run_id})" in touchstone.stdout
+    assert f"run {runs.loc['default', 'run_id']})" in default.stdout
+
+
+def test_tolerance_override_is_recorded(tmp_path, bench):
+    db = tmp_path / "r.db"
+    args = _score_args(bench.reference, bench.predictions["near_perfect"], db)
+    result = _invoke(*args, "--tolerance-mm", "5")
+    assert result.exit_code == 0, result.output
+    (manifest,) = ResultStore(db).runs()["manifest"]
+    assert manifest["protocol"]["tolerance_mm"] == 5.0
+
+
+def test_unknown_profile_is_a_one_line_error(tmp_path, bench):
+    db = tmp_path / "r.db"
+    result = _invoke(
+        *_score_args(bench.reference, bench.predictions["near_perfect"], db), "--profile", "nope"
+    )
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    (line,) = _error_lines(result)
+    assert "'nope'" in line
+    for name in PROFILES:
+        assert name in line
+
+
+def test_invalid_tolerance_is_a_one_line_error(tmp_path, bench):
+    db = tmp_path / "r.db"
+    result = _invoke(
+        *_score_args(bench.reference, bench.predictions["near_perfect"], db),
+        "--tolerance-mm",
+        "-1",
+    )
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    (line,) = _error_lines(result)
+    assert "tolerance" in line
+
+
+def test_missing_reference_folder_names_the_path(tmp_path, bench):
+    missing = tmp_path / "no_such_folder"
+    result = _invoke(*_score_args(missing, bench.predictions["near_perfect"], tmp_path / "r.db"))
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    (line,) = _error_lines(result)
+    assert str(missing) in line
+    assert "does not exist" in line
+
+
+def test_workers_2_equals_serial(tmp_path, bench):
+    serial_db, parallel_db = tmp_path / "s.db", tmp_path / "p.db"
+    pred = bench.predictions["boundary_noise"]
+    serial = _invoke(*_score_args(bench.reference, pred, serial_db))
+    parallel = _invoke(*_score_args(bench.reference, pred, parallel_db), "--workers", "2")
+    assert serial.exit_code == 0, serial.output
+    assert parallel.exit_code == 0, parallel.output
+    assert f"{N_CASES} cases, {N_CASES} scored now" in parallel.stdout
+    pd.testing.assert_frame_equal(
+        ResultStore(parallel_db).scores(), ResultStore(serial_db).scores()
+    )
+    assert ResultStore(parallel_db).runs()["manifest"][0]["host"]["workers"] == 2
+
+
+def test_broken_prediction_file_is_reported_and_the_rest_scores(tmp_path, bench):
+    pred = tmp_path / "pred"
+    shutil.copytree(bench.predictions["near_perfect"], pred)
+    broken = pred / "case_0002" / "liver.nii.gz"
+    broken.write_bytes(broken.read_bytes()[:300])
+    db = tmp_path / "r.db"
+    result = _invoke(*_score_args(bench.reference, pred, db))
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert "cases: 2 ok, 0 partial, 1 failed, 0 missing prediction" in out
+    (line,) = [x for x in out.splitlines() if x.strip().startswith("case_0002:")]
+    assert line.strip().startswith("case_0002: failed")
+    assert str(broken) in line
+    cells = _table_row(out, "liver")
+    assert (cells[1], cells[6]) == ("2", "1")  # two ok, one failed
+    assert _table_row(out, "spleen")[1] == str(N_CASES)
+
+    scores = ResultStore(db).scores().set_index(KEY)
+    failed = scores.loc[("case_0002", "liver", "dsc")]
+    assert failed["status"] == "failed" and np.isnan(failed["value"])
+    assert failed["message"] in line  # the stored message is what was printed
+    assert scores.loc[("case_0002", "spleen", "dsc"), "status"] == "ok"
+
+
+def test_labels_for_a_label_map_benchmark(tmp_path, bench_labelmap):
+    ref = bench_labelmap.reference
+    pred = bench_labelmap.predictions["near_perfect"]
+    db = tmp_path / "r.db"
+
+    without = _invoke(*_score_args(ref, pred, db))
+    assert without.exit_code == 2, without.output
+    (line,) = _error_lines(without)
+    assert "--labels" in line
+
+    result = _invoke(*_score_args(ref, pred, db), "--labels", bench_labelmap.labels)
+    assert result.exit_code == 0, result.output
+    assert "2 cases, 2 scored now" in result.stdout
+    assert "cases: 2 ok, 0 partial, 0 failed, 0 missing prediction" in result.stdout
+    scores = ResultStore(db).scores()
+    assert set(scores["structure"]) == set(STRUCTURES)
+    assert len(scores) == 2 * len(STRUCTURES) * N_METRICS
+    assert set(scores["status"]) == {"ok"}
+    for structure in STRUCTURES:
+        assert _table_row(result.stdout, structure)[1] == "2"
+
+
+# -- export --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def scored_db(tmp_path_factory: pytest.TempPathFactory, bench) -> Path:
+    db = tmp_path_factory.mktemp("db") / "cli.db"
+    for model in ("near_perfect", "boundary_noise"):
+        result = runner.invoke(cli.app, [str(a) for a in _score_args(
+            bench.reference, bench.predictions[model], db, model=model)])  # fmt: skip
+        assert result.exit_code == 0, result.output
+    return db
+
+
+def _wrote(result: Result) -> list[Path]:
+    return [Path(line.removeprefix("wrote ")) for line in result.stdout.splitlines()]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_export_long_formats(tmp_path, scored_db, fmt):
+    out = tmp_path / f"scores.{fmt}"
+    result = _invoke("export", "--db", scored_db, "--format", fmt, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert _wrote(result) == [out]
+    table = pd.read_csv(out) if fmt == "csv" else pd.read_parquet(out)
+    expected = ResultStore(scored_db).scores()
+    assert list(table.columns) == [*SCORE_COLUMNS, "profile"]
+    assert len(table) == len(expected) == 2 * N_CASES * len(STRUCTURES) * N_METRICS
+    np.testing.assert_array_equal(table["value"].to_numpy(), expected["value"].to_numpy())
+
+
+def test_export_filtered_by_model(tmp_path, scored_db):
+    out = tmp_path / "one.csv"
+    result = _invoke("export", "--db", scored_db, "--out", out, "--model", "near_perfect")
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(out)
+    assert set(table["model"]) == {"near_perfect"}
+    assert len(table) == N_CASES * len(STRUCTURES) * N_METRICS
+
+
+def test_export_touchstone(tmp_path, scored_db):
+    out = tmp_path / "ts"
+    result = _invoke("export", "--db", scored_db, "--format", "touchstone", "--out", out)
+    assert result.exit_code == 0, result.output
+    expected = {out / m / f for m in ("near_perfect", "boundary_noise")
+                for f in ("dsc.csv", "nsd.csv")}  # fmt: skip
+    assert set(_wrote(result)) == expected
+    dsc = pd.read_csv(out / "near_perfect" / "dsc.csv")
+    assert list(dsc.columns) == ["name", *sorted(STRUCTURES)]
+    assert dsc["name"].tolist() == ["case_0001", "case_0002", "case_0003"]
+    assert dsc.drop(columns="name").stack().between(0.9, 1.0).all()
+    # boundary_noise has no prediction for its last case: no row
+    noisy = pd.read_csv(out / "boundary_noise" / "nsd.csv")
+    assert noisy["name"].tolist() == ["case_0001", "case_0002"]
+
+
+def test_export_bad_format_and_empty_selection(tmp_path, scored_db):
+    bad = _invoke("export", "--db", scored_db, "--format", "xlsx", "--out", tmp_path / "x.xlsx")
+    assert bad.exit_code == 2, bad.output
+    assert "Traceback" not in bad.output
+    (line,) = _error_lines(bad)
+    assert "'xlsx'" in line and "csv, parquet, touchstone" in line
+    assert not (tmp_path / "x.xlsx").exists()
+
+    none = _invoke("export", "--db", scored_db, "--out", tmp_path / "y.csv", "--model", "zzz")
+    assert none.exit_code == 2, none.output
+    (line,) = _error_lines(none)
+    assert "No scores" in line and "'zzz'" in line
+    assert not (tmp_path / "y.csv").exists()
+
+
+# -- the installed console script ----------------------------------------------------------------
+
+
+def _console_script() -> str:
+    found = Path(sys.executable).parent / "assay"
+    if found.is_file():
+        return str(found)
+    on_path = shutil.which("assay")
+    assert on_path is not None, "the `assay` console script is not installed"
+    return on_path
+
+
+def test_demo_console_script(tmp_path):
+    out = tmp_path / "demo"
+    proc = subprocess.run(
+        [_console_script(), "demo", "--out", str(out), "--cases", "2"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "120", "NO_COLOR": "1"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "Models (mean over structures of per-structure means)" in proc.stdout
+    for model in MODELS:
+        row = _table_row(proc.stdout, model)
+        assert len(row) == 5, row  # model, mean Dice, mean NSD, missing, failed
+        assert 0.0 <= float(row[1]) <= 1.0
+    assert _table_row(proc.stdout, "boundary_noise")[3] == str(len(STRUCTURES))
+    assert (out / "assay.db").is_file()
+    assert (out / "scores.csv").is_file()
+    for model in MODELS:
+        assert (out / "touchstone" / model / "dsc.csv").is_file()
+        assert (out / "touchstone" / model / "nsd.csv").is_file()
+    scores = pd.read_csv(out / "scores.csv")
+    assert set(scores["model"]) == set(MODELS)
+    assert len(scores) == len(MODELS) * 2 * len(STRUCTURES) * N_METRICS
