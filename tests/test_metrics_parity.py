@@ -52,6 +52,7 @@ from assay.metrics import (
     hausdorff_percentile,
     label_map_metrics,
     masd,
+    nearest_distances,
     nsd,
     structure_metrics,
     surface_distances,
@@ -328,7 +329,9 @@ def monai_metrics() -> Any:
     return monai.metrics, torch
 
 
-def _monai_call(monai_metrics: Any, fn_name: str, pred: BoolArray, ref: BoolArray, **kw: Any) -> float:
+def _monai_call(
+    monai_metrics: Any, fn_name: str, pred: BoolArray, ref: BoolArray, **kw: Any
+) -> float:
     mm, torch = monai_metrics
     y_pred = torch.from_numpy(pred.astype(np.float32)[None, None])
     y = torch.from_numpy(ref.astype(np.float32)[None, None])
@@ -348,9 +351,13 @@ def test_monai_surface_dice_voxel(name: str, monai_metrics: Any) -> None:
     sd = _sd(name, surfels=False)
     for tau in _taus(spacing):
         expected = _monai_call(
-            monai_metrics, "compute_surface_dice", pred, ref, class_thresholds=[tau],
+            monai_metrics,
+            "compute_surface_dice",
+            pred,
+            ref,
+            class_thresholds=[tau],
             spacing=spacing,
-        )  # fmt: skip
+        )
         assert nsd(sd, tau, "voxel") == pytest.approx(expected, abs=1e-6), tau
         prof = Profile("monai-tau", nsd_variant="voxel", tolerance_mm=tau)
         assert structure_metrics(pred, ref, spacing, prof).values["nsd"] == nsd(sd, tau, "voxel")
@@ -366,9 +373,13 @@ def test_monai_hausdorff_and_assd(name: str, monai_metrics: Any) -> None:
     )
     hd = _monai_call(monai_metrics, "compute_hausdorff_distance", pred, ref, spacing=spacing)
     asd = _monai_call(
-        monai_metrics, "compute_average_surface_distance", pred, ref, symmetric=True,
+        monai_metrics,
+        "compute_average_surface_distance",
+        pred,
+        ref,
+        symmetric=True,
         spacing=spacing,
-    )  # fmt: skip
+    )
     assert res.values["hd95"] == pytest.approx(hd95, rel=1e-6, abs=1e-12)
     assert res.values["hd"] == pytest.approx(hd, rel=1e-6, abs=1e-12)
     assert res.values["assd"] == pytest.approx(asd, rel=1e-6, abs=1e-12)
@@ -452,9 +463,91 @@ def test_label_map_metrics_equals_structure_loop(profile: str | Profile) -> None
     assert list(got) == list(labels.values())
     statuses = {name: r.status for name, r in got.items()}
     assert statuses == {
-        "liver": "ok", "spleen": "ok", "lesion": "ok", "absent": "both_empty",
-        "fp_only": "empty_reference", "fn_only": "empty_prediction",
-    }  # fmt: skip
+        "liver": "ok",
+        "spleen": "ok",
+        "lesion": "ok",
+        "absent": "both_empty",
+        "fp_only": "empty_reference",
+        "fn_only": "empty_prediction",
+    }
     for value, name in labels.items():
         expected = structure_metrics(pred == value, ref == value, spacing, profile, structure=name)
         _assert_results_equal(got[name], expected)
+
+
+# ---------------------------------------------------------------------------------------------
+# Regression: tied far nearest voxels (k-d tree fallback must take the exact minimum over ties,
+# e.g. offsets (7,0,0) and (2,3,6) at 0.9 mm: 6.3 vs 6.300000000000001 in float64)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_tied_far_nearest_voxels_match_scipy() -> None:
+    """Oracles: brute-force lattice minimum and scipy distance_transform_edt (exact); voxel NSD
+    from scipy's EDT multisets (exact); DeepMind compute_surface_dice_at_tolerance (1e-12)."""
+    import surface_distance
+
+    spacing = (0.9, 0.9, 0.9)
+    # nearest_distances directly: query (1,1,1); targets at offsets (7,0,0) and (2,3,6).
+    query = np.zeros((10, 10, 10), dtype=bool)
+    target = np.zeros_like(query)
+    query[1, 1, 1] = True
+    target[8, 1, 1] = target[3, 4, 7] = True
+    edt = ndimage.distance_transform_edt(~target, sampling=spacing)[query]
+    assert edt[0] == 7 * 0.9 == 6.3
+    nearest_ok = bool(np.array_equal(nearest_distances(query, target, spacing), edt))
+
+    # End to end: the same tie inside structure_metrics (voxel and surfel NSD at τ = 6.3 mm).
+    ref = np.zeros((12, 7, 12), dtype=bool)
+    pred = np.zeros_like(ref)
+    ref[0, 0, 0] = ref[4, 3, 5] = True
+    pred[11, 3, 5] = pred[6, 6, 11] = True
+    d_rp = ndimage.distance_transform_edt(~pred, sampling=spacing)[ref]
+    d_pr = ndimage.distance_transform_edt(~ref, sampling=spacing)[pred]
+    voxel_oracle = (np.sum(d_rp <= 6.3) + np.sum(d_pr <= 6.3)) / (d_rp.size + d_pr.size)  # 0.5
+    voxel = structure_metrics(
+        pred, ref, spacing, Profile("v", nsd_variant="voxel", tolerance_mm=6.3)
+    ).values["nsd"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        dm = surface_distance.compute_surface_distances(ref, pred, spacing)
+    surfel_oracle = surface_distance.compute_surface_dice_at_tolerance(dm, 6.3)
+    surfel = structure_metrics(pred, ref, spacing, Profile("s", tolerance_mm=6.3)).values["nsd"]
+    expected = (True, voxel_oracle, pytest.approx(surfel_oracle, rel=1e-12))
+    assert (nearest_ok, voxel, surfel) == expected
+
+
+def test_many_tied_far_candidates_take_the_exact_minimum(monkeypatch: pytest.MonkeyPatch) -> None:
+    """54 target voxels at squared lattice norm 49 around one query voxel at 0.9 mm: the 6
+    axis offsets (7,0,0) and the 48 signed permutations of (2,3,6). More ties than the k-d
+    tree's candidate count, so the ball-query path resolves them. Oracle: scipy
+    distance_transform_edt (exact, the smaller float64 value 6.3)."""
+    from itertools import permutations, product
+
+    from scipy.ndimage import distance_transform_edt
+
+    calls: list[int] = []
+    original = distances_module._tree_distances
+
+    def spy(*args: Any, **kw: Any) -> Any:
+        calls.append(1)
+        return original(*args, **kw)
+
+    monkeypatch.setattr(distances_module, "_tree_distances", spy)
+    spacing = (0.9, 0.9, 0.9)
+    centre = np.array([10, 10, 10])
+    query = np.zeros((21, 21, 21), dtype=bool)
+    target = np.zeros_like(query)
+    query[tuple(centre)] = True
+    offsets = {p for p in permutations((7, 0, 0))}
+    offsets |= {
+        tuple(s * v for s, v in zip(signs, p, strict=True))
+        for p in permutations((2, 3, 6))
+        for signs in product((-1, 1), repeat=3)
+    }
+    assert len(offsets) == 51  # (7,0,0): 3 positive axis offsets here; (2,3,6): 48
+    for o in offsets:
+        target[tuple(centre + np.array(o))] = True
+    got = nearest_distances(query, target, spacing)
+    expected = distance_transform_edt(~target, sampling=spacing)[query]
+    assert calls, "the k-d tree fallback must be exercised"
+    assert np.array_equal(got, expected) and got[0] == 6.3

@@ -7,6 +7,7 @@ in file order (x, y, z) and a voxel-index -> RAS+ mm affine.
 
 from __future__ import annotations
 
+import io
 import struct
 import zlib
 from dataclasses import dataclass
@@ -180,9 +181,22 @@ def _read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray]:
     if data[:2] == _GZIP_MAGIC:  # also accept gzip data named .nii, and raw data named .nii.gz
         data = _gunzip(data)
     image_class = _nifti_class(data, path)
+    header = image_class.header_class.from_fileobj(io.BytesIO(data))
+    slope, inter = header.get_slope_inter()
+    shape = header.get_data_shape()
+    dtype = header.get_data_dtype()
+    offset = int(header.get_data_offset())
+    count = int(np.prod(shape))
+    unscaled = slope in (None, 1.0) and inter in (None, 0.0)
+    if unscaled and offset + count * dtype.itemsize <= len(data):
+        # Fast path: a read-only view on the decompressed bytes (no copy), Fortran order as
+        # NIfTI stores it; equal to nibabel's dataobj for unscaled data.
+        array = np.frombuffer(data, dtype=dtype, count=count, offset=offset)
+        return array.reshape(shape, order="F"), np.asarray(
+            header.get_best_affine(), dtype=np.float64
+        )
     image = image_class.from_bytes(data)
-    array = np.asanyarray(image.dataobj)
-    return np.asarray(array), np.asarray(image.affine, dtype=np.float64)
+    return np.asarray(np.asanyarray(image.dataobj)), np.asarray(image.affine, dtype=np.float64)
 
 
 def _gunzip(data: bytes) -> bytes:
@@ -350,7 +364,8 @@ def binary_mask(image: Image, *, what: str) -> np.ndarray:
         return np.zeros(array.shape, dtype=bool)
     if array.dtype.kind in "iu":
         if int(array.min()) >= 0 and int(array.max()) <= 1:
-            return array.astype(bool)
+            # uint8/int8 holding 0/1 are valid booleans: a view, no copy
+            return array.view(bool) if array.dtype.itemsize == 1 else array.astype(bool)
     elif array.dtype.kind == "f":
         mask = array != 0
         if bool(np.all(array[mask] == 1)):

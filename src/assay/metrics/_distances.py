@@ -31,6 +31,8 @@ _SHELL_OFFSETS = 250
 #: ... and at most this many; beyond the first radius, shells go on only while they cost
 #: less than building a k-d tree over the target would.
 _MAX_SHELL_OFFSETS = 4000
+#: Nearest candidates the k-d tree returns per far point, to resolve float64 ties exactly.
+_TIE_CANDIDATES = 8
 
 
 def lattice_distance(offsets: NDArray[np.integer], spacing_mm: Spacing) -> NDArray[np.float64]:
@@ -126,9 +128,26 @@ def _tree_distances(
     target: NDArray[np.bool_],
     spacing_mm: Spacing,
 ) -> NDArray[np.float64]:
-    """Exact distances for far query points via a k-d tree over the target voxels."""
+    """Exact distances for far query points via a k-d tree over the target voxels.
+
+    The tree's own arithmetic can rank two lattice points whose exact distances are equal
+    in real numbers but one ulp apart in float64 (e.g. offsets (7, 0, 0) and (2, 3, 6) on an
+    isotropic grid) either way. So every target within a relative 1e-9 of the tree's nearest
+    is a candidate, and the smallest exactly recomputed distance wins — as with scipy's EDT.
+    """
     t = np.argwhere(target)
     q = np.stack([c[which] for c in q_idx], axis=1)
     scale = np.asarray(spacing_mm, dtype=np.float64)
-    _, j = cKDTree(t * scale).query(q * scale, k=1, workers=-1)
-    return lattice_distance(t[j] - q, spacing_mm)
+    tree = cKDTree(t * scale)
+    k = min(_TIE_CANDIDATES, len(t))
+    dd, jj = tree.query(q * scale, k=k, workers=-1)
+    dd, jj = dd.reshape(len(q), k), jj.reshape(len(q), k)
+    margin = dd[:, :1] * (1 + 1e-9) + 1e-12
+    exact = lattice_distance((t[jj] - q[:, None, :]).reshape(-1, 3), spacing_mm).reshape(dd.shape)
+    best = np.where(dd <= margin, exact, np.inf).min(axis=1)
+    crowded = np.flatnonzero(dd[:, -1] <= margin[:, 0]) if k < len(t) else np.empty(0, int)
+    for i in crowded:  # more tied candidates than k: take them all (rare)
+        idx = tree.query_ball_point(q[i] * scale, r=float(margin[i, 0]))
+        best[i] = lattice_distance(t[idx] - q[i], spacing_mm).min()
+    out: NDArray[np.float64] = best
+    return out
