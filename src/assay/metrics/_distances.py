@@ -33,6 +33,8 @@ _SHELL_OFFSETS = 250
 _MAX_SHELL_OFFSETS = 4000
 #: Nearest candidates the k-d tree returns per far point, to resolve float64 ties exactly.
 _TIE_CANDIDATES = 8
+#: Target points sampled to bound far points' distances before building the k-d tree.
+_PRUNE_SAMPLE = 1024
 
 
 def lattice_distance(offsets: NDArray[np.integer], spacing_mm: Spacing) -> NDArray[np.float64]:
@@ -86,7 +88,7 @@ def nearest_distances(
     float64 array with one distance per True voxel of ``query``, in ``np.nonzero`` order.
     ``+inf`` everywhere when ``target`` is empty; empty when ``query`` is.
     """
-    q_idx = np.nonzero(query)
+    q_idx = _nonzero(query)
     n = q_idx[0].size
     out = np.full(n, np.inf)
     if n == 0 or not target.any():
@@ -135,12 +137,13 @@ def _tree_distances(
     isotropic grid) either way. So every target within a relative 1e-9 of the tree's nearest
     is a candidate, and the smallest exactly recomputed distance wins — as with scipy's EDT.
     """
-    t = np.argwhere(target)
+    t = np.stack(_nonzero(target), axis=1)
     q = np.stack([c[which] for c in q_idx], axis=1)
     scale = np.asarray(spacing_mm, dtype=np.float64)
-    tree = cKDTree(t * scale)
+    t = _candidates(t, q, scale)
+    tree = cKDTree(t * scale, balanced_tree=False, compact_nodes=False)
     k = min(_TIE_CANDIDATES, len(t))
-    dd, jj = tree.query(q * scale, k=k, workers=-1)
+    dd, jj = tree.query(q * scale, k=k)
     dd, jj = dd.reshape(len(q), k), jj.reshape(len(q), k)
     margin = dd[:, :1] * (1 + 1e-9) + 1e-12
     exact = lattice_distance((t[jj] - q[:, None, :]).reshape(-1, 3), spacing_mm).reshape(dd.shape)
@@ -151,3 +154,29 @@ def _tree_distances(
         best[i] = lattice_distance(t[idx] - q[i], spacing_mm).min()
     out: NDArray[np.float64] = best
     return out
+
+
+def _nonzero(mask: NDArray[np.bool_]) -> tuple[NDArray[np.intp], ...]:
+    """``np.nonzero`` (C order) via the flat indices: several times faster on 3-D masks."""
+    return np.unravel_index(np.flatnonzero(mask), mask.shape)
+
+
+def _candidates(
+    t: NDArray[np.intp], q: NDArray[np.intp], scale: NDArray[np.float64]
+) -> NDArray[np.intp]:
+    """Target points that can be nearest to some query point (exact pruning).
+
+    Distances to a sample of the targets bound each query's nearest distance from above,
+    so every nearest target (and every float64 tie of it) lies in the box spanned by the
+    queries widened by the largest bound. Far points are usually few and clustered (a false
+    positive blob), so the box keeps a fraction of a large surface.
+    """
+    if len(t) <= 4 * _PRUNE_SAMPLE:
+        return t
+    sample = t[:: len(t) // _PRUNE_SAMPLE] * scale
+    qs = q * scale
+    bound = cKDTree(sample).query(qs, k=1)[0].max() * (1 + 1e-6) + 1e-9
+    lo, hi = qs.min(axis=0) - bound, qs.max(axis=0) + bound
+    ts = t * scale
+    keep = np.all((ts >= lo) & (ts <= hi), axis=1)
+    return t[keep]

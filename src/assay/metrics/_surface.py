@@ -12,8 +12,8 @@ areas). Every surface metric and every tolerance is then a cheap reduction of th
 * HD95 ``max`` (MONAI): max over the two directions of the 95th percentile (numpy ``linear``).
   ``pooled`` (MedPy ``hd95``): one percentile over both directions together.
   ``surfel`` (DeepMind ``compute_robust_hausdorff``): area-weighted percentile per direction.
-* ASSD (MONAI ``symmetric=True``) = mean of the pooled distances; MASD (MedPy ``assd``) =
-  mean of the two directed means.
+* ASSD (MONAI ``symmetric=True``, MedPy 0.5.2 ``assd``) = mean of the pooled distances; MASD =
+  mean of the two directed means (mean of MedPy ``asd`` both ways).
 
 All functions assume both masks are non-empty; empty cases are handled by the caller.
 """
@@ -112,8 +112,8 @@ def surface_distances(
         pred_to_ref,
         surfel_ref_to_pred=nearest_distances(br, bp, spacing_mm),
         surfel_pred_to_ref=nearest_distances(bp, br, spacing_mm),
-        surfel_area_ref=table[cr[br]],
-        surfel_area_pred=table[cp[bp]],
+        surfel_area_ref=table[cr.ravel()[np.flatnonzero(br)]],
+        surfel_area_pred=table[cp.ravel()[np.flatnonzero(bp)]],
     )
 
 
