@@ -1,4 +1,4 @@
-"""Time reading a CT-sized ``.nii.gz`` label map: stock gzip, ISA-L igzip and SimpleITK.
+"""Time reading a CT-sized ``.nii.gz`` label map: stock gzip, ISA-L, SimpleITK and assay.
 
 One 512 x 512 x 400 uint8 label map with a few organ blobs is written with nibabel to a
 temporary directory, then read back (best of ``--repeats`` runs, after one warm-up read so the
@@ -7,7 +7,9 @@ file is in the page cache) by:
 (a) ``np.asanyarray(nib.load(path).dataobj)`` — nibabel with Python's stock ``gzip``;
 (b) the file's bytes, ``isal.igzip.decompress``, ``nibabel.Nifti1Image.from_bytes`` and
     ``np.asanyarray(img.dataobj)``;
-(c) ``SimpleITK.ReadImage`` and ``SimpleITK.GetArrayViewFromImage`` (array in z, y, x order).
+(c) ``SimpleITK.ReadImage`` and ``SimpleITK.GetArrayViewFromImage`` (array in z, y, x order);
+(d) ``assay.io.read_image`` — the bytes, ISA-L's ``isal_zlib`` stream decompression, the
+    header parsed by nibabel and a zero-copy array view on the decompressed bytes.
 
 Every path must return the array that was written. With ``--with-image`` the same is done for
 the phantom's int16 CT image (noisy, so it compresses far less than a label map).
@@ -97,6 +99,12 @@ def read_sitk(path: str) -> tuple[NDArray[Any], Any]:
     return sitk.GetArrayViewFromImage(img).T, img
 
 
+def read_assay(path: str) -> tuple[NDArray[Any], Any]:
+    from assay.io import read_image
+
+    return read_image(path).array, None
+
+
 def best_time(read: Reader, path: str, repeats: int) -> tuple[float, NDArray[Any], Any]:
     """Best time of ``repeats`` reads after one warm-up read; the last array and its owner."""
     out = read(path)  # warm-up (page cache, lazy imports)
@@ -137,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         "(a) nibabel, stock gzip": read_nibabel,
         "(b) isal.igzip + Nifti1Image.from_bytes": read_isal,
         "(c) SimpleITK ReadImage + GetArrayView": read_sitk,
+        "(d) assay.io.read_image": read_assay,
     }
     rows = []
     for kind, volume in volumes.items():

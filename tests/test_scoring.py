@@ -290,3 +290,24 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
     cols = ["case_id", "status", "message", "flags"]
     pd.testing.assert_frame_equal(ResultStore(killed_db).cases()[cols],
                                   ResultStore(clean_db).cases()[cols])  # fmt: skip
+
+
+def test_unknown_label_values_are_recorded(tmp_path, bench_labelmap):
+    """A prediction label map with a value the schema does not name: the named structures
+    still score, and the case is 'partial' with a message naming the value."""
+    labels = read_label_map_spec(bench_labelmap.labels, DEFAULT_SCHEMA)
+    pred = _copy_predictions(bench_labelmap.predictions["near_perfect"], tmp_path / "pred")
+    target = pred / "case_0002.nii.gz"
+    img = nib.load(target)
+    arr = np.asarray(img.dataobj).copy()
+    arr[:3, :3, :3] = 12
+    nib.save(nib.Nifti1Image(arr, img.affine), target)
+    store = ResultStore(tmp_path / "db.sqlite")
+    report = score(bench_labelmap.reference, pred, model="m", dataset="d", store=store,
+                   labels=labels)  # fmt: skip
+    cases = store.cases([report.run_id]).set_index("case_id")
+    assert cases.loc["case_0002", "status"] == "partial"
+    assert "[12]" in cases.loc["case_0002", "message"]
+    assert cases.loc["case_0001", "status"] == "ok"
+    rows = store.scores(run_ids=[report.run_id])
+    assert (rows[rows["case_id"] == "case_0002"]["status"] == "ok").all()

@@ -221,11 +221,11 @@ def label_map_metrics(
     spacing = _spacing(spacing_mm)
     if pred.shape != ref.shape or pred.ndim != 3:
         raise ValueError(f"pred {pred.shape} and ref {ref.shape} must be 3-D of equal shape.")
-    pred_boxes = label_boxes(pred, labels)
-    ref_boxes = label_boxes(ref, labels)
+    pred_boxes = label_boxes(pred)
+    ref_boxes = label_boxes(ref)
     out: dict[str, StructureResult] = {}
     for value, name in labels.items():
-        box = union_box(pred_boxes[value], ref_boxes[value])
+        box = union_box(pred_boxes.get(value), ref_boxes.get(value))
         if box is None:
             out[name] = _empty_result(prof, "both_empty", 0, 0, spacing)
             continue
@@ -240,24 +240,27 @@ def label_map_metrics(
     return out
 
 
-def label_boxes(label_map: NDArray[np.integer], labels: Mapping[int, str]) -> dict[int, Box | None]:
-    """Bounding box of each label value (None when absent), in one pass over the foreground."""
+def label_boxes(label_map: NDArray[np.integer]) -> dict[int, Box]:
+    """Bounding box of every non-zero value present in a label map.
+
+    One pass finds the foreground's box, one ``scipy.ndimage.find_objects`` pass inside it
+    finds every label's box. Raises ValueError for non-integer or negative labels.
+    """
     from scipy import ndimage
 
-    boxes: dict[int, Box | None] = dict.fromkeys(labels)
     fg = bounding_box(label_map != 0)
     if fg is None:
-        return boxes
+        return {}
     sub = label_map[fg]
-    if sub.dtype.kind not in "iu" or sub.min() < 0:
+    if sub.dtype.kind not in "iu" or (sub.dtype.kind == "i" and sub.min() < 0):
         raise ValueError("Label maps must hold non-negative integers.")
-    found = ndimage.find_objects(sub.astype(np.int32, copy=False), max_label=max(labels))
-    for value in labels:
-        sl = found[value - 1] if 0 < value <= len(found) else None
+    boxes: dict[int, Box] = {}
+    for index, sl in enumerate(ndimage.find_objects(sub)):
         if sl is not None:
-            boxes[value] = tuple(  # type: ignore[assignment]
+            s0, s1, s2 = (
                 slice(f.start + s.start, f.start + s.stop) for f, s in zip(fg, sl, strict=True)
             )
+            boxes[index + 1] = (s0, s1, s2)
     return boxes
 
 

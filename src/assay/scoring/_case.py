@@ -80,11 +80,12 @@ def score_case(task: CaseTask) -> CaseRecord:
     """Score one case; never raises for bad input (it is recorded in the result)."""
     start = time.perf_counter()
     flags: set[str] = set()
+    notes: list[str] = []  # problems that leave the scores valid (recorded with the case)
     where = f"case {task.case_id!r}"
     results: dict[str, tuple[str, Mapping[str, float], str]] = {}
     case_status = "ok"
     try:
-        ref_grid, ref_masks = _load_reference(task)
+        ref_grid, ref_masks = _load_reference(task, notes)
         if task.prediction is None:
             case_status = "missing_prediction"
             msg = (
@@ -94,7 +95,7 @@ def score_case(task: CaseTask) -> CaseRecord:
             for s in task.structures:
                 results[s] = ("missing_prediction", {}, msg)
         else:
-            pred_masks = _load_prediction(task, ref_grid, flags)
+            pred_masks = _load_prediction(task, ref_grid, flags, notes)
             spacing = ref_grid.spacing_mm
             for s in task.structures:
                 ref_s, pred_s = ref_masks.get(s), pred_masks.get(s)
@@ -119,9 +120,9 @@ def score_case(task: CaseTask) -> CaseRecord:
     if case_status == "ok":
         if "failed" in statuses or task.reference_problem:
             case_status = "failed"
-        elif "missing_prediction" in statuses or task.problem:
+        elif "missing_prediction" in statuses or task.problem or notes:
             case_status = "partial"
-    problems = {task.reference_problem, task.problem} - {""}
+    problems = ({task.reference_problem, task.problem} - {""}) | set(notes)
     messages = sorted({m for _, _, m in results.values() if m} | problems)
     return CaseRecord(
         case_id=task.case_id,
@@ -152,7 +153,7 @@ def _compute(
 Loaded = dict[str, "_Sparse | _Failure"]
 
 
-def _load_reference(task: CaseTask) -> tuple[Image, Loaded]:
+def _load_reference(task: CaseTask, notes: list[str]) -> tuple[Image, Loaded]:
     """The reference grid and each structure's sparse mask (absent file = empty mask)."""
     src = task.reference
     where = f"case {task.case_id!r}"
@@ -160,7 +161,10 @@ def _load_reference(task: CaseTask) -> tuple[Image, Loaded]:
         raise InputError(f"No reference for {where}.")
     if isinstance(src, LabelMapFile):
         image = read_image(src.path)
-        return image, _split_label_map(image.array, src.labels, task.structures, where)
+        split = _split_label_map(
+            image.array, src.labels, task.structures, where, "reference", notes
+        )
+        return image, split
     assert isinstance(src, StructureFiles)
     grid: Image | None = None
     out: Loaded = {}
@@ -193,14 +197,14 @@ def _load_reference(task: CaseTask) -> tuple[Image, Loaded]:
     return grid, out
 
 
-def _load_prediction(task: CaseTask, ref_grid: Image, flags: set[str]) -> Loaded:
+def _load_prediction(task: CaseTask, ref_grid: Image, flags: set[str], notes: list[str]) -> Loaded:
     src = task.prediction
     where = f"case {task.case_id!r}"
     if isinstance(src, LabelMapFile):
         image = read_image(src.path)
         array, f = align_to_reference(image, ref_grid, where=where, resample=task.resample)
         flags.update(f)
-        return _split_label_map(array, src.labels, task.structures, where)
+        return _split_label_map(array, src.labels, task.structures, where, "prediction", notes)
     assert isinstance(src, StructureFiles)
     out: Loaded = {}
     for s in task.structures:
@@ -227,7 +231,12 @@ def _load_prediction(task: CaseTask, ref_grid: Image, flags: set[str]) -> Loaded
 
 
 def _split_label_map(
-    array: NDArray[np.integer], labels: Mapping[int, str], structures: tuple[str, ...], where: str
+    array: NDArray[np.integer],
+    labels: Mapping[int, str],
+    structures: tuple[str, ...],
+    where: str,
+    role: str,
+    notes: list[str],
 ) -> Loaded:
     if array.dtype.kind not in "iu":
         if array.dtype.kind == "f" and bool(np.all(np.mod(array, 1) == 0)):
@@ -237,12 +246,18 @@ def _split_label_map(
                 f"Label map of {where} has dtype {array.dtype} with non-integer values; "
                 "a label map must hold integer labels."
             )
-    wanted = {v: s for v, s in labels.items() if s in structures}
-    boxes = label_boxes(array, wanted)
+    boxes = label_boxes(array)
+    unknown = sorted(set(boxes) - set(labels))
+    if unknown:
+        notes.append(
+            f"{role.capitalize()} label map of {where} holds label values {unknown} that the "
+            "label schema does not name; they were ignored. Add them to --labels if they matter."
+        )
     out: Loaded = {}
-    for value, s in wanted.items():
-        box = boxes[value]
-        out[s] = _EMPTY if box is None else _Sparse(box, array[box] == value)
+    for value, s in labels.items():
+        if s in structures:
+            box = boxes.get(value)
+            out[s] = _EMPTY if box is None else _Sparse(box, array[box] == value)
     return out
 
 
