@@ -30,26 +30,24 @@ def map_unordered(fn: Callable[[T], R], tasks: Iterable[T], workers: int = 1) ->
             yield fn(task)
         return
     pending: set[Future[R]] = set()
-    it = iter(tasks)
     ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        try:
-            for task in it:
-                pending.add(pool.submit(fn, task))
-                if len(pending) >= 2 * workers:
-                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    for fut in done:
-                        yield fut.result()
-            while pending:
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+    try:
+        for task in tasks:
+            pending.add(pool.submit(fn, task))
+            if len(pending) >= 2 * workers:
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for fut in done:
                     yield fut.result()
-        except BrokenProcessPool as exc:
-            raise WorkerError(
-                "A scoring worker process died (killed or out of memory). Cases finished so far "
-                "are stored; re-run the same command to resume, with fewer --workers if memory "
-                "is short."
-            ) from exc
-        finally:
-            for fut in pending:
-                fut.cancel()
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in done:
+                yield fut.result()
+    except BrokenProcessPool as exc:
+        raise WorkerError(
+            "A scoring worker process died (killed or out of memory). Cases finished so far "
+            "are stored; re-run the same command to resume, with fewer --workers if memory "
+            "is short."
+        ) from exc
+    finally:  # also on Ctrl-C or an error in the consumer: drop queued tasks, do not wait
+        pool.shutdown(wait=False, cancel_futures=True)
