@@ -371,3 +371,37 @@ def test_demo_console_script(tmp_path):
     scores = pd.read_csv(out / "scores.csv")
     assert set(scores["model"]) == set(MODELS)
     assert len(scores) == len(MODELS) * 2 * len(STRUCTURES) * N_METRICS
+
+
+def test_structure_tolerance_changes_only_that_structure(tmp_path, bench):
+    """--structure-tolerance gall_bladder=8 (a synonym) widens τ for the gallbladder only;
+    the manifest records it. Expected: NSD non-decreasing in τ (DESIGN §3), other structures
+    identical to the default run."""
+    pred = bench.predictions["boundary_noise"]
+    base = _invoke(*_score_args(bench.reference, pred, tmp_path / "a.db"))
+    wide = _invoke(
+        *_score_args(bench.reference, pred, tmp_path / "b.db"),
+        "--structure-tolerance", "gall_bladder=8",
+    )  # fmt: skip
+    assert base.exit_code == 0 and wide.exit_code == 0, wide.output
+    a = ResultStore(tmp_path / "a.db").scores().set_index(["case_id", "structure", "metric"])
+    b = ResultStore(tmp_path / "b.db").scores().set_index(["case_id", "structure", "metric"])
+    nsd_a = a.xs("nsd", level="metric")["value"]
+    nsd_b = b.xs("nsd", level="metric")["value"]
+    gb = nsd_a.index.get_level_values("structure") == "gallbladder"
+    valued = gb & nsd_a.notna().to_numpy()  # the missing last case has no value
+    assert valued.sum() >= 2
+    assert (nsd_b[valued] >= nsd_a[valued]).all() and (nsd_b[valued] > nsd_a[valued]).any()
+    pd.testing.assert_series_equal(nsd_a[~gb], nsd_b[~gb])
+    manifest = ResultStore(tmp_path / "b.db").runs()["manifest"].iloc[0]
+    assert manifest["protocol"]["structure_tolerance_mm"] == {"gallbladder": 8.0}
+
+
+@pytest.mark.parametrize("item", ["liver", "liver=abc", "=2", "nowhere=1"])
+def test_bad_structure_tolerance_is_a_one_line_error(tmp_path, bench, item):
+    result = _invoke(
+        *_score_args(bench.reference, bench.predictions["near_perfect"], tmp_path / "c.db"),
+        "--structure-tolerance", item,
+    )  # fmt: skip
+    assert result.exit_code == 2
+    assert len(_error_lines(result)) == 1

@@ -311,3 +311,18 @@ def test_unknown_label_values_are_recorded(tmp_path, bench_labelmap):
     assert cases.loc["case_0001", "status"] == "ok"
     rows = store.scores(run_ids=[report.run_id])
     assert (rows[rows["case_id"] == "case_0002"]["status"] == "ok").all()
+
+
+@pytest.mark.parametrize("suffix", [".mha", ".nrrd"])
+def test_simpleitk_formats_score_like_nifti(tmp_path, bench, suffix):
+    """Predictions converted by SimpleITK to MetaImage/NRRD give identical stored values."""
+    import SimpleITK as sitk  # noqa: N813 (conventional alias)
+
+    pred = _copy_predictions(bench.predictions["dilated"], tmp_path / "pred")
+    for f in sorted((pred / "case_0001").iterdir()):
+        sitk.WriteImage(sitk.ReadImage(str(f)), str(f).replace(".nii.gz", suffix))
+        f.unlink()
+    nifti = _score(tmp_path / "a", bench.reference, bench.predictions["dilated"])
+    other = _score(tmp_path / "b", bench.reference, pred)
+    pd.testing.assert_series_equal(nifti["value"], other["value"])
+    assert (other["status"] == "ok").all()

@@ -29,7 +29,7 @@ from rich.table import Table
 from rich.text import Text
 
 from assay.datasets import DEFAULT_SCHEMA, LabelSchema, read_label_map_spec
-from assay.errors import AssayError
+from assay.errors import AssayError, InputError
 from assay.metrics import PROFILES, get_profile
 from assay.scoring import ScoreReport, score
 from assay.scoring._summary import STATUSES, case_problems, summarize
@@ -115,13 +115,23 @@ def score_command(
     tolerance_mm: Annotated[
         float | None, typer.Option(help="Override the profile's NSD tolerance (mm).")
     ] = None,
+    structure_tolerance: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--structure-tolerance", help="Per-structure NSD tolerance, NAME=MM (repeatable)."
+        ),
+    ] = None,
 ) -> None:
     """Score every case and structure; store one row per metric; print a summary."""
     with _fatal_errors():
+        label_schema = LabelSchema.from_file(schema) if schema else DEFAULT_SCHEMA
         prof = get_profile(profile)
         if tolerance_mm is not None:
             prof = replace(prof, tolerance_mm=tolerance_mm)
-        label_schema = LabelSchema.from_file(schema) if schema else DEFAULT_SCHEMA
+        if structure_tolerance:
+            per = dict(prof.structure_tolerance_mm)
+            per.update(_structure_tolerances(structure_tolerance, label_schema))
+            prof = replace(prof, structure_tolerance_mm=per)
         label_map = read_label_map_spec(labels, label_schema) if labels else None
         store = ResultStore(db)
         try:
@@ -147,6 +157,23 @@ def score_command(
             err.print("[yellow]interrupted:[/] finished cases are stored; re-run to resume.")
             raise typer.Exit(130) from None
         _print_report(store, report)
+
+
+def _structure_tolerances(items: list[str], schema: LabelSchema) -> dict[str, float]:
+    """Parse ``NAME=MM`` items; names go through the schema (synonyms, unknown-name errors)."""
+    out: dict[str, float] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        try:
+            mm = float(value)
+        except ValueError:
+            mm = math.nan
+        if not sep or not name.strip() or not math.isfinite(mm):
+            raise InputError(
+                f"Invalid --structure-tolerance {item!r}; expected NAME=MM, e.g. liver=1.5."
+            )
+        out[schema.canonical(name.strip(), where="--structure-tolerance")] = mm
+    return out
 
 
 def _print_report(store: ResultStore, report: ScoreReport) -> None:
