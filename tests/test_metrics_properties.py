@@ -424,7 +424,7 @@ def nearest_cases(draw: st.DrawFn) -> tuple[BoolArray, BoolArray, Spacing]:
 
 
 # This property found the tied-far-voxel bug in the k-d tree fallback, now fixed
-# and pinned by test_tied_far_nearest_voxels_match_scipy in test_metrics_parity.py.)
+# and pinned by test_tied_far_nearest_voxels_match_scipy in test_metrics_parity.py.
 @PROPERTY_SETTINGS
 @given(nearest_cases())
 def test_nearest_distances_equals_brute_force(
