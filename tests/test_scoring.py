@@ -307,7 +307,7 @@ def test_unknown_label_values_are_recorded(tmp_path, bench_labelmap):
                    labels=labels)  # fmt: skip
     cases = store.cases([report.run_id]).set_index("case_id")
     assert cases.loc["case_0002", "status"] == "partial"
-    assert "[12]" in cases.loc["case_0002", "message"]
+    assert "values above 9, up to 12" in cases.loc["case_0002", "message"]
     assert cases.loc["case_0001", "status"] == "ok"
     rows = store.scores(run_ids=[report.run_id])
     assert (rows[rows["case_id"] == "case_0002"]["status"] == "ok").all()

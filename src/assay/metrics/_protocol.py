@@ -221,8 +221,8 @@ def label_map_metrics(
     spacing = _spacing(spacing_mm)
     if pred.shape != ref.shape or pred.ndim != 3:
         raise ValueError(f"pred {pred.shape} and ref {ref.shape} must be 3-D of equal shape.")
-    pred_boxes = label_boxes(pred)
-    ref_boxes = label_boxes(ref)
+    pred_boxes, _ = label_boxes(pred, max(labels, default=0))
+    ref_boxes, _ = label_boxes(ref, max(labels, default=0))
     out: dict[str, StructureResult] = {}
     for value, name in labels.items():
         box = union_box(pred_boxes.get(value), ref_boxes.get(value))
@@ -240,28 +240,42 @@ def label_map_metrics(
     return out
 
 
-def label_boxes(label_map: NDArray[np.integer]) -> dict[int, Box]:
-    """Bounding box of every non-zero value present in a label map.
+def label_boxes(
+    label_map: NDArray[np.integer], max_label: int | None = None
+) -> tuple[dict[int, Box], int]:
+    """Bounding box of every non-zero label value (up to ``max_label``) of a label map.
 
     One pass finds the foreground's box, one ``scipy.ndimage.find_objects`` pass inside it
-    finds every label's box. Raises ValueError for non-integer or negative labels.
+    finds the labels' boxes; values above ``max_label`` are not boxed (so a stray huge value
+    costs nothing). Returns the boxes and the largest value present (0 if none).
+
+    Raises
+    ------
+    InputError
+        For non-integer or negative labels.
     """
     from scipy import ndimage
 
     fg = bounding_box(label_map != 0)
     if fg is None:
-        return {}
+        return {}, 0
     sub = label_map[fg]
-    if sub.dtype.kind not in "iu" or (sub.dtype.kind == "i" and sub.min() < 0):
-        raise ValueError("Label maps must hold non-negative integers.")
+    if sub.dtype.kind not in "iu":
+        raise InputError(f"label maps must hold integers, got dtype {sub.dtype}")
+    if sub.dtype.kind == "i" and (low := int(sub.min())) < 0:
+        raise InputError(f"label maps must hold non-negative integers, found {low}")
+    top = int(sub.max())
+    limit = top if max_label is None else min(top, max_label)
     boxes: dict[int, Box] = {}
-    for index, sl in enumerate(ndimage.find_objects(sub)):
+    if limit <= 0:
+        return boxes, top
+    for index, sl in enumerate(ndimage.find_objects(sub, max_label=limit)):
         if sl is not None:
             s0, s1, s2 = (
                 slice(f.start + s.start, f.start + s.stop) for f, s in zip(fg, sl, strict=True)
             )
             boxes[index + 1] = (s0, s1, s2)
-    return boxes
+    return boxes, top
 
 
 def _empty_result(

@@ -27,9 +27,10 @@ from assay.store import CaseRecord, ScoreRow
 class CaseTask:
     """Everything needed to score one case (picklable, sent to workers).
 
-    ``prediction`` is None when the model has no prediction for the case; ``problem`` holds
-    a discovery problem of the prediction (e.g. an unknown structure file) to record with the
-    case. ``reference_problem`` (reference None) makes the whole case fail with that message.
+    ``prediction`` is None when the model has no prediction for the case. ``problem`` and
+    ``reference_problem`` hold discovery problems of the prediction or reference case (an
+    unknown structure file name, two files for one structure) to record with the case; with a
+    reference problem, structures without a reference file fail instead of counting as empty.
     """
 
     case_id: str
@@ -86,7 +87,7 @@ def score_case(task: CaseTask) -> CaseRecord:
     case_status = "ok"
     try:
         ref_grid, ref_masks = _load_reference(task, notes)
-        if task.prediction is None:
+        if task.prediction is None or _no_files(task.prediction):
             case_status = "missing_prediction"
             msg = (
                 f"No prediction for {where}: expected it next to the other predictions; "
@@ -99,6 +100,16 @@ def score_case(task: CaseTask) -> CaseRecord:
             spacing = ref_grid.spacing_mm
             for s in task.structures:
                 ref_s, pred_s = ref_masks.get(s), pred_masks.get(s)
+                if ref_s is None and task.reference_problem:
+                    # a reference file may have been skipped (unknown name, duplicate): never
+                    # score this structure against an assumed-empty reference
+                    ref_s = _Failure("failed", f"Reference problem: {task.reference_problem}")
+                elif (
+                    ref_s is None
+                    and isinstance(pred_s, _Failure)
+                    and pred_s.status == "missing_prediction"
+                ):
+                    pred_s = None  # in neither reference nor prediction: both empty
                 if isinstance(ref_s, _Failure):
                     results[s] = (ref_s.status, {}, ref_s.message)
                 elif isinstance(pred_s, _Failure):
@@ -246,19 +257,38 @@ def _split_label_map(
                 f"Label map of {where} has dtype {array.dtype} with non-integer values; "
                 "a label map must hold integer labels."
             )
-    boxes = label_boxes(array)
-    unknown = sorted(set(boxes) - set(labels))
-    if unknown:
+    known_max = max(labels, default=0)
+    try:
+        boxes, top = label_boxes(array, max_label=known_max)
+    except ValueError as exc:
+        raise InputError(f"{role.capitalize()} label map of {where}: {exc}") from None
+    parts = [", ".join(map(str, sorted(set(boxes) - set(labels))))]
+    if top > known_max:
+        parts.append(f"values above {known_max}, up to {top}")
+    listed = "; ".join(p for p in parts if p)
+    if listed:
         notes.append(
-            f"{role.capitalize()} label map of {where} holds label values {unknown} that the "
-            "label schema does not name; they were ignored. Add them to --labels if they matter."
+            f"{role.capitalize()} label map of {where} holds label values the label schema does "
+            f"not name ({listed}); they were ignored. Add them to the labels if they matter."
         )
     out: Loaded = {}
+    named = set(labels.values())
     for value, s in labels.items():
         if s in structures:
             box = boxes.get(value)
             out[s] = _EMPTY if box is None else _Sparse(box, array[box] == value)
+    for s in structures:
+        if s not in named and role == "prediction":
+            out[s] = _Failure(
+                "missing_prediction",
+                f"The prediction labels of {where} do not name structure {s!r}; add it to the "
+                "prediction's label schema if the model predicts it.",
+            )
     return out
+
+
+def _no_files(src: CaseSource) -> bool:
+    return isinstance(src, StructureFiles) and not src.files
 
 
 def _folder(src: CaseSource) -> str:
