@@ -23,7 +23,7 @@ import pandas as pd
 import pytest
 
 from assay.datasets import DEFAULT_SCHEMA, read_label_map_spec
-from assay.errors import LayoutError
+from assay.errors import InputError, LayoutError
 from assay.metrics import PROFILES
 from assay.scoring import score
 from assay.store import ResultStore
@@ -204,14 +204,20 @@ def test_corrupt_reference_file_fails_only_that_structure(tmp_path, bench):
     assert dsc.loc[("case_0002", "liver"), "status"] == "ok"
 
 
-def test_empty_folders_are_clear_errors(tmp_path, bench):
+def test_empty_folders(tmp_path, bench):
+    """An empty reference folder is an error before any work; an empty prediction folder is
+    a model that predicted nothing: every case recorded as missing, with a note."""
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(LayoutError, match="No cases found"):
-        score(bench.reference, empty, model="m", dataset="d", store=tmp_path / "db.sqlite")
-    with pytest.raises(LayoutError, match="No cases found"):
         score(empty, bench.predictions["near_perfect"], model="m", dataset="d",
               store=tmp_path / "db.sqlite")  # fmt: skip
+    store = ResultStore(tmp_path / "db.sqlite")
+    report = score(bench.reference, empty, model="m", dataset="d", store=store)
+    assert any("empty" in n for n in report.notes)
+    cases = store.cases([report.run_id])
+    assert len(cases) == 3 and (cases["status"] == "missing_prediction").all()
+    assert (store.scores(run_ids=[report.run_id])["status"] == "missing_prediction").all()
 
 
 def test_rerun_skips_stored_cases_and_force_recomputes(tmp_path, bench):
@@ -326,3 +332,109 @@ def test_simpleitk_formats_score_like_nifti(tmp_path, bench, suffix):
     other = _score(tmp_path / "b", bench.reference, pred)
     pd.testing.assert_series_equal(nifti["value"], other["value"])
     assert (other["status"] == "ok").all()
+
+
+def test_reference_problem_never_scores_against_an_assumed_empty_mask(tmp_path, bench):
+    """A misnamed reference file ('livr') is skipped by discovery; liver must then be
+    'failed' with the problem, not 'empty_reference' with Dice 0."""
+    ref = _copy_predictions(bench.reference, tmp_path / "ref")
+    seg = ref / "case_0001" / "segmentations"
+    (seg / "liver.nii.gz").rename(seg / "livr.nii.gz")
+    df = _score(tmp_path, ref, bench.predictions["near_perfect"])
+    liver = df.loc[("case_0001", "liver", "dsc")]
+    assert liver["status"] == "failed" and "livr" in liver["message"]
+    assert df.loc[("case_0001", "spleen", "dsc"), "status"] == "ok"
+    assert df.loc[("case_0002", "liver", "dsc"), "status"] == "ok"
+
+
+def test_structure_in_neither_side_is_both_empty(tmp_path, bench):
+    ref = _copy_predictions(bench.reference, tmp_path / "ref")
+    pred = _copy_predictions(bench.predictions["near_perfect"], tmp_path / "pred")
+    (ref / "case_0001" / "segmentations" / "gallbladder.nii.gz").unlink()
+    _case_file(pred, "case_0001", "gallbladder").unlink()
+    store = ResultStore(tmp_path / "db.sqlite")
+    report = score(ref, pred, model="m", dataset="d", store=store)
+    rows = store.scores(run_ids=[report.run_id]).set_index(KEY)
+    assert rows.loc[("case_0001", "gallbladder", "dsc"), "status"] == "both_empty"
+    assert store.cases([report.run_id]).set_index("case_id").loc["case_0001", "status"] == "ok"
+
+
+def test_resuming_from_other_inputs_needs_force(tmp_path, bench):
+    store = ResultStore(tmp_path / "db.sqlite")
+    kw = {"model": "m", "dataset": "d", "store": store}
+    first = score(bench.reference, bench.predictions["dilated"], **kw)
+    with pytest.raises(InputError, match=r"other inputs.*predictions.*--force"):
+        score(bench.reference, bench.predictions["near_perfect"], **kw)
+    forced = score(bench.reference, bench.predictions["near_perfect"], force=True, **kw)
+    assert forced.run_id == first.run_id and forced.n_scored == 3
+    manifest = store.manifest(first.run_id)
+    assert manifest is not None
+    assert manifest["inputs"]["predictions"] == str(bench.predictions["near_perfect"].resolve())
+
+
+def test_prediction_dataset_json_wins_over_reference_labels(tmp_path, bench_labelmap):
+    """nnU-Net writes its own dataset.json next to its predictions; if its numbering differs
+    from the reference's, it must be used for the predictions (not --labels)."""
+    import json
+
+    labels = read_label_map_spec(bench_labelmap.labels, DEFAULT_SCHEMA)
+    pred = _copy_predictions(bench_labelmap.predictions["near_perfect"], tmp_path / "pred")
+    for f in pred.glob("*.nii.gz"):  # swap liver (1) and spleen (2) in the files ...
+        img = nib.load(f)
+        arr = np.asarray(img.dataobj).copy()
+        arr[arr == 1], arr[arr == 2] = 99, 1
+        arr[arr == 99] = 2
+        nib.save(nib.Nifti1Image(arr, img.affine), f)
+    spec = {"labels": {"background": 0, **{n: v for v, n in labels.items()}}}
+    spec["labels"]["liver"], spec["labels"]["spleen"] = 2, 1  # ... and in their dataset.json
+    (pred / "dataset.json").write_text(json.dumps(spec))
+    swapped = _score(tmp_path / "a", bench_labelmap.reference, pred, labels=labels)
+    plain = _score(tmp_path / "b", bench_labelmap.reference,
+                   bench_labelmap.predictions["near_perfect"], labels=labels)  # fmt: skip
+    pd.testing.assert_series_equal(swapped["value"], plain["value"])
+
+
+def test_undecodable_names_are_skipped_or_escaped(tmp_path, bench):
+    ref = _copy_predictions(bench.reference, tmp_path / "ref")
+    pred = _copy_predictions(bench.predictions["near_perfect"], tmp_path / "pred")
+    bad = os.fsdecode(b"case_\xff9")
+    shutil.copytree(ref / "case_0001", ref / bad)
+    shutil.copy(_case_file(pred, "case_0002", "liver"),
+                pred / "case_0002" / os.fsdecode(b"liv\xffer.nii.gz"))  # fmt: skip
+    store = ResultStore(tmp_path / "db.sqlite")
+    report = score(ref, pred, model="m", dataset="d", store=store)
+    assert any("not valid UTF-8" in n for n in report.notes)
+    cases = store.cases([report.run_id]).set_index("case_id")
+    assert list(cases.index) == ["case_0001", "case_0002", "case_0003"]
+    assert cases.loc["case_0002", "status"] == "partial"
+    assert "liv\\udcffer" in cases.loc["case_0002", "message"]  # escaped, storable
+
+
+def test_stray_image_in_a_structures_prediction_root(tmp_path, bench):
+    pred = _copy_predictions(bench.predictions["near_perfect"], tmp_path / "pred")
+    shutil.rmtree(pred / "case_0002")
+    shutil.copy(bench.reference / "case_0002" / "ct.nii.gz", pred / "case_0002.nii.gz")
+    store = ResultStore(tmp_path / "db.sqlite")
+    report = score(bench.reference, pred, model="m", dataset="d", store=store,
+                   prediction_layout="structures")  # fmt: skip
+    cases = store.cases([report.run_id]).set_index("case_id")
+    assert cases.loc["case_0002", "status"] == "missing_prediction"
+    assert "--prediction-layout labelmap" in cases.loc["case_0002", "message"]
+    assert cases.loc["case_0001", "status"] == "ok"
+
+
+def test_huge_label_value_is_noted_not_fatal(tmp_path, bench_labelmap):
+    labels = read_label_map_spec(bench_labelmap.labels, DEFAULT_SCHEMA)
+    pred = _copy_predictions(bench_labelmap.predictions["near_perfect"], tmp_path / "pred")
+    target = pred / "case_0001.nii.gz"
+    img = nib.load(target)
+    arr = np.asarray(img.dataobj).astype(np.int32)
+    arr[0, 0, 0] = 2**31 - 1
+    nib.save(nib.Nifti1Image(arr, img.affine), target)
+    store = ResultStore(tmp_path / "db.sqlite")
+    report = score(bench_labelmap.reference, pred, model="m", dataset="d", store=store,
+                   labels=labels)  # fmt: skip
+    case = store.cases([report.run_id]).set_index("case_id").loc["case_0001"]
+    assert case["status"] == "partial" and str(2**31 - 1) in case["message"]
+    rows = store.scores(run_ids=[report.run_id])
+    assert (rows[rows["case_id"] == "case_0001"]["status"] == "ok").all()

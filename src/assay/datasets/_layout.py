@@ -128,8 +128,8 @@ def detect_layout(root: str | Path, *, role: str = "reference") -> str:
     if dirs and images:
         raise LayoutError(
             f"Cannot tell the layout of {root} ({role}): it holds both case folders "
-            f"(e.g. {dirs[0].name}/) and image files (e.g. {images[0].name}). Pass --layout "
-            "structures or --layout labelmap, or move the stray files out."
+            f"(e.g. {dirs[0].name}/) and image files (e.g. {images[0].name}). Pass "
+            f"{_option(role)} structures or {_option(role)} labelmap, or move the stray files out."
         )
     if dirs:
         return "structures"
@@ -207,6 +207,11 @@ def discover_cases(
     return dict(sorted(cases.items()))
 
 
+def _option(role: str) -> str:
+    """The command-line option that sets the layout of ``role``'s folder."""
+    return "--layout" if role == "reference" else "--prediction-layout"
+
+
 def _reject_nested_images(folder: Path, context: str) -> None:
     """Raise if a visible sub-folder of ``folder`` directly holds image files."""
     for sub in (p for p in _visible(folder) if p.is_dir()):
@@ -222,13 +227,16 @@ def _discover_structures(
     root: Path, schema: LabelSchema, role: str, problems: dict[str, str] | None = None
 ) -> dict[str, StructureFiles]:
     dirs, images = _scan(root)
-    if images:
-        raise LayoutError(
-            f"Unexpected image file {images[0]} in {root} ({role}) with layout 'structures': "
+    for image in images:
+        exc = LayoutError(
+            f"Unexpected image file {image} in {root} ({role}) with layout 'structures': "
             "expected only case folders ROOT/<case_id>/. Move it into its case folder, or use "
-            "--layout labelmap if the files are label maps."
+            f"{_option(role)} labelmap if the files are label maps."
         )
-    if not dirs:
+        if problems is None:
+            raise exc
+        problems[_stem(image)] = str(exc)
+    if not dirs and not (images and problems is not None):
         raise LayoutError(f"No cases found in {root} ({role}): {_EXPECTED}.")
     return {d.name: _case_structures(d, schema, role, problems) for d in dirs}
 

@@ -169,7 +169,7 @@ def _load_reference(task: CaseTask, notes: list[str]) -> tuple[Image, Loaded]:
     src = task.reference
     where = f"case {task.case_id!r}"
     if src is None:
-        raise InputError(f"No reference for {where}.")
+        raise InputError(task.reference_problem or f"No reference for {where}.")
     if isinstance(src, LabelMapFile):
         image = read_image(src.path)
         split = _split_label_map(

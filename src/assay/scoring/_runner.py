@@ -25,7 +25,7 @@ from assay.datasets import (
     LabelSchema,
     discover_cases,
 )
-from assay.errors import InputError
+from assay.errors import InputError, LayoutError
 from assay.metrics import Profile, get_profile
 from assay.scoring._case import CaseTask, score_case
 from assay.scoring._executor import map_unordered
@@ -85,6 +85,7 @@ def score(
     layout: str | None = None,
     prediction_layout: str | None = None,
     labels: Mapping[int, str] | None = None,
+    prediction_labels: Mapping[int, str] | None = None,
     schema: LabelSchema = DEFAULT_SCHEMA,
     resample: str | None = None,
     on_case: Callable[[CaseRecord], None] | None = None,
@@ -99,9 +100,13 @@ def score(
     profile : metric protocol (a :class:`~assay.metrics.Profile` or a built-in name).
     store : a :class:`~assay.store.ResultStore` or a database path/URL.
     workers : local processes (1 = in this process).
-    force : recompute cases that are already stored.
+    force : recompute cases that are already stored (required to resume a run from other
+        inputs: another prediction or reference folder, labels or resampling).
     layout, prediction_layout : override layout detection (``structures``/``labelmap``).
-    labels : label value -> structure for label maps (default: ``dataset.json`` lookup).
+    labels : label value -> structure for label maps (default: a ``dataset.json`` in the
+        folder or its parent). Applies to the predictions too, unless they have their own.
+    prediction_labels : the predictions' labels, when they differ from the reference's
+        (default: the prediction folder's own ``dataset.json``, else ``labels``).
     schema : structure names and synonyms.
     resample : ``"nearest"`` to resample predictions on a different grid (else failure).
     on_case : called with each stored :class:`~assay.store.CaseRecord` (progress).
@@ -110,33 +115,68 @@ def score(
     t0 = time.perf_counter()
     prof = get_profile(profile) if isinstance(profile, str) else profile
     db = store if isinstance(store, ResultStore) else ResultStore(store)
+    notes: list[str] = []
+    if prediction_labels is None and not (Path(predictions) / "dataset.json").is_file():
+        prediction_labels = labels
     ref_problems: dict[str, str] = {}
     pred_problems: dict[str, str] = {}
     ref_cases = discover_cases(
         reference, layout=layout, schema=schema, labels=labels, role="reference",
         problems=ref_problems,
     )  # fmt: skip
-    pred_cases = discover_cases(
-        predictions, layout=prediction_layout, schema=schema, labels=labels, role="prediction",
-        problems=pred_problems,
-    )  # fmt: skip
+    try:
+        pred_cases = discover_cases(
+            predictions, layout=prediction_layout, schema=schema, labels=prediction_labels,
+            role="prediction", problems=pred_problems,
+        )  # fmt: skip
+    except LayoutError:
+        if not _empty_folder(predictions):
+            raise
+        pred_cases = {}
+        notes.append(
+            f"The prediction folder {predictions} is empty: every case is recorded as a "
+            "missing prediction."
+        )
     structures = _structures(ref_cases)
     if not structures:
         raise InputError(
             f"No structures found in the reference folder {reference}; expected masks named "
             "after structures (layout A) or a label map with a label schema (layout B)."
         )
-    case_ids = sorted(set(ref_cases) | set(ref_problems))
-    unmatched = tuple(sorted((set(pred_cases) | set(pred_problems)) - set(case_ids)))
+    all_ids = sorted(set(ref_cases) | set(ref_problems))
+    case_ids = [c for c in all_ids if _storable(c)]
+    if len(case_ids) < len(all_ids):
+        bad = [c.encode("utf-8", "backslashreplace").decode() for c in all_ids if not _storable(c)]
+        notes.append(
+            f"Skipped {len(bad)} case(s) whose names are not valid UTF-8 ({', '.join(bad[:3])}); "
+            "rename them to score them."
+        )
+    unmatched = tuple(sorted((set(pred_cases) | set(pred_problems)) - set(all_ids)))
 
     run_id = run_id_for(dataset, model, prof)
-    manifest = _manifest(
-        dataset, model, prof, reference, predictions, structures, len(case_ids), workers
-    )
+    inputs = _inputs(reference, predictions, layout, prediction_layout, labels,
+                     prediction_labels, resample)  # fmt: skip
+    previous = db.manifest(run_id)
+    stored = db.stored_cases(run_id)
+    if previous is not None and stored and not force and previous.get("inputs") != inputs:
+        changed = sorted(k for k in inputs if previous.get("inputs", {}).get(k) != inputs[k])
+        raise InputError(
+            f"Run {run_id} ({dataset} / {model} / profile {prof.name}) already holds "
+            f"{len(stored)} case(s) scored from other inputs ({', '.join(changed)} differ). "
+            "Pass --force to rescore them, or use another --model or --dataset name."
+        )
+    manifest = _manifest(dataset, model, prof, inputs, structures, len(case_ids), workers, previous)
     db.ensure_run(run_id, dataset=dataset, model=model, profile=prof.name, manifest=manifest)
     if force:
         db.delete_run(run_id)
-    stored = db.stored_cases(run_id)
+        stored = {}
+    stale = sorted(set(stored) - set(case_ids))
+    if stale:
+        db.delete_cases(run_id, stale)
+        notes.append(
+            f"Removed {len(stale)} stored case(s) no longer in the reference folder: "
+            f"{', '.join(stale[:5])}{' ...' if len(stale) > 5 else ''}"
+        )
     todo = [c for c in case_ids if stored.get(c) not in FINAL_CASE_STATUSES]
     if on_start is not None:
         on_start(len(todo))
@@ -155,7 +195,6 @@ def score(
     manifest["timings"] = {"last_call_seconds": round(seconds, 3), "cases_scored": n_scored}
     manifest["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     db.ensure_run(run_id, dataset=dataset, model=model, profile=prof.name, manifest=manifest)
-    notes = []
     if unmatched:
         notes.append(
             f"{len(unmatched)} prediction case(s) have no reference and were not scored: "
@@ -204,24 +243,69 @@ def _task(
     )
 
 
+def _storable(name: str) -> bool:
+    """Whether a name can be stored as text (file names may hold undecodable bytes)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _empty_folder(path: str | Path) -> bool:
+    folder = Path(path)
+    return folder.is_dir() and not any(p for p in folder.iterdir() if not p.name.startswith("."))
+
+
+def _inputs(
+    reference: str | Path,
+    predictions: str | Path,
+    layout: str | None,
+    prediction_layout: str | None,
+    labels: Mapping[int, str] | None,
+    prediction_labels: Mapping[int, str] | None,
+    resample: str | None,
+) -> dict[str, Any]:
+    """What the stored scores were computed from; a resumed run must match it."""
+
+    def spec(m: Mapping[int, str] | None) -> dict[str, str] | None:
+        return None if m is None else {str(k): v for k, v in sorted(m.items())}
+
+    return {
+        "reference": str(Path(reference).resolve()),
+        "predictions": str(Path(predictions).resolve()),
+        "layout": layout,
+        "prediction_layout": prediction_layout,
+        "labels": spec(labels),
+        "prediction_labels": spec(prediction_labels),
+        "resample": resample,
+    }
+
+
 def _manifest(
     dataset: str,
     model: str,
     prof: Profile,
-    reference: str | Path,
-    predictions: str | Path,
+    inputs: dict[str, Any],
     structures: tuple[str, ...],
     n_cases: int,
     workers: int,
+    previous: Mapping[str, Any] | None,
 ) -> dict[str, Any]:
+    now = datetime.now(UTC).isoformat(timespec="seconds")
+    first = (
+        previous.get("started_at", now) if previous and previous.get("inputs") == inputs else now
+    )
     return {
-        "dataset": {"name": dataset, "reference": str(Path(reference).resolve())},
-        "model": {"name": model, "predictions": str(Path(predictions).resolve())},
+        "dataset": {"name": dataset, "reference": inputs["reference"]},
+        "model": {"name": model, "predictions": inputs["predictions"]},
+        "inputs": inputs,
         "protocol": prof.params(),
         "structures": list(structures),
         "n_cases": n_cases,
         "software": software_versions(),
         "host": {"node": platform.node(), "platform": platform.platform(), "workers": workers},
         "seeds": None,
-        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "started_at": first,
+        "last_started_at": now,
     }

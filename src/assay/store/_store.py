@@ -110,6 +110,22 @@ class ResultStore:
             con.execute(delete(scores).where(scores.c.run_id == run_id))
             con.execute(delete(cases).where(cases.c.run_id == run_id))
 
+    def manifest(self, run_id: str) -> dict[str, Any] | None:
+        """The stored manifest of a run, or None if the run does not exist."""
+        with self.engine.connect() as con:
+            row = con.execute(select(runs.c.manifest).where(runs.c.run_id == run_id)).first()
+        return None if row is None else dict(json.loads(row.manifest))
+
+    def delete_cases(self, run_id: str, case_ids: Sequence[str]) -> None:
+        """Remove some cases (and their scores) of a run."""
+        with self.engine.begin() as con:
+            for chunk in range(0, len(case_ids), 500):
+                ids = list(case_ids[chunk : chunk + 500])
+                con.execute(
+                    delete(scores).where(scores.c.run_id == run_id, scores.c.case_id.in_(ids))
+                )
+                con.execute(delete(cases).where(cases.c.run_id == run_id, cases.c.case_id.in_(ids)))
+
     def runs(self) -> pd.DataFrame:
         """All runs with their manifests parsed."""
         with self.engine.connect() as con:
@@ -140,7 +156,7 @@ class ResultStore:
                 "model": model,
                 "value": None if math.isnan(r.value) else float(r.value),
                 "status": r.status,
-                "message": r.message,
+                "message": _text(r.message),
             }
             for r in record.rows
         ]
@@ -152,7 +168,7 @@ class ResultStore:
                     run_id=run_id,
                     case_id=record.case_id,
                     status=record.status,
-                    message=record.message,
+                    message=_text(record.message),
                     flags=",".join(record.flags),
                     seconds=record.seconds,
                     finished_at=_now(),
@@ -197,6 +213,11 @@ class ResultStore:
             df = pd.read_sql(query, con)
         df["value"] = df["value"].astype("float64")
         return df
+
+
+def _text(message: str) -> str:
+    """Free text made storable: undecodable file-name bytes become backslash escapes."""
+    return message.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
