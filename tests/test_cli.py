@@ -357,7 +357,7 @@ def test_demo_console_script(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
-    assert "Models (mean over structures of per-structure means)" in proc.stdout
+    assert "Models (mean over structures of the per-structure means)" in proc.stdout
     for model in MODELS:
         row = _table_row(proc.stdout, model)
         assert len(row) == 5, row  # model, mean Dice, mean NSD, missing, failed

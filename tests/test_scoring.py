@@ -211,7 +211,7 @@ def test_empty_folders(tmp_path, bench):
     empty.mkdir()
     with pytest.raises(LayoutError, match="No cases found"):
         score(empty, bench.predictions["near_perfect"], model="m", dataset="d",
-              store=tmp_path / "db.sqlite")  # fmt: skip
+              store=ResultStore(tmp_path / "db.sqlite"))  # fmt: skip
     store = ResultStore(tmp_path / "db.sqlite")
     report = score(bench.reference, empty, model="m", dataset="d", store=store)
     assert any("empty" in n for n in report.notes)

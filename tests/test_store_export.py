@@ -20,16 +20,8 @@ from sqlalchemy.exc import IntegrityError
 
 from assay.errors import InputError
 from assay.metrics import PROFILES
-from assay.scoring import score
-from assay.store import (
-    FORMATS,
-    SCORE_COLUMNS,
-    CaseRecord,
-    ResultStore,
-    ScoreRow,
-    database_url,
-    export_scores,
-)
+from assay.scoring import CaseRecord, ScoreRow, score
+from assay.store import FORMATS, SCORE_COLUMNS, ResultStore, database_url, export_scores
 from assay.synthetic import STRUCTURES, write_benchmark
 
 SMALL = {"shape": (48, 48, 32), "spacing_mm": (8.0, 8.0, 10.0)}

@@ -31,8 +31,7 @@ from rich.text import Text
 from assay.datasets import DEFAULT_SCHEMA, LabelSchema, read_label_map_spec
 from assay.errors import AssayError, InputError
 from assay.metrics import PROFILES, get_profile
-from assay.scoring import ScoreReport, score
-from assay.scoring._summary import STATUSES, case_problems, summarize
+from assay.scoring import MEANS_NOTE, STATUSES, ScoreReport, case_problems, score, summarize
 from assay.store import FORMATS, ResultStore, export_scores
 
 app = typer.Typer(
@@ -58,7 +57,7 @@ def _fatal_errors() -> Iterator[None]:
     try:
         yield
     except AssayError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
 
 
@@ -77,7 +76,7 @@ def _progress() -> Progress:
 
 
 def _run_score(progress: Progress, description: str, **kwargs: Any) -> ScoreReport:
-    task = progress.add_task(description, total=None)
+    task = progress.add_task(escape(description), total=None)
     return score(
         **kwargs,
         on_start=lambda n: progress.update(task, total=n),
@@ -106,6 +105,10 @@ def score_command(
     labels: Annotated[
         Path | None, typer.Option(help="Label schema for label maps (dataset.json/YAML/JSON).")
     ] = None,
+    prediction_labels: Annotated[
+        Path | None,
+        typer.Option(help="Prediction label schema, if it differs (default: its dataset.json)."),
+    ] = None,
     schema: Annotated[
         Path | None, typer.Option(help="Extra structure names/synonyms (YAML/JSON).")
     ] = None,
@@ -126,13 +129,20 @@ def score_command(
     with _fatal_errors():
         label_schema = LabelSchema.from_file(schema) if schema else DEFAULT_SCHEMA
         prof = get_profile(profile)
+        overrides = []
         if tolerance_mm is not None:
             prof = replace(prof, tolerance_mm=tolerance_mm)
+            overrides.append(f"tolerance_mm={tolerance_mm:g}")
         if structure_tolerance:
-            per = dict(prof.structure_tolerance_mm)
-            per.update(_structure_tolerances(structure_tolerance, label_schema))
-            prof = replace(prof, structure_tolerance_mm=per)
+            per = _structure_tolerances(structure_tolerance, label_schema)
+            prof = replace(prof, structure_tolerance_mm={**prof.structure_tolerance_mm, **per})
+            overrides += [f"{k}={v:g}mm" for k, v in sorted(per.items())]
+        if overrides:  # another protocol: another name, so exports never mix the two
+            prof = replace(prof, name=f"{prof.name}[{','.join(overrides)}]")
         label_map = read_label_map_spec(labels, label_schema) if labels else None
+        pred_label_map = (
+            read_label_map_spec(prediction_labels, label_schema) if prediction_labels else None
+        )
         store = ResultStore(db)
         try:
             with _progress() as progress:
@@ -150,6 +160,7 @@ def score_command(
                     layout=layout,
                     prediction_layout=prediction_layout,
                     labels=label_map,
+                    prediction_labels=pred_label_map,
                     schema=label_schema,
                     resample=resample,
                 )
@@ -179,9 +190,9 @@ def _structure_tolerances(items: list[str], schema: LabelSchema) -> dict[str, fl
 def _print_report(store: ResultStore, report: ScoreReport) -> None:
     scores = store.scores(run_ids=[report.run_id])
     out.print(
-        f"[bold]{report.model}[/] on [bold]{report.dataset}[/] (profile {report.profile}, "
-        f"run {report.run_id}): {report.n_cases} cases, {report.n_scored} scored now, "
-        f"{report.n_skipped} already stored, {report.seconds:.1f} s"
+        f"[bold]{escape(report.model)}[/] on [bold]{escape(report.dataset)}[/] (profile "
+        f"{escape(report.profile)}, run {report.run_id}): {report.n_cases} cases, "
+        f"{report.n_scored} scored now, {report.n_skipped} already stored, {report.seconds:.1f} s"
     )
     _print_summary(summarize(scores))
     cases = store.cases([report.run_id])
@@ -198,7 +209,7 @@ def _print_report(store: ResultStore, report: ScoreReport) -> None:
     if len(problems) > 10:
         out.print(f"  ... and {len(problems) - 10} more (see the cases table in the database)")
     for note in report.notes:
-        out.print(f"[yellow]note:[/] {note}")
+        out.print(f"[yellow]note:[/] {escape(note)}")
 
 
 def _fmt(v: float) -> str:
@@ -220,6 +231,7 @@ def _print_summary(summary: pd.DataFrame) -> None:
             _fmt(d["mean_nsd"]),
         )
     out.print(table)
+    out.print(MEANS_NOTE, style="dim")
 
 
 @app.command("export")
@@ -237,7 +249,7 @@ def export_command(
             ResultStore(db), fmt, out_path, dataset=dataset, model=model, profile=profile
         )
         for f in files:
-            out.print(f"wrote {f}")
+            out.print(escape(f"wrote {f}"), highlight=False)
 
 
 @app.command("demo")
@@ -255,7 +267,10 @@ def demo_command(
     with _fatal_errors():
         out.print(f"Writing a synthetic benchmark ({cases} cases, {len(MODELS)} models) ...")
         paths = write_benchmark(out_dir / "data", n_cases=cases, overwrite=True)
-        store = ResultStore(out_dir / "assay.db")
+        db_path = out_dir / "assay.db"
+        for stale in (db_path, *db_path.parent.glob(db_path.name + "-*")):  # fresh data, fresh db
+            stale.unlink(missing_ok=True)
+        store = ResultStore(db_path)
         with _progress() as progress:
             reports = [
                 _run_score(
@@ -284,8 +299,11 @@ def demo_command(
         files = export_scores(store, "touchstone", out_dir / "touchstone", profile=profile)
         export_scores(store, "csv", out_dir / "scores.csv", profile=profile)
         out.print(
-            f"database: {store.url}\nscores: {out_dir / 'scores.csv'}\n"
-            f"touchstone layout: {files[0].parent.parent} ({len(files)} files)"
+            escape(
+                f"database: {store.url}\nscores: {out_dir / 'scores.csv'}\n"
+                f"touchstone layout: {files[0].parent.parent} ({len(files)} files)"
+            ),
+            highlight=False,
         )
 
 
@@ -300,7 +318,7 @@ def _print_leaderboard(summary: pd.DataFrame) -> None:
         )
         .sort_values("mean_dsc", ascending=False)
     )
-    table = Table(title="Models (mean over structures of per-structure means)")
+    table = Table(title="Models (mean over structures of the per-structure means)")
     for col in ("model", "mean Dice", "mean NSD", "missing", "failed"):
         table.add_column(col, justify="left" if col == "model" else "right", no_wrap=col == "model")
     for model, row in by_model.iterrows():
@@ -312,6 +330,7 @@ def _print_leaderboard(summary: pd.DataFrame) -> None:
             str(int(row.failed)),
         )
     out.print(table)
+    out.print(MEANS_NOTE, style="dim")
 
 
 def main() -> None:

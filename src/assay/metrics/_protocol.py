@@ -80,6 +80,11 @@ class Profile:
         taus = [self.tolerance_mm, *self.structure_tolerance_mm.values(), *self.extra_tolerances_mm]
         if not all(math.isfinite(t) and t >= 0 for t in taus):
             raise InputError(f"Profile {self.name!r}: tolerances must be finite and >= 0 mm.")
+        if len(set(self.metrics)) != len(self.metrics):
+            raise InputError(
+                f"Profile {self.name!r}: extra tolerances {list(self.extra_tolerances_mm)} give "
+                "duplicate metric names (nsd@<τ>mm uses 6 significant digits); drop duplicates."
+            )
 
     def tolerance_for(self, structure: str | None) -> float:
         """NSD tolerance (mm) for ``structure``."""

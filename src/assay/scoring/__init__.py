@@ -2,15 +2,25 @@
 
 from assay.scoring._case import CaseTask, score_case
 from assay.scoring._executor import WorkerError, map_unordered
-from assay.scoring._runner import ScoreReport, run_id_for, score, software_versions
+from assay.scoring._records import CaseRecord, ScoreRow
+from assay.scoring._runner import CaseStore, ScoreReport, run_id_for, score, software_versions
+from assay.scoring._summary import AVERAGED, MEANS_NOTE, STATUSES, case_problems, summarize
 
 __all__ = [
+    "AVERAGED",
+    "MEANS_NOTE",
+    "STATUSES",
+    "CaseRecord",
+    "CaseStore",
     "CaseTask",
     "ScoreReport",
+    "ScoreRow",
     "WorkerError",
+    "case_problems",
     "map_unordered",
     "run_id_for",
     "score",
     "score_case",
     "software_versions",
+    "summarize",
 ]

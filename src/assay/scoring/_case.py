@@ -20,7 +20,7 @@ from assay.errors import AssayError, InputError
 from assay.io import Image, align_to_reference, binary_mask, read_image, same_grid
 from assay.metrics import Profile, bounding_box, label_boxes, structure_metrics
 from assay.metrics._geometry import Box, union_box
-from assay.store import CaseRecord, ScoreRow
+from assay.scoring._records import CaseRecord, ScoreRow
 
 
 @dataclass(frozen=True)

@@ -11,12 +11,12 @@ import hashlib
 import json
 import platform
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata as importlib_metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from assay.datasets import (
     DEFAULT_SCHEMA,
@@ -29,12 +29,30 @@ from assay.errors import InputError, LayoutError
 from assay.metrics import Profile, get_profile
 from assay.scoring._case import CaseTask, score_case
 from assay.scoring._executor import map_unordered
-from assay.store import CaseRecord, ResultStore
+from assay.scoring._records import CaseRecord
 
 #: Case statuses that a re-run does not recompute.
 FINAL_CASE_STATUSES = ("ok",)
 
 _VERSIONED = ("numpy", "scipy", "nibabel", "SimpleITK", "pandas", "SQLAlchemy", "isal")
+
+
+class CaseStore(Protocol):
+    """Where a run keeps its cases (implemented by :class:`assay.store.ResultStore`)."""
+
+    def manifest(self, run_id: str) -> dict[str, Any] | None: ...
+
+    def ensure_run(
+        self, run_id: str, *, dataset: str, model: str, profile: str, manifest: Mapping[str, Any]
+    ) -> None: ...
+
+    def delete_run(self, run_id: str) -> None: ...
+
+    def delete_cases(self, run_id: str, case_ids: Sequence[str]) -> None: ...
+
+    def stored_cases(self, run_id: str) -> dict[str, str]: ...
+
+    def write_case(self, run_id: str, dataset: str, model: str, record: CaseRecord) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -79,7 +97,7 @@ def score(
     model: str,
     dataset: str,
     profile: Profile | str = "default",
-    store: ResultStore | str | Path = "assay.db",
+    store: CaseStore,
     workers: int = 1,
     force: bool = False,
     layout: str | None = None,
@@ -98,7 +116,7 @@ def score(
     reference, predictions : folders in the ``structures`` or ``labelmap`` layout.
     model, dataset : names stored with every row.
     profile : metric protocol (a :class:`~assay.metrics.Profile` or a built-in name).
-    store : a :class:`~assay.store.ResultStore` or a database path/URL.
+    store : where cases are kept, e.g. ``assay.store.ResultStore("assay.db")``.
     workers : local processes (1 = in this process).
     force : recompute cases that are already stored (required to resume a run from other
         inputs: another prediction or reference folder, labels or resampling).
@@ -109,12 +127,12 @@ def score(
         (default: the prediction folder's own ``dataset.json``, else ``labels``).
     schema : structure names and synonyms.
     resample : ``"nearest"`` to resample predictions on a different grid (else failure).
-    on_case : called with each stored :class:`~assay.store.CaseRecord` (progress).
+    on_case : called with each stored :class:`CaseRecord` (progress).
     on_start : called once with the number of cases to compute.
     """
     t0 = time.perf_counter()
     prof = get_profile(profile) if isinstance(profile, str) else profile
-    db = store if isinstance(store, ResultStore) else ResultStore(store)
+    db = store
     notes: list[str] = []
     if prediction_labels is None and not (Path(predictions) / "dataset.json").is_file():
         prediction_labels = labels

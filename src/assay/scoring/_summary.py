@@ -15,12 +15,22 @@ STATUSES = (
 )
 
 
+#: Statuses whose values enter the summary means: scored cases, an empty prediction counting
+#: 0. ``empty_reference`` and ``both_empty`` are not applicable (the structure is absent from
+#: the reference, as in Touchstone); missing and failed rows have no value. Those are counted.
+AVERAGED = ("ok", "empty_prediction")
+
+MEANS_NOTE = (
+    "Means over ok and empty-prediction rows (an empty prediction counts 0); structures absent "
+    "from the reference are not applicable; missing and failed rows are counted, not averaged."
+)
+
+
 def summarize(scores: pd.DataFrame) -> pd.DataFrame:
     """Per model and structure: n by status, mean Dice and mean NSD.
 
-    Means are over the rows that have a value (status ok, empty_reference, empty_prediction:
-    0 for the empty ones); both-empty, missing and failed rows have no value and are counted,
-    not averaged. Columns: model, structure, one count per status, n, mean_dsc, mean_nsd.
+    Means are over the rows whose status is in :data:`AVERAGED`; see :data:`MEANS_NOTE`.
+    Columns: model, structure, one count per status, n, mean_dsc, mean_nsd.
     """
     if scores.empty:
         return pd.DataFrame(columns=["model", "structure", *STATUSES, "n", "mean_dsc", "mean_nsd"])
@@ -32,8 +42,9 @@ def summarize(scores: pd.DataFrame) -> pd.DataFrame:
         .reindex(columns=list(STATUSES), fill_value=0)
     )
     counts["n"] = counts.sum(axis=1)
+    valued = scores["metric"].isin(["dsc", "nsd"]) & scores["status"].isin(AVERAGED)
     means = (
-        scores[scores["metric"].isin(["dsc", "nsd"])]
+        scores[valued]
         .groupby(["model", "structure", "metric"])["value"]
         .mean()
         .unstack()

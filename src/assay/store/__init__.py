@@ -2,14 +2,12 @@
 
 from assay.store._export import FORMATS, export_scores
 from assay.store._schema import SCORE_COLUMNS
-from assay.store._store import CaseRecord, ResultStore, ScoreRow, database_url
+from assay.store._store import ResultStore, database_url
 
 __all__ = [
     "FORMATS",
     "SCORE_COLUMNS",
-    "CaseRecord",
     "ResultStore",
-    "ScoreRow",
     "database_url",
     "export_scores",
 ]

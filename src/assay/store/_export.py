@@ -7,16 +7,13 @@ from pathlib import Path
 import pandas as pd
 
 from assay.errors import InputError
+from assay.scoring import AVERAGED
 from assay.store._store import ResultStore
 
 FORMATS = ("csv", "parquet", "touchstone")
 
 #: Touchstone files and the metric each holds.
 TOUCHSTONE_FILES = {"dsc.csv": "dsc", "nsd.csv": "nsd"}
-
-#: Statuses whose value is reported in the Touchstone layout. Every other status (both or
-#: reference empty = not applicable; missing or failed) is an empty cell, as in Touchstone.
-TOUCHSTONE_VALUED = ("ok", "empty_prediction")
 
 
 def export_scores(
@@ -72,7 +69,7 @@ def _export_touchstone(df: pd.DataFrame, out: Path) -> list[Path]:
         keep = part[~part["case_id"].isin(missing[missing].index)]
         for filename, metric in TOUCHSTONE_FILES.items():
             rows = keep[keep["metric"] == metric].copy()
-            rows.loc[~rows["status"].isin(TOUCHSTONE_VALUED), "value"] = float("nan")
+            rows.loc[~rows["status"].isin(AVERAGED), "value"] = float("nan")  # as Touchstone
             table = rows.pivot(index="case_id", columns="structure", values="value")
             table = table.reindex(columns=sorted(table.columns)).sort_index()
             table.index.name = "name"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -15,30 +14,8 @@ from sqlalchemy import Engine, and_, create_engine, delete, event, insert, selec
 from sqlalchemy.exc import SQLAlchemyError
 
 from assay.errors import InputError
+from assay.scoring import CaseRecord
 from assay.store._schema import SCORE_COLUMNS, cases, metadata, runs, scores
-
-
-@dataclass(frozen=True)
-class ScoreRow:
-    """One stored value: a metric of one structure of one case."""
-
-    structure: str
-    metric: str
-    value: float
-    status: str
-    message: str = ""
-
-
-@dataclass(frozen=True)
-class CaseRecord:
-    """Everything stored for one case of a run (written atomically)."""
-
-    case_id: str
-    status: str
-    seconds: float
-    rows: tuple[ScoreRow, ...] = ()
-    message: str = ""
-    flags: tuple[str, ...] = field(default_factory=tuple)
 
 
 def database_url(db: str | Path) -> str:
