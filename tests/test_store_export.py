@@ -429,3 +429,25 @@ def test_unknown_format_is_an_error(tmp_path, scored):
     with pytest.raises(InputError, match="xlsx"):
         export_scores(scored, "xlsx", tmp_path / "x.xlsx")
     assert not (tmp_path / "x.xlsx").exists()
+
+
+def test_export_path_errors_are_input_errors(tmp_path, scored):
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("x")
+    with pytest.raises(InputError, match="needs a folder"):
+        export_scores(scored, "touchstone", a_file)
+    with pytest.raises(InputError, match="is a folder"):
+        export_scores(scored, "csv", tmp_path)
+    with pytest.raises(InputError, match="No results database"):
+        ResultStore(tmp_path / "nowhere" / "x.db", create=False)
+    assert not (tmp_path / "nowhere").exists()  # a read-only command creates nothing
+
+
+def test_touchstone_folder_names_are_single_folders(tmp_path):
+    store = ResultStore(tmp_path / "db.sqlite")
+    store.ensure_run("r1", dataset="d", model="nnU-Net/ResEnc", profile="default", manifest={})
+    rows = (ScoreRow("liver", "dsc", 0.9, "ok"), ScoreRow("liver", "nsd", 0.8, "ok"))
+    store.write_case("r1", "d", "nnU-Net/ResEnc", CaseRecord("c1", "ok", 0.1, rows))
+    files = export_scores(store, "touchstone", tmp_path / "out")
+    assert {f.parent.name for f in files} == {"nnU-Net_ResEnc"}
+    assert all(f.parent.parent == tmp_path / "out" for f in files)

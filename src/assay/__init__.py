@@ -4,8 +4,8 @@ from assay.errors import (
     AssayError,
     GeometryError,
     InputError,
+    InputTypeError,
     LayoutError,
-    MissingPredictionError,
     SchemaError,
 )
 from assay.metrics import PROFILES, Profile, label_map_metrics, structure_metrics
@@ -17,8 +17,8 @@ __all__ = [
     "AssayError",
     "GeometryError",
     "InputError",
+    "InputTypeError",
     "LayoutError",
-    "MissingPredictionError",
     "Profile",
     "SchemaError",
     "__version__",

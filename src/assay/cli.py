@@ -246,8 +246,9 @@ def export_command(
     """Write per-case scores: tidy CSV/Parquet, or the Touchstone layout."""
     with _fatal_errors():
         files = export_scores(
-            ResultStore(db), fmt, out_path, dataset=dataset, model=model, profile=profile
-        )
+            ResultStore(db, create=False), fmt, out_path, dataset=dataset, model=model,
+            profile=profile,
+        )  # fmt: skip
         for f in files:
             out.print(escape(f"wrote {f}"), highlight=False)
 

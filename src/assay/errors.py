@@ -31,5 +31,5 @@ class LayoutError(InputError):
     """A folder does not have a layout assay understands, or it is empty."""
 
 
-class MissingPredictionError(AssayError, FileNotFoundError):
-    """A case or structure has a reference but no prediction file."""
+class InputTypeError(AssayError, TypeError):
+    """An argument has the wrong type or dtype (e.g. a mask that is not boolean)."""

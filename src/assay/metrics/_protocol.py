@@ -27,7 +27,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from assay.errors import InputError
+from assay.errors import InputError, InputTypeError
 from assay.metrics._distances import Spacing
 from assay.metrics._geometry import BoolArray, Box, bounding_box, union_box
 from assay.metrics._surface import (
@@ -150,10 +150,10 @@ class StructureResult:
 
 
 def dice(pred: BoolArray, ref: BoolArray, smooth: float = 0.0) -> float:
-    """Dice = 2|R∧P| / (|R| + |P| + smooth); NaN when both masks are empty and smooth = 0."""
-    inter = np.count_nonzero(pred & ref)
-    denom = np.count_nonzero(pred) + np.count_nonzero(ref) + smooth
-    return float(2 * inter / denom) if denom else math.nan
+    """Dice = 2|R∧P| / (|R| + |P| + smooth); NaN when both masks are empty (any smooth),
+    as in :func:`structure_metrics`."""
+    n = np.count_nonzero(pred) + np.count_nonzero(ref)
+    return float(2 * np.count_nonzero(pred & ref) / (n + smooth)) if n else math.nan
 
 
 def structure_metrics(
@@ -180,7 +180,7 @@ def structure_metrics(
     spacing = _spacing(spacing_mm)
     pred, ref = _as_bool(pred, "pred"), _as_bool(ref, "ref")
     if pred.shape != ref.shape or pred.ndim != 3:
-        raise ValueError(f"pred {pred.shape} and ref {ref.shape} must be 3-D of equal shape.")
+        raise InputError(f"pred {pred.shape} and ref {ref.shape} must be 3-D of equal shape.")
     if box is None:
         box = union_box(bounding_box(pred), bounding_box(ref))
     if box is None:
@@ -225,7 +225,7 @@ def label_map_metrics(
     prof = get_profile(profile) if isinstance(profile, str) else profile
     spacing = _spacing(spacing_mm)
     if pred.shape != ref.shape or pred.ndim != 3:
-        raise ValueError(f"pred {pred.shape} and ref {ref.shape} must be 3-D of equal shape.")
+        raise InputError(f"pred {pred.shape} and ref {ref.shape} must be 3-D of equal shape.")
     pred_boxes, _ = label_boxes(pred, max(labels, default=0))
     ref_boxes, _ = label_boxes(ref, max(labels, default=0))
     out: dict[str, StructureResult] = {}
@@ -305,11 +305,11 @@ def _volumes(n_r: int, n_p: int, spacing: Spacing) -> dict[str, float]:
 def _spacing(spacing_mm: Iterable[float]) -> Spacing:
     s = tuple(float(v) for v in spacing_mm)
     if len(s) != 3 or not all(math.isfinite(v) and v > 0 for v in s):
-        raise ValueError(f"spacing_mm must be three positive finite numbers, got {s}.")
+        raise InputError(f"spacing_mm must be three positive finite numbers, got {s}.")
     return (s[0], s[1], s[2])
 
 
 def _as_bool(a: NDArray[Any], name: str) -> BoolArray:
     if a.dtype == np.bool_:
         return a
-    raise TypeError(f"{name} must be a bool array, got dtype {a.dtype}; pass mask != 0.")
+    raise InputTypeError(f"{name} must be a bool array, got dtype {a.dtype}; pass mask != 0.")

@@ -26,6 +26,7 @@ from typing import Literal
 import numpy as np
 from numpy.typing import NDArray
 
+from assay.errors import InputError
 from assay.metrics._distances import Spacing, nearest_distances
 from assay.metrics._geometry import (
     BoolArray,
@@ -64,7 +65,7 @@ class SurfaceDistances:
             or self.surfel_area_ref is None
             or self.surfel_area_pred is None
         ):
-            raise ValueError(
+            raise InputError(
                 "Surfel distances were not computed; call surface_distances(..., surfels=True)."
             )
         return (
@@ -129,7 +130,7 @@ def nsd(sd: SurfaceDistances, tolerance_mm: float, variant: NSDVariant = "surfel
         d_rp, d_pr, a_r, a_p = sd._surfels()
         inside = a_r[d_rp <= tolerance_mm].sum() + a_p[d_pr <= tolerance_mm].sum()
         return float(inside / (a_r.sum() + a_p.sum()))
-    raise ValueError(f"Unknown NSD variant {variant!r}; expected 'surfel' or 'voxel'.")
+    raise InputError(f"Unknown NSD variant {variant!r}; expected 'surfel' or 'voxel'.")
 
 
 def hausdorff(sd: SurfaceDistances) -> float:
@@ -157,7 +158,7 @@ def hausdorff_percentile(
                 _area_weighted_percentile(d_pr, a_p, percentile),
             )
         )
-    raise ValueError(f"Unknown HD95 variant {variant!r}; expected 'max', 'pooled' or 'surfel'.")
+    raise InputError(f"Unknown HD95 variant {variant!r}; expected 'max', 'pooled' or 'surfel'.")
 
 
 def _area_weighted_percentile(d: FloatArray, area: FloatArray, percentile: float) -> float:

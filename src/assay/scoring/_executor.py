@@ -45,9 +45,9 @@ def map_unordered(fn: Callable[[T], R], tasks: Iterable[T], workers: int = 1) ->
                 yield fut.result()
     except BrokenProcessPool as exc:
         raise WorkerError(
-            "A scoring worker process died (killed or out of memory). Cases finished so far "
-            "are stored; re-run the same command to resume, with fewer --workers if memory "
-            "is short."
+            "A scoring worker process died (killed, out of memory, or unable to start: a script "
+            "using workers > 1 needs an `if __name__ == '__main__':` guard). Cases finished so "
+            "far are stored; re-run to resume, with fewer --workers if memory is short."
         ) from exc
     finally:  # also on Ctrl-C or an error in the consumer: drop queued tasks, do not wait
         pool.shutdown(wait=False, cancel_futures=True)

@@ -31,7 +31,8 @@ def export_scores(
     structure, metric, value, status, message, profile) to the file ``out``. ``touchstone``
     writes ``out/<model>/dsc.csv`` and ``nsd.csv``: a ``name`` column with the case id and one
     column per structure (sorted), values as fractions; cases whose prediction is missing
-    have no row (as in Touchstone's published results).
+    have no row (as in Touchstone's published results). Path separators in model names
+    become ``_`` in folder names.
     """
     if fmt not in FORMATS:
         raise InputError(f"Unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}.")
@@ -42,15 +43,25 @@ def export_scores(
             f"profile={profile!r}. Run `assay score` first or relax the filters."
         )
     out = Path(out)
-    if fmt == "csv":
+    if fmt == "touchstone" and out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is a file; the Touchstone layout needs a folder.")
+    if fmt != "touchstone" and out.is_dir():
+        raise InputError(
+            f"--out {out} is a folder; {fmt} export writes one file, e.g. {out}/scores.{fmt}."
+        )
+    try:
+        if fmt == "touchstone":
+            return _export_touchstone(df, out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        df.to_csv(out, index=False)
-        return [out]
-    if fmt == "parquet":
-        out.parent.mkdir(parents=True, exist_ok=True)
-        df.to_parquet(out, index=False)
-        return [out]
-    return _export_touchstone(df, out)
+        if fmt == "csv":
+            df.to_csv(out, index=False)
+        else:
+            df.to_parquet(out, index=False)
+    except OSError as exc:
+        raise InputError(
+            f"Cannot write {out}: {exc.strerror or exc}. Check the --out path."
+        ) from exc
+    return [out]
 
 
 def _export_touchstone(df: pd.DataFrame, out: Path) -> list[Path]:
@@ -63,7 +74,7 @@ def _export_touchstone(df: pd.DataFrame, out: Path) -> list[Path]:
         )
     written: list[Path] = []
     for model, part in df.groupby("model", sort=True):
-        folder = out / str(model)
+        folder = out / _folder_name(str(model))
         folder.mkdir(parents=True, exist_ok=True)
         missing = part.groupby("case_id")["status"].agg(lambda s: (s == "missing_prediction").all())
         keep = part[~part["case_id"].isin(missing[missing].index)]
@@ -78,3 +89,9 @@ def _export_touchstone(df: pd.DataFrame, out: Path) -> list[Path]:
             table.reset_index().to_csv(path, index=False)
             written.append(path)
     return written
+
+
+def _folder_name(model: str) -> str:
+    """A model name as one folder name: path separators become '_', '.'/'..' are escaped."""
+    name = model.replace("/", "_").replace("\\", "_")
+    return f"_{name}" if name in (".", "..") else name

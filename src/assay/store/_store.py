@@ -39,9 +39,12 @@ class ResultStore:
     Parameters
     ----------
     db : a file path (SQLite) or an SQLAlchemy URL such as ``postgresql+psycopg://...``.
+    create : whether a missing SQLite file may be created (False for read-only commands).
     """
 
-    def __init__(self, db: str | Path = "assay.db") -> None:
+    def __init__(self, db: str | Path = "assay.db", *, create: bool = True) -> None:
+        if not create and "://" not in str(db) and not Path(db).expanduser().is_file():
+            raise InputError(f"No results database at {db}; pass the --db used with `assay score`.")
         self.url = database_url(db)
         try:
             self.engine: Engine = create_engine(self.url, future=True)
