@@ -243,8 +243,18 @@ def test_broken_prediction_file_is_reported_and_the_rest_scores(tmp_path, bench)
 
 
 def test_labels_for_a_label_map_benchmark(tmp_path, bench_labelmap):
-    ref = bench_labelmap.reference
-    pred = bench_labelmap.predictions["near_perfect"]
+    # the benchmark's dataset.json (next to reference/) is found without --labels, and the
+    # predictions fall back to the reference's labels
+    auto = _invoke(
+        *_score_args(
+            bench_labelmap.reference, bench_labelmap.predictions["near_perfect"], tmp_path / "a.db"
+        )
+    )
+    assert auto.exit_code == 0, auto.output
+    assert "cases: 2 ok" in auto.stdout
+    # copied away from it, the label maps need --labels
+    ref = Path(shutil.copytree(bench_labelmap.reference, tmp_path / "ref"))
+    pred = Path(shutil.copytree(bench_labelmap.predictions["near_perfect"], tmp_path / "pred"))
     db = tmp_path / "r.db"
 
     without = _invoke(*_score_args(ref, pred, db))

@@ -124,7 +124,8 @@ def score(
     labels : label value -> structure for label maps (default: a ``dataset.json`` in the
         folder or its parent). Applies to the predictions too, unless they have their own.
     prediction_labels : the predictions' labels, when they differ from the reference's
-        (default: the prediction folder's own ``dataset.json``, else ``labels``).
+        (default: the prediction folder's own ``dataset.json``, else ``labels``, else the
+        reference's label spec).
     schema : structure names and synonyms.
     resample : ``"nearest"`` to resample predictions on a different grid (else failure).
     on_case : called with each stored :class:`CaseRecord` (progress).
@@ -134,14 +135,14 @@ def score(
     prof = get_profile(profile) if isinstance(profile, str) else profile
     db = store
     notes: list[str] = []
-    if prediction_labels is None and not (Path(predictions) / "dataset.json").is_file():
-        prediction_labels = labels
     ref_problems: dict[str, str] = {}
     pred_problems: dict[str, str] = {}
     ref_cases = discover_cases(
         reference, layout=layout, schema=schema, labels=labels, role="reference",
         problems=ref_problems,
     )  # fmt: skip
+    if prediction_labels is None and not (Path(predictions) / "dataset.json").is_file():
+        prediction_labels = labels if labels is not None else _reference_labels(ref_cases)
     try:
         pred_cases = discover_cases(
             predictions, layout=prediction_layout, schema=schema, labels=prediction_labels,
@@ -259,6 +260,14 @@ def _task(
         resample=resample,
         problem=pred_problems.get(case_id, ""),
     )
+
+
+def _reference_labels(ref_cases: Mapping[str, CaseSource]) -> Mapping[int, str] | None:
+    """The reference's label spec (label-map layout), the predictions' last-resort default."""
+    for src in ref_cases.values():
+        if isinstance(src, LabelMapFile):
+            return src.labels
+    return None
 
 
 def _storable(name: str) -> bool:

@@ -47,7 +47,7 @@ class BenchmarkPaths:
     metadata : pathlib.Path
         CSV with columns ``case_id, age, sex, scanner``.
     labels : pathlib.Path
-        nnU-Net v2 style ``labels.json`` (``{"labels": {"background": 0, "liver": 1, ...}}``).
+        nnU-Net v2 style ``dataset.json`` (``{"labels": {"background": 0, "liver": 1, ...}}``).
     """
 
     reference: Path
@@ -84,13 +84,13 @@ def write_benchmark(
         out/reference/<case_id>/segmentations/<structure>.nii.gz
         out/predictions/<model>/<case_id>/<structure>.nii.gz
 
-    Layout ``labelmap`` (uint8 label maps with the values of ``labels.json``)::
+    Layout ``labelmap`` (uint8 label maps with the values of ``dataset.json``)::
 
         out/images/<case_id>_0000.nii.gz          (the CT, nnU-Net naming)
         out/reference/<case_id>.nii.gz
         out/predictions/<model>/<case_id>.nii.gz
 
-    Both layouts also write ``out/labels.json`` and ``out/metadata.csv``. Deliberate defects:
+    Both layouts also write ``out/dataset.json`` and ``out/metadata.csv``. Deliberate defects:
     ``boundary_noise`` has no prediction for the last case (a missing prediction), and
     ``flipped_orientation`` is written flipped along axis 0 with the affine adjusted
     (``affine @ F``, F negating axis 0 and moving the origin to its other end), so that its
@@ -112,7 +112,7 @@ def write_benchmark(
         File layout, see above.
     overwrite : bool, default False
         Replace an existing benchmark in `out_dir` (its ``reference``, ``predictions``,
-        ``images``, ``metadata.csv`` and ``labels.json``); without it an existing one is an
+        ``images``, ``metadata.csv`` and ``dataset.json``); without it an existing one is an
         error, because mixing two benchmarks would silently corrupt both.
 
     Returns
@@ -148,7 +148,7 @@ def write_benchmark(
 
     out = Path(out_dir)
     owned = [out / "reference", out / "predictions", out / "images"]
-    owned_files = [out / "metadata.csv", out / "labels.json"]
+    owned_files = [out / "metadata.csv", out / "dataset.json"]
     existing = [p for p in [*owned, *owned_files] if p.exists()]
     if existing and not overwrite:
         raise LayoutError(
@@ -191,7 +191,7 @@ def write_benchmark(
             else:
                 _save(pred, pred_affine, prediction_dirs[model] / f"{case_id}.nii.gz")
 
-    labels_path = out / "labels.json"
+    labels_path = out / "dataset.json"
     schema = {"labels": {"background": 0, **{name: value for value, name in LABELS.items()}}}
     labels_path.write_text(json.dumps(schema, indent=2) + "\n", encoding="utf-8")
     metadata_path = out / "metadata.csv"
