@@ -71,6 +71,10 @@ class Profile:
     hd95_variant: HD95Variant = "max"
 
     def __post_init__(self) -> None:
+        # read-only, so the built-in PROFILES cannot be changed in place
+        object.__setattr__(
+            self, "structure_tolerance_mm", MappingProxyType(dict(self.structure_tolerance_mm))
+        )
         if self.nsd_variant not in ("surfel", "voxel"):
             raise InputError(f"Profile {self.name!r}: nsd_variant must be 'surfel' or 'voxel'.")
         if self.hd95_variant not in ("max", "pooled", "surfel"):
@@ -85,6 +89,18 @@ class Profile:
                 f"Profile {self.name!r}: extra tolerances {list(self.extra_tolerances_mm)} give "
                 "duplicate metric names (nsd@<τ>mm uses 6 significant digits); drop duplicates."
             )
+
+    def __getstate__(self) -> dict[str, Any]:  # mapping proxies do not pickle
+        state = dict(self.__dict__)
+        state["structure_tolerance_mm"] = dict(self.structure_tolerance_mm)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state = {
+            **state,
+            "structure_tolerance_mm": MappingProxyType(state["structure_tolerance_mm"]),
+        }
+        self.__dict__.update(state)
 
     def tolerance_for(self, structure: str | None) -> float:
         """NSD tolerance (mm) for ``structure``."""

@@ -201,10 +201,12 @@ def _load_reference(task: CaseTask, notes: list[str]) -> tuple[Image, Loaded]:
             continue
         out[s] = _sparse(mask)
     if grid is None:
-        raise InputError(
-            f"No readable reference mask for {where} in {_folder(src)}; every reference file "
-            "failed or is absent."
+        detail = (
+            f"every reference file in {_folder(src)} failed"
+            if src.files
+            else "its reference folder holds no mask files"
         )
+        raise InputError(f"No readable reference mask for {where}: {detail}.")
     return grid, out
 
 
