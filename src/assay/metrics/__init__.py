@@ -10,7 +10,7 @@ Nothing here reads files or mutates its inputs. Entry points:
 """
 
 from assay.metrics._distances import lattice_distance, nearest_distances
-from assay.metrics._geometry import bounding_box, neighbour_codes, surfel_area_table
+from assay.metrics._geometry import Box, bounding_box, neighbour_codes, surfel_area_table, union_box
 from assay.metrics._protocol import (
     BASE_METRICS,
     PROFILES,
@@ -36,6 +36,7 @@ from assay.metrics._surface import (
 __all__ = [
     "BASE_METRICS",
     "PROFILES",
+    "Box",
     "Profile",
     "Status",
     "StructureResult",
@@ -56,4 +57,5 @@ __all__ = [
     "structure_metrics",
     "surface_distances",
     "surfel_area_table",
+    "union_box",
 ]

@@ -18,8 +18,7 @@ from numpy.typing import NDArray
 from assay.datasets import CaseSource, LabelMapFile, StructureFiles
 from assay.errors import AssayError, InputError
 from assay.io import Image, align_to_reference, binary_mask, read_image, same_grid
-from assay.metrics import Profile, bounding_box, label_boxes, structure_metrics
-from assay.metrics._geometry import Box, union_box
+from assay.metrics import Box, Profile, bounding_box, label_boxes, structure_metrics, union_box
 from assay.scoring._records import CaseRecord, ScoreRow
 
 

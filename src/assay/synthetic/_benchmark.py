@@ -10,11 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal, TypeVar
 
-import nibabel as nib
 import numpy as np
 from numpy.typing import NDArray
 
 from assay.errors import InputError, LayoutError
+from assay.io import write_image
 from assay.synthetic._models import MODELS, simulate_prediction
 from assay.synthetic._phantom import LABELS, make_phantom
 
@@ -231,10 +231,7 @@ def flip_axis0(
 
 
 def _save(array: NDArray[np.generic], affine: NDArray[np.float64], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image = nib.Nifti1Image(array, affine)  # type: ignore[no-untyped-call]
-    image.header.set_xyzt_units("mm")  # type: ignore[no-untyped-call]
-    nib.save(image, path)
+    write_image(path, array, affine)
 
 
 def _save_structures(labels: NDArray[np.uint8], affine: NDArray[np.float64], folder: Path) -> None:
