@@ -288,6 +288,7 @@ def demo_command(
                 for name, folder in paths.predictions.items()
             ]
         summary = summarize(store.scores(dataset="synthetic", profile=profile))
+        _print_structure_matrix(summary)
         _print_leaderboard(summary)
         for report in reports:
             problems = case_problems(store.cases([report.run_id]))
@@ -306,6 +307,18 @@ def demo_command(
             ),
             highlight=False,
         )
+
+
+def _print_structure_matrix(summary: pd.DataFrame) -> None:
+    """Mean Dice per structure (rows) and model (columns)."""
+    matrix = summary.pivot(index="structure", columns="model", values="mean_dsc")
+    table = Table(title="Mean Dice per structure")
+    table.add_column("structure", no_wrap=True)
+    for model in matrix.columns:
+        table.add_column(escape(str(model)).replace("_", "\n"), justify="right")
+    for structure, row in matrix.iterrows():
+        table.add_row(str(structure), *("-" if pd.isna(v) else f"{v:.3f}" for v in row))
+    out.print(table)
 
 
 def _print_leaderboard(summary: pd.DataFrame) -> None:
