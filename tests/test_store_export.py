@@ -451,3 +451,15 @@ def test_touchstone_folder_names_are_single_folders(tmp_path):
     files = export_scores(store, "touchstone", tmp_path / "out")
     assert {f.parent.name for f in files} == {"nnU-Net_ResEnc"}
     assert all(f.parent.parent == tmp_path / "out" for f in files)
+
+
+def test_store_accepts_an_sqlalchemy_url(tmp_path):
+    """--db takes an SQLAlchemy URL as well as a path (here SQLite's own URL form)."""
+    url = f"sqlite:///{tmp_path / 'by_url.db'}"
+    store = ResultStore(url)
+    assert store.url == url
+    store.ensure_run("r", dataset="d", model="m", profile="default", manifest={"k": 1})
+    store.write_case(
+        "r", "d", "m", CaseRecord("c", "ok", 0.5, (ScoreRow("liver", "dsc", 0.5, "ok"),))
+    )
+    assert ResultStore(tmp_path / "by_url.db").scores()["value"].tolist() == [0.5]
