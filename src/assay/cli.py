@@ -31,8 +31,9 @@ from rich.text import Text
 from assay.datasets import DEFAULT_SCHEMA, LabelSchema, read_label_map_spec
 from assay.errors import AssayError, InputError
 from assay.metrics import PROFILES, get_profile
+from assay.models import load_model_cards
 from assay.scoring import MEANS_NOTE, STATUSES, ScoreReport, case_problems, score, summarize
-from assay.store import FORMATS, ResultStore, export_scores
+from assay.store import FORMATS, ResultStore, export_scores, import_touchstone
 
 app = typer.Typer(
     add_completion=False,
@@ -251,6 +252,42 @@ def export_command(
         )  # fmt: skip
         for f in files:
             out.print(escape(f"wrote {f}"), highlight=False)
+
+
+import_app = typer.Typer(no_args_is_help=True, help="Import published per-case results.")
+app.add_typer(import_app, name="import")
+
+
+@import_app.command("touchstone")
+def import_touchstone_command(
+    results_dir: Annotated[Path, typer.Argument(help="Folder of <model_dir>/dsc.csv, nsd.csv.")],
+    dataset: Annotated[str, typer.Option(help="Dataset (test set) name.")],
+    models: Annotated[Path, typer.Option(help="YAML: model folder -> model card.")],
+    metadata: Annotated[Path | None, typer.Option(help="Case metadata CSV (, or ;).")] = None,
+    id_column: Annotated[
+        str | None, typer.Option(help="Case id column of the metadata (default: first).")
+    ] = None,
+    db: Annotated[str, typer.Option(help="SQLite file or SQLAlchemy URL.")] = "assay.db",
+) -> None:
+    """Load a Touchstone-layout results folder and its case metadata into the database."""
+    with _fatal_errors():
+        report = import_touchstone(
+            ResultStore(db), results_dir, dataset=dataset, cards=load_model_cards(models),
+            metadata=metadata, id_column=id_column,
+        )  # fmt: skip
+        table = Table(title=f"Imported into dataset {escape(report.dataset)}")
+        for col in ("folder", "model", "cases", "missing predictions"):
+            table.add_column(
+                col, justify="right" if col in ("cases", "missing predictions") else "left"
+            )
+        for m in report.models:
+            table.add_row(escape(m.folder), escape(m.name), str(m.n_cases), str(m.n_missing))
+        out.print(table)
+        out.print(
+            f"{len(report.models)} models, {len(report.structures)} structures "
+            f"({', '.join(report.structures)}), metadata for {report.n_metadata} cases.",
+            highlight=False,
+        )
 
 
 @app.command("demo")

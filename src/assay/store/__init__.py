@@ -1,13 +1,17 @@
 """The results database (SQLite by default, PostgreSQL by URL) and score export."""
 
 from assay.store._export import FORMATS, export_scores
+from assay.store._import import ImportReport, import_touchstone, read_metadata
 from assay.store._schema import SCORE_COLUMNS
 from assay.store._store import ResultStore, database_url
 
 __all__ = [
     "FORMATS",
     "SCORE_COLUMNS",
+    "ImportReport",
     "ResultStore",
     "database_url",
     "export_scores",
+    "import_touchstone",
+    "read_metadata",
 ]

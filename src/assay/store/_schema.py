@@ -4,6 +4,7 @@
 * ``cases`` — one row per scored case of a run: case status, message, flags, timing. A case
   row and its score rows are written in one transaction, so a case is either fully stored or
   absent, which is what makes runs resumable.
+* ``case_metadata`` — per-case metadata of a dataset (age, sex, scanner, ...) as JSON.
 * ``scores`` — the long-format score rows of DESIGN.md §2: one per (case, structure, metric),
   with its status. NaN is stored as NULL (its status says why); ±inf is stored as such.
 """
@@ -62,6 +63,14 @@ scores = Table(
 )
 
 Index("ix_scores_dataset_model", scores.c.dataset, scores.c.model)
+
+case_metadata = Table(
+    "case_metadata",
+    metadata,
+    Column("dataset", String(200), primary_key=True),
+    Column("case_id", String(200), primary_key=True),
+    Column("data", Text, nullable=False),  # JSON object: column -> value
+)
 
 #: Column order of exported score tables.
 SCORE_COLUMNS = (

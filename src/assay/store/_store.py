@@ -15,7 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from assay.errors import InputError
 from assay.scoring import CaseRecord
-from assay.store._schema import SCORE_COLUMNS, cases, metadata, runs, scores
+from assay.store._schema import SCORE_COLUMNS, case_metadata, cases, metadata, runs, scores
 
 
 def database_url(db: str | Path) -> str:
@@ -124,6 +124,18 @@ class ResultStore:
 
     def write_case(self, run_id: str, dataset: str, model: str, record: CaseRecord) -> None:
         """Store one case and its score rows in a single transaction (replacing old ones)."""
+        self.write_cases(run_id, dataset, model, [record])
+
+    def write_cases(
+        self, run_id: str, dataset: str, model: str, records: Sequence[CaseRecord]
+    ) -> None:
+        """Store several cases in one transaction (replacing old ones): all or none."""
+        with self.engine.begin() as con:
+            for record in records:
+                ResultStore._write_case(con, run_id, dataset, model, record)
+
+    @staticmethod
+    def _write_case(con: Any, run_id: str, dataset: str, model: str, record: CaseRecord) -> None:
         case_filter = and_(cases.c.run_id == run_id, cases.c.case_id == record.case_id)
         score_filter = and_(scores.c.run_id == run_id, scores.c.case_id == record.case_id)
         values = [
@@ -140,22 +152,21 @@ class ResultStore:
             }
             for r in record.rows
         ]
-        with self.engine.begin() as con:
-            con.execute(delete(scores).where(score_filter))
-            con.execute(delete(cases).where(case_filter))
-            con.execute(
-                insert(cases).values(
-                    run_id=run_id,
-                    case_id=record.case_id,
-                    status=record.status,
-                    message=_text(record.message),
-                    flags=",".join(record.flags),
-                    seconds=record.seconds,
-                    finished_at=_now(),
-                )
+        con.execute(delete(scores).where(score_filter))
+        con.execute(delete(cases).where(case_filter))
+        con.execute(
+            insert(cases).values(
+                run_id=run_id,
+                case_id=record.case_id,
+                status=record.status,
+                message=_text(record.message),
+                flags=",".join(record.flags),
+                seconds=record.seconds,
+                finished_at=_now(),
             )
-            if values:
-                con.execute(insert(scores), values)
+        )
+        if values:
+            con.execute(insert(scores), values)
 
     def cases(self, run_ids: Iterable[str] | None = None) -> pd.DataFrame:
         """Stored case rows, optionally for some runs only."""
@@ -164,6 +175,36 @@ class ResultStore:
             query = query.where(cases.c.run_id.in_(list(run_ids)))
         with self.engine.connect() as con:
             return pd.read_sql(query.order_by(cases.c.run_id, cases.c.case_id), con)
+
+    # -- case metadata ----------------------------------------------------------------------
+    def write_metadata(self, dataset: str, table: pd.DataFrame, *, id_column: str) -> int:
+        """Replace a dataset's per-case metadata with ``table`` (one row per case)."""
+        rows = [
+            {
+                "dataset": dataset,
+                "case_id": str(rec[id_column]),
+                "data": json.dumps(
+                    {k: (None if pd.isna(v) else v) for k, v in rec.items() if k != id_column},
+                    default=str,
+                ),
+            }
+            for rec in table.to_dict(orient="records")
+        ]
+        with self.engine.begin() as con:
+            con.execute(delete(case_metadata).where(case_metadata.c.dataset == dataset))
+            if rows:
+                con.execute(insert(case_metadata), rows)
+        return len(rows)
+
+    def metadata(self, dataset: str) -> pd.DataFrame:
+        """A dataset's per-case metadata: ``case_id`` plus one column per field."""
+        with self.engine.connect() as con:
+            rows = con.execute(
+                select(case_metadata.c.case_id, case_metadata.c.data).where(
+                    case_metadata.c.dataset == dataset
+                )
+            ).all()
+        return pd.DataFrame([{"case_id": r.case_id, **json.loads(r.data)} for r in rows])
 
     # -- scores -----------------------------------------------------------------------------
     def scores(
