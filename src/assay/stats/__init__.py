@@ -1,0 +1,41 @@
+"""Statistics on per-case scores (DESIGN.md §4): tidy DataFrames in, tidy DataFrames out.
+
+* :func:`apply_policy` — the missing-value policy (``worst``, ``exclude``, ``paper``), with
+  the count of values it changed per model;
+* :func:`aggregate` — n, mean, SD, median, quartiles, and the ``average`` structure under a
+  named convention (``default`` or ``touchstone``);
+* :func:`bootstrap_ci` — paired case bootstrap CIs (percentile or BCa), seeded;
+* :func:`pairwise_wilcoxon` and :func:`winners` — one-sided Wilcoxon signed-rank tests for
+  every ordered pair, Holm-adjusted per (dataset, structure, metric); co-winners;
+* :func:`rankings`, :func:`consensus_ranking`, :func:`rank_stability` — ranking schemes and
+  their bootstrap stability (P(rank 1), rank intervals, Kendall's τ);
+* :func:`subgroup_analysis` — groups from metadata, Kruskal–Wallis and pairwise Mann–Whitney U.
+"""
+
+from assay.stats._aggregate import AVERAGE, aggregate, case_averages
+from assay.stats._bootstrap import bootstrap_ci, paired_bootstrap_means
+from assay.stats._paired import LOWER_IS_BETTER, higher_is_better_for, pairwise_wilcoxon, winners
+from assay.stats._policy import POLICIES, apply_policy, default_worst_value
+from assay.stats._ranking import consensus_ranking, rankings
+from assay.stats._stability import rank_stability
+from assay.stats._subgroups import parse_group_spec, subgroup_analysis
+
+__all__ = [
+    "AVERAGE",
+    "LOWER_IS_BETTER",
+    "POLICIES",
+    "aggregate",
+    "apply_policy",
+    "bootstrap_ci",
+    "case_averages",
+    "consensus_ranking",
+    "default_worst_value",
+    "higher_is_better_for",
+    "paired_bootstrap_means",
+    "parse_group_spec",
+    "pairwise_wilcoxon",
+    "rank_stability",
+    "rankings",
+    "subgroup_analysis",
+    "winners",
+]

@@ -1,0 +1,406 @@
+"""Subgroup analysis over case metadata (DESIGN.md §4).
+
+Cases are grouped by a metadata column (``sex``), a binned numeric column (``age:decades``,
+``age:0,40,60,120``) or named pandas query expressions (``older_women: sex == "f" and
+age >= 60``). Per group and model (plus an ``average`` model, the per-case mean over models)
+the n, mean and median are reported; groups below ``min_size`` are reported as skipped, never
+dropped. Across the groups that qualify, a Kruskal–Wallis test and pairwise two-sided
+Mann–Whitney U tests (Bonferroni or Benjamini–Hochberg adjusted) are run.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from itertools import combinations, pairwise
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+from statsmodels.stats.multitest import multipletests
+
+from assay.errors import InputError
+from assay.stats._bootstrap import SLICE_KEYS, iter_slices
+
+#: A grouping: a column name, ``"column:decades"``, ``"column:e0,e1,..."`` (bin edges), or a
+#: mapping of group name → pandas query string over the metadata.
+GroupSpec = str | Mapping[str, str]
+
+#: Name of the pseudo-model whose value for a case is the mean over the models that have it.
+AVERAGE_MODEL = "average"
+#: Significance level for the ``significant`` column of the pairwise tests.
+ALPHA = 0.05
+
+_EDGES = re.compile(r"^\s*-?[\d.]+(?:[eE][-+]?\d+)?(?:\s*,\s*-?[\d.]+(?:[eE][-+]?\d+)?)+\s*$")
+_UNASSIGNED = "(unassigned)"
+_NO_METADATA = "(no metadata)"
+
+
+def parse_group_spec(text: str) -> tuple[str, GroupSpec]:
+    """Parse a command-line group specification into ``(name, spec)``.
+
+    Forms
+    -----
+    - ``"sex"`` → ``("sex", "sex")``: one group per value of the column;
+    - ``"age:decades"`` → ``("age:decades", "age:decades")``: bins [0, 10), [10, 20), ...;
+    - ``"age:0,40,60,120"`` → same string: bins [0, 40), [40, 60), [60, 120);
+    - ``'older_women: sex == "f" and age >= 60'`` →
+      ``("older_women", {"older_women": 'sex == "f" and age >= 60'})``: one named query.
+
+    The part after the first ``:`` is a bin spec when it is ``decades`` or a comma-separated
+    list of at least two numbers, and a query otherwise.
+
+    Raises
+    ------
+    InputError
+        If the name or the part after ``:`` is empty.
+    """
+    head, sep, tail = text.partition(":")
+    name, rest = head.strip(), tail.strip()
+    if not name or (sep and not rest):
+        raise InputError(
+            f"Group spec {text!r} is incomplete: expected 'column', 'column:decades', "
+            "'column:0,40,60', or 'name: <pandas query>'."
+        )
+    if not sep:
+        return name, name
+    if rest == "decades" or _EDGES.match(rest):
+        spec = f"{name}:{rest.replace(' ', '')}"
+        return spec, spec
+    return name, {name: rest}
+
+
+@dataclass(frozen=True)
+class _Group:
+    label: str
+    cases: frozenset[str]
+    special: bool  # not a real group: reported as skipped, never tested
+    reason: str = ""
+    include_unknown: bool = False  # also holds slice cases that have no metadata row
+
+
+def _format_edge(edge: float) -> str:
+    return f"{edge:g}"
+
+
+def _numeric(metadata: pd.DataFrame, column: str, grouping: str) -> pd.Series:
+    raw = metadata[column]
+    num = pd.to_numeric(raw, errors="coerce")
+    bad = num.isna() & raw.notna()
+    if bad.any():
+        example = raw[bad].iloc[0]
+        raise InputError(
+            f"Grouping {grouping!r}: column {column!r} holds non-numeric value {example!r} "
+            f"(and {int(bad.sum()) - 1} more); binning needs numbers. Clean the metadata or "
+            "group by the column without bins."
+        )
+    return num
+
+
+def _resolve(grouping: str, spec: GroupSpec, metadata: pd.DataFrame) -> list[_Group]:
+    """Turn a spec into groups of case ids (real groups first, then special ones)."""
+    case_ids = metadata["case_id"]
+    known = frozenset(case_ids)
+    if isinstance(spec, Mapping):
+        groups = []
+        for label, query in spec.items():
+            try:
+                selected = metadata.query(query)
+            except Exception as exc:  # pandas raises many types for a bad expression
+                raise InputError(
+                    f"Grouping {grouping!r}: query {query!r} for group {label!r} failed "
+                    f"({type(exc).__name__}: {exc}). Use column names of the metadata, e.g. "
+                    "'sex == \"f\" and age >= 60'."
+                ) from exc
+            groups.append(_Group(str(label), frozenset(selected["case_id"]), False))
+        groups.append(
+            _Group(_NO_METADATA, frozenset(), True, "case has no metadata row: not tested", True)
+        )
+        return groups
+    column, sep, bins = spec.partition(":")
+    if column not in metadata.columns:
+        raise InputError(
+            f"Grouping {grouping!r}: metadata has no column {column!r}; available: "
+            f"{[c for c in metadata.columns if c != 'case_id']}."
+        )
+    if not sep:
+        labels = metadata[column]
+        groups = [
+            _Group(str(v), frozenset(case_ids[labels == v]), False)
+            for v in sorted(labels.dropna().unique(), key=str)
+        ]
+    else:
+        num = _numeric(metadata, column, grouping)
+        if bins == "decades":
+            if num.notna().any():
+                lo = math.floor(num.min() / 10) * 10
+                hi = math.floor(num.max() / 10) * 10 + 10
+                edges = [float(e) for e in range(int(lo), int(hi) + 1, 10)]
+            else:
+                edges = []
+        else:
+            edges = [float(e) for e in bins.split(",")]
+            if any(b <= a for a, b in pairwise(edges)):
+                raise InputError(
+                    f"Grouping {grouping!r}: bin edges {edges} must increase strictly, "
+                    "e.g. 'age:0,40,60,120'."
+                )
+        groups = [
+            _Group(
+                f"[{_format_edge(a)}, {_format_edge(b)})",
+                frozenset(case_ids[(num >= a) & (num < b)]),
+                False,
+            )
+            for a, b in pairwise(edges)
+        ]
+    assigned = frozenset().union(*(g.cases for g in groups))
+    groups.append(
+        _Group(
+            _UNASSIGNED,
+            known - assigned,
+            True,
+            "metadata missing, NaN or outside the bins: not tested",
+            True,
+        )
+    )
+    return groups
+
+
+def _check_metadata(metadata: pd.DataFrame) -> pd.DataFrame:
+    if "case_id" not in metadata.columns:
+        raise InputError(
+            f"Metadata lacks a 'case_id' column (has {list(metadata.columns)}): add one that "
+            "matches the case ids of the results."
+        )
+    meta = metadata.reset_index(drop=True).copy()
+    meta["case_id"] = meta["case_id"].astype(str)
+    dup = meta["case_id"].duplicated()
+    if dup.any():
+        raise InputError(
+            f"Metadata lists case {meta.loc[dup, 'case_id'].iloc[0]!r} more than once: "
+            "expected one row per case_id."
+        )
+    return meta
+
+
+def _tests(samples: list[np.ndarray], correction: str) -> list[dict[str, object]]:
+    """Kruskal–Wallis and adjusted pairwise Mann–Whitney U tests, k columns at once.
+
+    Each sample is an (n_g, k) array of one group's values for k columns (models), all
+    finite; SciPy's ``axis=0`` vectorisation tests the k columns in one call. Returns, per
+    column, a dict with ``kruskal`` = (H, p, note) and ``pairs`` = list of
+    (a, b, U, p, p_adj, significant) over the pairs of sample indices a < b.
+    """
+    k = samples[0].shape[1]
+    pooled = np.concatenate(samples)
+    constant = np.ptp(pooled, axis=0) == 0.0  # H is 0/0 there: no evidence of a difference
+    h = np.full(k, np.nan)
+    p_kw = np.ones(k)
+    if (~constant).any():
+        res = stats.kruskal(*(x[:, ~constant] for x in samples), axis=0)
+        h[~constant] = res.statistic
+        p_kw[~constant] = res.pvalue
+    pairs = list(combinations(range(len(samples)), 2))
+    mwu = [stats.mannwhitneyu(samples[a], samples[b], alternative="two-sided") for a, b in pairs]
+    u = np.array([np.atleast_1d(r.statistic) for r in mwu], dtype=np.float64)  # (pairs, k)
+    p_mw = np.array([np.atleast_1d(r.pvalue) for r in mwu], dtype=np.float64)
+    out = []
+    for j in range(k):
+        reject, p_adj, _, _ = multipletests(p_mw[:, j], alpha=ALPHA, method=correction)
+        out.append(
+            {
+                "kruskal": (
+                    float(h[j]),
+                    float(p_kw[j]),
+                    "all values identical: p = 1" if constant[j] else "",
+                ),
+                "pairs": [
+                    (a, b, float(u[i, j]), float(p_mw[i, j]), float(p_adj[i]), bool(reject[i]))
+                    for i, (a, b) in enumerate(pairs)
+                ],
+            }
+        )
+    return out
+
+
+def subgroup_analysis(
+    values: pd.DataFrame,
+    metadata: pd.DataFrame,
+    groupings: Mapping[str, GroupSpec],
+    *,
+    min_size: int = 10,
+    correction: Literal["bonferroni", "fdr_bh"] = "bonferroni",
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per-group descriptive statistics and between-group tests, per slice and model.
+
+    Parameters
+    ----------
+    values : tidy frame with columns dataset, model, case_id, structure, metric, value,
+        already passed through a missing-value policy.
+    metadata : one row per case: ``case_id`` plus metadata columns (ids compared as strings).
+    groupings : grouping name → :data:`GroupSpec` (see :func:`parse_group_spec`). Bins are
+        left-closed, right-open: ``[a, b)``; ``decades`` spans floor(min/10)·10 to
+        floor(max/10)·10 + 10, every bin reported even if empty. Query groups may overlap;
+        the tests then compare overlapping samples and are only descriptive.
+    min_size : a (group, model) with fewer than ``min_size`` cases is reported with
+        ``skipped=True`` and a reason, and left out of the tests.
+    correction : ``"bonferroni"`` or ``"fdr_bh"`` (``statsmodels`` ``multipletests``) over
+        the pairwise tests of one (dataset, structure, metric, grouping, model).
+
+    Returns
+    -------
+    groups : DataFrame
+        One row per (dataset, structure, metric, grouping, group, model), models plus
+        ``average`` (per-case mean over the models that have the case): n, mean, median,
+        skipped, reason. Slice cases outside every group appear as group ``(unassigned)``
+        (column and bin groupings) or, for queries, cases without metadata as
+        ``(no metadata)``; both are always skipped. Empty special groups are left out.
+    tests : DataFrame
+        Per (dataset, structure, metric, grouping, model) with at least two qualifying
+        groups: one ``test="kruskal"`` row (``scipy.stats.kruskal``; group_a/group_b empty;
+        p = 1 with a note when all values are identical, where H is undefined) and one
+        ``test="mannwhitneyu"`` row per pair of qualifying groups
+        (``scipy.stats.mannwhitneyu``, two-sided, SciPy's default method) with p_adj and
+        significant (p_adj < 0.05). Pairwise tests are reported whatever the Kruskal–Wallis
+        p; condition on it when reading them.
+    """
+    if correction not in ("bonferroni", "fdr_bh"):
+        raise InputError(
+            f"Correction {correction!r} is not supported: expected 'bonferroni' or 'fdr_bh'."
+        )
+    if min_size < 1:
+        raise InputError(f"min_size is {min_size}: expected at least 1.")
+    meta = _check_metadata(metadata)
+    resolved = {name: _resolve(name, spec, meta) for name, spec in groupings.items()}
+    known = frozenset(meta["case_id"])
+    group_rows: list[dict[str, object]] = []
+    test_rows: list[dict[str, object]] = []
+    for piece in iter_slices(values):
+        finite = np.isfinite(piece.matrix)
+        avg = np.where(finite, piece.matrix, 0.0).sum(axis=1) / finite.sum(axis=1)
+        matrix = np.column_stack([piece.matrix, avg])
+        models = [*piece.models, AVERAGE_MODEL]
+        finite_col = np.isfinite(matrix).all(axis=0)
+        position = {case: i for i, case in enumerate(piece.cases)}
+        slice_cases = frozenset(piece.cases)
+        unknown = slice_cases - known
+        base = dict(zip(SLICE_KEYS, piece.key, strict=True))
+        for grouping, groups in resolved.items():
+            rows_of = []
+            for group in groups:
+                members = group.cases | unknown if group.include_unknown else group.cases
+                found = [position[c] for c in members if c in position]
+                rows_of.append(np.sort(np.asarray(found, dtype=np.int64)))
+            qualifying: list[list[tuple[str, np.ndarray]]] = []
+            for j, model in enumerate(models):
+                mine: list[tuple[str, np.ndarray]] = []
+                for group, rows in zip(groups, rows_of, strict=True):
+                    x = matrix[rows, j]
+                    x = x[np.isfinite(x)]
+                    if group.special and x.size == 0:
+                        continue
+                    if group.special:
+                        reason = group.reason
+                    elif x.size < min_size:
+                        reason = f"n = {x.size} < min_size = {min_size}"
+                    else:
+                        reason = ""
+                        mine.append((group.label, rows))
+                    group_rows.append(
+                        {
+                            **base,
+                            "grouping": grouping,
+                            "group": group.label,
+                            "model": model,
+                            "n": int(x.size),
+                            "mean": float(x.mean()) if x.size else float("nan"),
+                            "median": float(np.median(x)) if x.size else float("nan"),
+                            "skipped": bool(reason),
+                            "reason": reason,
+                        }
+                    )
+                qualifying.append(mine)
+            # Columns without missing cases share their groups: test them in one SciPy call.
+            complete = [j for j in range(len(models)) if finite_col[j] and len(qualifying[j]) > 1]
+            batches = [complete] if complete else []
+            batches += [
+                [j] for j in range(len(models)) if not finite_col[j] and len(qualifying[j]) > 1
+            ]
+            for cols in batches:
+                first = qualifying[cols[0]]
+                samples = []
+                for _, rows in first:
+                    block = matrix[np.ix_(rows, cols)]
+                    samples.append(block[np.isfinite(block[:, 0])])
+                for j, result in zip(cols, _tests(samples, correction), strict=True):
+                    sizes = [int(np.isfinite(matrix[rows, j]).sum()) for _, rows in first]
+                    labels = [label for label, _ in first]
+                    h, p, note = result["kruskal"]  # type: ignore[misc]
+                    common = {**base, "grouping": grouping, "model": models[j]}
+                    test_rows.append(
+                        {
+                            **common,
+                            "test": "kruskal",
+                            "group_a": "",
+                            "group_b": "",
+                            "n_a": sum(sizes),
+                            "n_b": 0,
+                            "statistic": h,
+                            "p": p,
+                            "p_adj": p,
+                            "correction": "none",
+                            "significant": bool(p < ALPHA),
+                            "note": note,
+                        }
+                    )
+                    for ga, gb, stat, pu, q, sig in result["pairs"]:  # type: ignore[attr-defined]
+                        test_rows.append(
+                            {
+                                **common,
+                                "test": "mannwhitneyu",
+                                "group_a": labels[ga],
+                                "group_b": labels[gb],
+                                "n_a": sizes[ga],
+                                "n_b": sizes[gb],
+                                "statistic": stat,
+                                "p": pu,
+                                "p_adj": q,
+                                "correction": correction,
+                                "significant": sig,
+                                "note": "",
+                            }
+                        )
+    group_columns = [
+        *SLICE_KEYS,
+        "grouping",
+        "group",
+        "model",
+        "n",
+        "mean",
+        "median",
+        "skipped",
+        "reason",
+    ]
+    test_columns = [
+        *SLICE_KEYS,
+        "grouping",
+        "model",
+        "test",
+        "group_a",
+        "group_b",
+        "n_a",
+        "n_b",
+        "statistic",
+        "p",
+        "p_adj",
+        "correction",
+        "significant",
+        "note",
+    ]
+    return (
+        pd.DataFrame(group_rows, columns=group_columns),
+        pd.DataFrame(test_rows, columns=test_columns),
+    )

@@ -1,0 +1,336 @@
+"""Paired bootstrap, rank stability and subgroup analysis against SciPy / statsmodels.
+
+Reference sources: ``scipy.stats.bootstrap`` (percentile and BCa intervals, same resampling
+stream), ``scipy.stats.rankdata(method='min')``, ``scipy.stats.kendalltau`` (τ-b),
+``scipy.stats.kruskal``, ``scipy.stats.mannwhitneyu`` and
+``statsmodels.stats.multitest.multipletests``. Tolerances are float round-off (1e-12)
+unless stated.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+from statsmodels.stats.multitest import multipletests
+
+from assay.errors import InputError
+from assay.stats._bootstrap import bootstrap_ci, paired_bootstrap_means
+from assay.stats._stability import kendall_tau_b, rank_min, rank_stability
+from assay.stats._subgroups import parse_group_spec, subgroup_analysis
+
+TOL = 1e-12
+
+
+def tidy(
+    matrix: np.ndarray,
+    models: list[str],
+    *,
+    structure: str = "liver",
+    metric: str = "dsc",
+    dataset: str = "d",
+) -> pd.DataFrame:
+    """Tidy rows from a cases × models matrix; NaN entries become absent rows."""
+    n = matrix.shape[0]
+    frame = pd.DataFrame(
+        {
+            "dataset": dataset,
+            "model": np.tile(models, n),
+            "case_id": np.repeat([f"c{i:04d}" for i in range(n)], len(models)),
+            "structure": structure,
+            "metric": metric,
+            "value": matrix.ravel(),
+        }
+    )
+    return frame[frame["value"].notna()].reset_index(drop=True)
+
+
+# ---------------------------------------------------------------- paired_bootstrap_means
+
+
+def test_bootstrap_means_equal_explicit_resampling() -> None:
+    """Means equal np.nanmean over rng.integers(0, n, (B, n)) rows, NaN-aware."""
+    rng = np.random.default_rng(1)
+    x = rng.random((37, 3))
+    x[rng.random(x.shape) < 0.2] = np.nan
+    got = paired_bootstrap_means(x, n_resamples=300, seed=7)
+    idx = np.random.default_rng(7).integers(0, 37, size=(300, 37))
+    expected = np.stack([np.nanmean(x[i], axis=0) for i in idx])
+    np.testing.assert_allclose(got, expected, rtol=0, atol=TOL)
+
+
+def test_bootstrap_blocks_continue_one_stream() -> None:
+    """Large n forces several resample blocks; rows still match one integers() call."""
+    x = np.arange(3000, dtype=float)[:, None]
+    got = paired_bootstrap_means(x, n_resamples=1500, seed=3)  # 1500·3000 > 2e6 per block
+    idx = np.random.default_rng(3).integers(0, 3000, size=(1500, 3000))
+    np.testing.assert_allclose(got[:, 0], x[idx, 0].mean(axis=1), rtol=0, atol=1e-9)
+
+
+def test_bootstrap_is_paired_and_deterministic() -> None:
+    rng = np.random.default_rng(2)
+    col = rng.random(40)
+    x = np.column_stack([col, col, col + 1.0])
+    a = paired_bootstrap_means(x, n_resamples=200, seed=11)
+    b = paired_bootstrap_means(x, n_resamples=200, seed=11)
+    np.testing.assert_array_equal(a, b)  # same seed ⇒ identical
+    np.testing.assert_array_equal(a[:, 0], a[:, 1])  # same cases for every model
+    np.testing.assert_allclose(a[:, 2] - a[:, 0], 1.0, rtol=0, atol=1e-12)
+    assert not np.array_equal(a, paired_bootstrap_means(x, n_resamples=200, seed=12))
+
+
+def test_bootstrap_model_missing_every_resampled_case_is_nan() -> None:
+    x = np.column_stack([np.arange(5.0), [1.0, np.nan, np.nan, np.nan, np.nan]])
+    boot = paired_bootstrap_means(x, n_resamples=500, seed=0)
+    idx = np.random.default_rng(0).integers(0, 5, size=(500, 5))
+    np.testing.assert_array_equal(np.isnan(boot[:, 1]), ~(idx == 0).any(axis=1))
+    assert np.all(boot[~np.isnan(boot[:, 1]), 1] == 1.0)
+
+
+@pytest.mark.parametrize("bad", [np.zeros((0, 2)), np.zeros(3)])
+def test_bootstrap_rejects_bad_shapes(bad: np.ndarray) -> None:
+    with pytest.raises(InputError):
+        paired_bootstrap_means(bad)
+
+
+# ---------------------------------------------------------------- bootstrap_ci vs scipy
+
+
+@pytest.mark.parametrize(("method", "scipy_method"), [("percentile", "percentile"), ("bca", "BCa")])
+@pytest.mark.parametrize("n", [12, 80])
+def test_ci_reproduces_scipy_bootstrap_exactly(method: str, scipy_method: str, n: int) -> None:
+    """Same seed ⇒ scipy draws the same integers(0, n, (B, n)); intervals agree to 1e-12."""
+    x = np.random.default_rng(n).gamma(2.0, size=n)
+    ours = bootstrap_ci(tidy(x[:, None], ["m"]), n_resamples=999, seed=5, method=method)
+    ref = stats.bootstrap(
+        (x,), np.mean, n_resamples=999, method=scipy_method, rng=np.random.default_rng(5)
+    )
+    row = ours.iloc[0]
+    assert row["ci_low"] == pytest.approx(ref.confidence_interval.low, abs=TOL)
+    assert row["ci_high"] == pytest.approx(ref.confidence_interval.high, abs=TOL)
+    assert row["mean"] == pytest.approx(x.mean(), abs=TOL)
+    assert row["n"] == n
+    assert row["warning"].startswith("n < 50") == (n < 50)
+
+
+def test_ci_deterministic_paired_and_missing_cases() -> None:
+    rng = np.random.default_rng(4)
+    x = rng.random((60, 3))
+    x[:, 1] = x[:, 0]
+    x[:10, 2] = np.nan
+    values = tidy(x, ["a", "b", "c"])
+    first = bootstrap_ci(values, n_resamples=400, seed=9, method="bca")
+    pd.testing.assert_frame_equal(
+        first, bootstrap_ci(values, n_resamples=400, seed=9, method="bca")
+    )
+    a, b, c = (first.set_index("model").loc[m] for m in "abc")
+    assert (a["ci_low"], a["ci_high"]) == (b["ci_low"], b["ci_high"])
+    assert c["n"] == 50 and c["warning"] == ""
+    assert c["mean"] == pytest.approx(np.nanmean(x[:, 2]), abs=TOL)
+
+
+def test_ci_degenerate_and_single_case() -> None:
+    values = pd.concat(
+        [tidy(np.full((5, 1), 0.7), ["flat"]), tidy(np.array([[0.3]]), ["one"], structure="spleen")]
+    )
+    out = bootstrap_ci(values, n_resamples=100, method="bca").set_index("model")
+    for model, mean in (("flat", 0.7), ("one", 0.3)):
+        assert out.loc[model, "ci_low"] == pytest.approx(mean, abs=TOL)
+        assert out.loc[model, "ci_high"] == pytest.approx(mean, abs=TOL)
+        assert "degenerate" in out.loc[model, "warning"]
+
+
+def test_ci_input_errors() -> None:
+    values = tidy(np.ones((3, 1)), ["m"])
+    with pytest.raises(InputError):
+        bootstrap_ci(values, method="basic")  # type: ignore[arg-type]
+    with pytest.raises(InputError):
+        bootstrap_ci(values.drop(columns="metric"))
+    with pytest.raises(InputError):
+        bootstrap_ci(pd.concat([values, values.iloc[:1]]))
+    with pytest.raises(InputError):
+        bootstrap_ci(values.assign(value=np.nan))
+
+
+# ---------------------------------------------------------------- rank stability
+
+
+def test_rank_min_matches_scipy_rankdata() -> None:
+    rng = np.random.default_rng(0)
+    scores = rng.integers(0, 4, size=(50, 7)).astype(float)  # many ties
+    for hib in (True, False):
+        got = rank_min(scores, higher_is_better=hib)
+        for row, ranks in zip(scores, got, strict=True):
+            expected = stats.rankdata(-row if hib else row, method="min")
+            np.testing.assert_array_equal(ranks, expected)
+    assert rank_min(np.array([0.5, np.nan, 0.9, np.nan])).tolist() == [2, 3, 1, 3]
+
+
+def test_kendall_tau_b_matches_scipy() -> None:
+    rng = np.random.default_rng(1)
+    ref = np.array([1, 2, 2, 4, 5, 6])
+    rankings = rng.integers(1, 5, size=(40, 6))
+    got = kendall_tau_b(ref, rankings)
+    expected = [stats.kendalltau(ref, r).statistic for r in rankings]
+    np.testing.assert_allclose(got, expected, rtol=0, atol=TOL)
+    assert np.isnan(kendall_tau_b(ref, np.ones((1, 6)))[0])  # constant ranking: undefined
+
+
+def test_rank_stability_against_direct_computation() -> None:
+    rng = np.random.default_rng(5)
+    x = rng.normal([0.8, 0.79, 0.6, 0.6], 0.05, size=(30, 4))
+    x[:3, 3] = np.nan
+    models = ["a", "b", "c", "d"]
+    per_model, per_slice = rank_stability(tidy(x, models, metric="hd95"), n_resamples=300, seed=2)
+    boot = paired_bootstrap_means(x, n_resamples=300, seed=2)
+    ranks = np.array([stats.rankdata(b, method="min") for b in boot])  # lower is better
+    full = stats.rankdata(np.nanmean(x, axis=0), method="min")
+    got = per_model.set_index("model").loc[models]
+    np.testing.assert_array_equal(got["rank"], full)
+    np.testing.assert_allclose(got["p_rank1"], (ranks == 1).mean(axis=0), atol=TOL)
+    np.testing.assert_allclose(got["mean_rank"], ranks.mean(axis=0), atol=TOL)
+    np.testing.assert_allclose(got["median_rank"], np.median(ranks, axis=0), atol=TOL)
+    np.testing.assert_allclose(got["rank_ci_low"], np.percentile(ranks, 2.5, axis=0))
+    np.testing.assert_allclose(got["rank_ci_high"], np.percentile(ranks, 97.5, axis=0))
+    taus = np.array([stats.kendalltau(full, r).statistic for r in ranks])
+    row = per_slice.iloc[0]
+    assert row["tau_mean"] == pytest.approx(taus.mean(), abs=TOL)
+    assert row["tau_median"] == pytest.approx(np.median(taus), abs=TOL)
+    assert row["tau_q025"] == pytest.approx(np.percentile(taus, 2.5), abs=TOL)
+    assert row["tau_q975"] == pytest.approx(np.percentile(taus, 97.5), abs=TOL)
+    assert row["n_tau_undefined"] == 0
+
+
+def test_rank_stability_orientation_and_ties() -> None:
+    x = np.tile([[0.9, 0.9, 0.1]], (20, 1))  # a and b tie at the top for every resample
+    values = tidy(x, ["a", "b", "c"])
+    higher, _ = rank_stability(values, n_resamples=50)
+    assert higher["rank"].tolist() == [1, 1, 3]
+    assert higher["p_rank1"].tolist() == [1.0, 1.0, 0.0]
+    lower, _ = rank_stability(values, n_resamples=50, higher_is_better=False)
+    assert lower["rank"].tolist() == [2, 2, 1]
+    dist, _ = rank_stability(values.assign(metric="hd"), n_resamples=50)  # default: lower
+    assert dist["rank"].tolist() == [2, 2, 1]
+
+
+# ---------------------------------------------------------------- subgroups
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("sex", ("sex", "sex")),
+        ("age:decades", ("age:decades", "age:decades")),
+        ("age: 0, 40,60,120", ("age:0,40,60,120", "age:0,40,60,120")),
+        (
+            'older_women: sex == "f" and age >= 60',
+            ("older_women", {"older_women": 'sex == "f" and age >= 60'}),
+        ),
+    ],
+)
+def test_parse_group_spec(text: str, expected: tuple[str, object]) -> None:
+    assert parse_group_spec(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", ":x", "age:"])
+def test_parse_group_spec_rejects_incomplete(text: str) -> None:
+    with pytest.raises(InputError):
+        parse_group_spec(text)
+
+
+@pytest.fixture
+def cohort() -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
+    rng = np.random.default_rng(8)
+    n = 90
+    x = rng.random((n, 2))
+    x[:, 1] += np.linspace(0, 0.5, n)  # model b improves with age
+    x[:7, 0] = np.nan  # model a lacks 7 cases
+    meta = pd.DataFrame(
+        {
+            "case_id": [f"c{i:04d}" for i in range(n)],
+            "sex": np.where(np.arange(n) % 3 == 0, "f", "m"),
+            "age": np.linspace(18, 95, n),
+            "site": ["X"] * 5 + ["Y"] * 45 + ["Z"] * 40,  # X is below min_size
+        }
+    )
+    meta.loc[88, "sex"] = None  # one case with missing metadata
+    return tidy(x, ["a", "b"]), meta.iloc[:-1], x  # last case has no metadata row
+
+
+def test_subgroups_against_scipy_and_statsmodels(cohort) -> None:
+    values, meta, x = cohort
+    groups, tests = subgroup_analysis(values, meta, {"site": "site"}, correction="fdr_bh")
+    site = pd.concat([meta["site"], pd.Series([None])], ignore_index=True).to_numpy()
+    average = np.nanmean(x, axis=1)
+    for j, model in enumerate(["a", "b", "average"]):
+        column = average if model == "average" else x[:, j]
+        samples = [column[(site == s) & np.isfinite(column)] for s in ("Y", "Z")]
+        mine = groups[groups["model"] == model].set_index("group")
+        assert bool(mine.loc["X", "skipped"]) and "min_size" in mine.loc["X", "reason"]
+        assert mine.loc["X", "n"] == np.isfinite(column[site == "X"]).sum()
+        assert bool(mine.loc["(unassigned)", "skipped"]) and mine.loc["(unassigned)", "n"] == 1
+        assert mine.loc["Y", "mean"] == pytest.approx(samples[0].mean(), abs=TOL)
+        assert mine.loc["Z", "median"] == pytest.approx(np.median(samples[1]), abs=TOL)
+        t = tests[tests["model"] == model].set_index("test")
+        kw = stats.kruskal(*samples)
+        assert t.loc["kruskal", "p"] == pytest.approx(kw.pvalue, abs=TOL)
+        mw = stats.mannwhitneyu(samples[0], samples[1], alternative="two-sided")
+        assert t.loc["mannwhitneyu", "statistic"] == pytest.approx(mw.statistic, abs=TOL)
+        assert t.loc["mannwhitneyu", "p"] == pytest.approx(mw.pvalue, abs=TOL)
+        assert (t.loc["mannwhitneyu", "group_a"], t.loc["mannwhitneyu", "group_b"]) == ("Y", "Z")
+
+
+def test_subgroups_bins_queries_and_correction(cohort) -> None:
+    values, meta, x = cohort
+    specs = dict(
+        parse_group_spec(s)
+        for s in ["age:0,40,60,120", "age:decades", 'older: sex == "f" and age >= 60']
+    )
+    groups, tests = subgroup_analysis(values, meta, specs)
+    b = groups[(groups["model"] == "b") & (groups["grouping"] == "age:0,40,60,120")]
+    assert b["group"].tolist() == ["[0, 40)", "[40, 60)", "[60, 120)", "(unassigned)"]
+    age = np.linspace(18, 95, 90)
+    decades = groups[(groups["model"] == "b") & (groups["grouping"] == "age:decades")]
+    assert decades["group"].iloc[0] == "[10, 20)" and decades["group"].iloc[-2] == "[90, 100)"
+    assert decades["n"].iloc[:-1].sum() == 89  # every case with metadata in one decade
+    samples = [
+        x[(age >= lo) & (age < hi) & (np.arange(90) < 89), 1]
+        for lo, hi in ((0, 40), (40, 60), (60, 120))
+    ]
+    t = tests[(tests["model"] == "b") & (tests["grouping"] == "age:0,40,60,120")]
+    mw = t[t["test"] == "mannwhitneyu"]
+    pvals = [
+        stats.mannwhitneyu(samples[i], samples[k], alternative="two-sided").pvalue
+        for i, k in ((0, 1), (0, 2), (1, 2))
+    ]
+    reject, adjusted, _, _ = multipletests(pvals, alpha=0.05, method="bonferroni")
+    np.testing.assert_allclose(mw["p"], pvals, rtol=0, atol=TOL)
+    np.testing.assert_allclose(mw["p_adj"], adjusted, rtol=0, atol=TOL)
+    assert mw["significant"].tolist() == reject.tolist()
+    older = groups[(groups["grouping"] == "older") & (groups["model"] == "b")]
+    expected = ((meta["sex"] == "f") & (meta["age"] >= 60)).sum()
+    assert older.set_index("group").loc["older", "n"] == expected
+    assert older.set_index("group").loc["(no metadata)", "n"] == 1
+    assert tests[tests["grouping"] == "older"].empty  # one group: nothing to compare
+
+
+def test_subgroups_identical_values_give_p_one() -> None:
+    values = tidy(np.full((30, 1), 0.5), ["m"])
+    meta = pd.DataFrame({"case_id": [f"c{i:04d}" for i in range(30)], "sex": ["f", "m"] * 15})
+    _, tests = subgroup_analysis(values, meta, {"sex": "sex"})
+    assert tests["p"].tolist() == [1.0, 1.0, 1.0, 1.0]  # kruskal + MWU for m and average
+
+
+def test_subgroups_input_errors(cohort) -> None:
+    values, meta, _ = cohort
+    with pytest.raises(InputError):
+        subgroup_analysis(values, meta, {"x": "nope"})
+    with pytest.raises(InputError):
+        subgroup_analysis(values, meta, {"q": {"q": "nope >"}})
+    with pytest.raises(InputError):
+        subgroup_analysis(values, meta, {"s": "sex:decades"})  # non-numeric bins
+    with pytest.raises(InputError):
+        subgroup_analysis(values, pd.concat([meta, meta.iloc[:1]]), {"sex": "sex"})
+    with pytest.raises(InputError):
+        subgroup_analysis(values, meta, {"sex": "sex"}, correction="holm")  # type: ignore[arg-type]
