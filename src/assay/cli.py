@@ -290,6 +290,144 @@ def import_touchstone_command(
         )
 
 
+@app.command("analyze")
+def analyze_command(
+    dataset: Annotated[str, typer.Option(help="Dataset to analyse.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for the CSV/JSON outputs.")],
+    db: Annotated[str, typer.Option(help="SQLite file or SQLAlchemy URL.")] = "assay.db",
+    metric: Annotated[str, typer.Option(help="Metric: dsc, nsd, hd95, ...")] = "dsc",
+    profile: Annotated[str | None, typer.Option(help="Only runs of this profile.")] = None,
+    policy: Annotated[str, typer.Option(help="Missing values: worst, exclude, paper.")] = "worst",
+    aggregation: Annotated[
+        str, typer.Option(help="Average column convention: default, touchstone.")
+    ] = "default",
+    bootstrap: Annotated[int, typer.Option(min=100, help="Bootstrap resamples.")] = 2000,
+    seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
+    ci: Annotated[str, typer.Option(help="CI method: percentile, bca.")] = "percentile",
+    alpha: Annotated[float, typer.Option(help="Significance level.")] = 0.05,
+    groups: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--groups",
+            help="Subgroups: sex | age:decades | age:0,40,60,120 | name: QUERY (repeatable).",
+        ),
+    ] = None,
+    min_group_size: Annotated[int, typer.Option(help="Smallest group analysed.")] = 10,
+    correction: Annotated[str, typer.Option(help="Subgroup pairs: bonferroni, fdr_bh.")] = (
+        "bonferroni"
+    ),
+) -> None:
+    """Leaderboards with CIs, significance, winners, rank stability and subgroups."""
+    from assay.stats import analyze, parse_group_spec
+
+    with _fatal_errors():
+        _choice("policy", policy, ("worst", "exclude", "paper"))
+        _choice("aggregation", aggregation, ("default", "touchstone"))
+        _choice("ci", ci, ("percentile", "bca"))
+        _choice("correction", correction, ("bonferroni", "fdr_bh"))
+        store = ResultStore(db, create=False)
+        scores = store.scores(dataset=dataset, profile=profile)
+        if scores.empty:
+            raise InputError(f"No scores for dataset {dataset!r} in {store.url}; check --dataset.")
+        runs = scores.groupby("model")["run_id"].nunique()
+        if (runs > 1).any():
+            raise InputError(
+                f"Model(s) {', '.join(runs[runs > 1].index)} have several runs (profiles) on "
+                f"{dataset!r}; pass --profile."
+            )
+        spec = dict(parse_group_spec(g) for g in groups or [])
+        metadata = store.metadata(dataset) if spec else None
+        result = analyze(
+            scores, metric=metric, policy=policy, aggregation=aggregation,  # type: ignore[arg-type]
+            n_bootstrap=bootstrap, seed=seed, ci_method=ci, alpha=alpha,  # type: ignore[arg-type]
+            metadata=metadata, groups=spec, min_group_size=min_group_size,
+            correction=correction,  # type: ignore[arg-type]
+        )  # fmt: skip
+        files = _write_analysis(result, out_dir, store, dataset, profile)
+        _print_analysis(result)
+        for f in files:
+            out.print(escape(f"wrote {f}"), highlight=False)
+
+
+def _choice(option: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise InputError(f"--{option} {value!r} is not one of {', '.join(allowed)}.")
+
+
+def _write_analysis(
+    result: Any, out_dir: Path, store: ResultStore, dataset: str, profile: str | None
+) -> list[Path]:
+    import json
+
+    from assay.scoring import software_versions
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    frames = {
+        "aggregates.csv": result.aggregates,
+        "pairwise.csv": result.pairwise,
+        "stability.csv": result.stability,
+        "stability_tau.csv": result.stability_tau,
+        "rankings.csv": result.rankings,
+        "policy_changes.csv": result.changes,
+    }
+    if not result.subgroups.empty:
+        frames["subgroups.csv"] = result.subgroups
+        frames["subgroup_tests.csv"] = result.subgroup_tests
+    files = []
+    for name, frame in frames.items():
+        frame.to_csv(out_dir / name, index=False)
+        files.append(out_dir / name)
+    runs = store.runs()
+    runs = runs[runs["dataset"] == dataset]
+    info = {
+        "dataset": dataset,
+        "profile": profile,
+        "params": result.params,
+        "warnings": list(result.warnings),
+        "software": software_versions(),
+        "runs": [
+            {
+                "run_id": r.run_id,
+                "model": r.model,
+                "profile": r.profile,
+                "protocol": r.manifest.get("protocol"),
+            }
+            for r in runs.itertuples()
+        ],
+    }
+    (out_dir / "analysis.json").write_text(json.dumps(info, indent=2, default=str))
+    files.append(out_dir / "analysis.json")
+    return files
+
+
+def _print_analysis(result: Any) -> None:
+    agg = result.aggregates
+    for (dataset, metric), part in agg[agg["structure"] == "average"].groupby(
+        ["dataset", "metric"]
+    ):
+        title = f"{escape(str(dataset))}: {escape(str(metric))}, average over structures"
+        table = Table(title=title)
+        for col in ("rank", "model", "mean", "95% CI", "n", "→worst", "dropped"):
+            table.add_column(col, justify="left" if col == "model" else "right", no_wrap=True)
+        for row in part.sort_values(["rank", "model"]).itertuples():
+            trophy = " 🏆" if not pd.isna(row.winner) and bool(row.winner) else ""
+            table.add_row(
+                f"{int(row.rank)}{trophy}", escape(str(row.model)), f"{row.mean:.3f}",
+                f"[{row.ci_low:.3f}, {row.ci_high:.3f}]", str(int(row.n)),
+                str(int(row.n_set_worst)), str(int(row.n_dropped)),
+            )  # fmt: skip
+        out.print(table)
+    out.print(
+        f"🏆 = best mean or not significantly worse than it (one-sided Wilcoxon, Holm, "
+        f"alpha {result.params['tests']['alpha']}); CIs: paired bootstrap, "
+        f"{result.params['bootstrap']['resamples']} resamples, seed "
+        f"{result.params['bootstrap']['seed']}; policy {result.params['policy']}.",
+        highlight=False,
+    )
+    for w in result.warnings:
+        out.print(f"[yellow]warning:[/] {escape(w)}")
+
+
 @app.command("demo")
 def demo_command(
     out_dir: Annotated[

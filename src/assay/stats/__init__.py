@@ -13,6 +13,7 @@
 """
 
 from assay.stats._aggregate import AVERAGE, aggregate, case_averages
+from assay.stats._analysis import Analysis, analyze
 from assay.stats._bootstrap import bootstrap_ci, paired_bootstrap_means
 from assay.stats._paired import LOWER_IS_BETTER, higher_is_better_for, pairwise_wilcoxon, winners
 from assay.stats._policy import POLICIES, apply_policy, default_worst_value
@@ -24,7 +25,9 @@ __all__ = [
     "AVERAGE",
     "LOWER_IS_BETTER",
     "POLICIES",
+    "Analysis",
     "aggregate",
+    "analyze",
     "apply_policy",
     "bootstrap_ci",
     "case_averages",

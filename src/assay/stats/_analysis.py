@@ -1,0 +1,185 @@
+"""One call that turns per-case scores into a benchmark's full analysis.
+
+:func:`analyze` applies the missing-value policy, aggregates, bootstraps CIs, tests every
+ordered pair of models, picks winners, ranks under every scheme, measures rank stability
+and (given metadata and groupings) analyses subgroups — recording every parameter that can
+change a number in :attr:`Analysis.params`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import pandas as pd
+
+from assay.errors import InputError
+from assay.stats._aggregate import AVERAGE, aggregate, case_averages
+from assay.stats._bootstrap import MIN_RELIABLE_N, bootstrap_ci, paired_bootstrap_means
+from assay.stats._paired import pairwise_wilcoxon, winners
+from assay.stats._policy import apply_policy
+from assay.stats._ranking import rankings
+from assay.stats._stability import rank_stability
+from assay.stats._subgroups import GroupSpec, subgroup_analysis
+
+_SLICE = ["dataset", "model", "structure", "metric"]
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """Tidy results of :func:`analyze` (see each frame's columns in the README)."""
+
+    params: dict[str, Any]
+    changes: pd.DataFrame
+    aggregates: pd.DataFrame
+    pairwise: pd.DataFrame
+    rankings: pd.DataFrame
+    stability: pd.DataFrame
+    stability_tau: pd.DataFrame
+    subgroups: pd.DataFrame = field(default_factory=pd.DataFrame)
+    subgroup_tests: pd.DataFrame = field(default_factory=pd.DataFrame)
+    warnings: tuple[str, ...] = ()
+
+
+def analyze(
+    scores: pd.DataFrame,
+    *,
+    metric: str = "dsc",
+    policy: Literal["worst", "exclude", "paper"] = "worst",
+    aggregation: Literal["default", "touchstone"] = "default",
+    n_bootstrap: int = 2000,
+    seed: int = 0,
+    ci_method: Literal["percentile", "bca"] = "percentile",
+    alpha: float = 0.05,
+    worst_values: Mapping[str, float] | None = None,
+    metadata: pd.DataFrame | None = None,
+    groups: Mapping[str, GroupSpec] | None = None,
+    min_group_size: int = 10,
+    correction: Literal["bonferroni", "fdr_bh"] = "bonferroni",
+) -> Analysis:
+    """Analyse the per-case scores of one metric (all datasets, models and structures).
+
+    The ``average`` structure is analysed like the others on per-case averages over
+    structures (its aggregate row follows ``aggregation``; its CI, tests, ranks and
+    stability use the per-case averages). Aggregate rows get ``ci_low``/``ci_high``
+    (paired bootstrap), ``rank`` (by mean; ties share the minimum) and ``winner`` (the best
+    mean and every model not significantly worse, one-sided Wilcoxon, Holm within the
+    (dataset, structure, metric) family).
+    """
+    part = scores[scores["metric"] == metric]
+    if part.empty:
+        known = ", ".join(sorted(scores["metric"].unique())) or "none"
+        raise InputError(f"No scores for metric {metric!r}; metrics present: {known}.")
+    values, changes = apply_policy(part, policy=policy, worst_values=worst_values)
+    if values.empty:
+        raise InputError(f"No values left for metric {metric!r} under policy {policy!r}.")
+    aggregates = aggregate(values, convention=aggregation)
+    with_avg = pd.concat([values, case_averages(values)], ignore_index=True)
+    ci = bootstrap_ci(with_avg, n_resamples=n_bootstrap, seed=seed, method=ci_method)
+    pairwise = pairwise_wilcoxon(with_avg, alpha=alpha)
+    ranks = rankings(with_avg, aggregates, pairwise)
+    aggregates = winners(aggregates, pairwise, alpha=alpha)
+    if aggregation == "touchstone":  # the average is the mean of structure means: bootstrap that
+        ci = pd.concat(
+            [ci[ci["structure"] != AVERAGE], _mean_of_means_ci(values, n_bootstrap, seed)],
+            ignore_index=True,
+        )
+    aggregates = aggregates.merge(
+        ci[[*_SLICE, "ci_low", "ci_high"]], on=_SLICE, how="left", validate="one_to_one"
+    ).merge(
+        ranks[[*_SLICE, "rank_by_mean"]].rename(columns={"rank_by_mean": "rank"}),
+        on=_SLICE,
+        how="left",
+        validate="one_to_one",
+    )
+    counts = changes.groupby(["dataset", "model", "metric"], as_index=False)[
+        [c for c in changes.columns if c.startswith("n_")]
+    ].sum()
+    counts["structure"] = AVERAGE
+    changes_all = pd.concat([changes, counts], ignore_index=True)
+    aggregates = aggregates.merge(changes_all, on=_SLICE, how="left", validate="one_to_one")
+    stability, tau = rank_stability(with_avg, n_resamples=n_bootstrap, seed=seed)
+    subgroups = subgroup_tests = pd.DataFrame()
+    if groups:
+        if metadata is None or metadata.empty:
+            raise InputError("Subgroup analysis needs case metadata (import it with --metadata).")
+        subgroups, subgroup_tests = subgroup_analysis(
+            values, metadata, groups, min_size=min_group_size, correction=correction
+        )
+    small = aggregates[(aggregates["n"] < MIN_RELIABLE_N) & (aggregates["structure"] != AVERAGE)]
+    warns = tuple(
+        f"n < {MIN_RELIABLE_N} for {len(small)} (model, structure) rows: intervals and tests "
+        "there are unreliable."
+        for _ in [0]
+        if len(small)
+    )
+    params = {
+        "metric": metric,
+        "policy": policy,
+        "worst_values": dict(worst_values or {}),
+        "aggregation": aggregation,
+        "bootstrap": {
+            "resamples": n_bootstrap,
+            "seed": seed,
+            "method": ci_method,
+            "paired": True,
+            "confidence": 0.95,
+        },
+        "tests": {
+            "test": "one-sided Wilcoxon signed-rank (scipy, zero_method wilcox)",
+            "correction": "Holm, per (dataset, structure, metric) over ordered pairs",
+            "alpha": alpha,
+            "all_zero_differences": "p = 1",
+        },
+        "winners": "best mean, and every model not significantly worse than it",
+        "average_structure": (
+            "aggregate row per the aggregation convention (touchstone: mean of the structure "
+            "means, its CI the percentile bootstrap of that mean over resampled cases); tests, "
+            "ranks, stability (and the default convention's CI) on per-case means over the "
+            "structures each case has"
+        ),
+        "ranking_ties": "share the minimum rank",
+        "subgroups": {
+            "groups": {k: v if isinstance(v, str) else dict(v) for k, v in (groups or {}).items()},
+            "min_size": min_group_size,
+            "correction": correction,
+        },
+    }
+    return Analysis(
+        params=params,
+        changes=changes,
+        aggregates=aggregates,
+        pairwise=pairwise,
+        rankings=ranks,
+        stability=stability,
+        stability_tau=tau,
+        subgroups=subgroups,
+        subgroup_tests=subgroup_tests,
+        warnings=warns,
+    )
+
+
+def _mean_of_means_ci(
+    values: pd.DataFrame, n_bootstrap: int, seed: int, confidence: float = 0.95
+) -> pd.DataFrame:
+    """Percentile CI of the mean of per-structure means, resampling cases (paired).
+
+    Cases are resampled once per dataset, the same for every model and structure; each
+    resample's structure means (over the drawn cases that have a value) are averaged.
+    """
+    rows = []
+    for (dataset, metric), part in values.groupby(["dataset", "metric"], sort=True):
+        wide = part.pivot_table(
+            index="case_id", columns=["model", "structure"], values="value", aggfunc="first"
+        )
+        boot = paired_bootstrap_means(wide.to_numpy(), n_resamples=n_bootstrap, seed=seed)
+        per = pd.DataFrame(boot, columns=wide.columns)
+        by_model = per.T.groupby(level="model").mean().T  # mean over structures, per resample
+        lo, hi = (1 - confidence) / 2, 1 - (1 - confidence) / 2
+        for model in by_model.columns:
+            col = by_model[model].dropna()
+            rows.append({"dataset": dataset, "model": model, "structure": AVERAGE,
+                         "metric": metric, "ci_low": col.quantile(lo),
+                         "ci_high": col.quantile(hi)})  # fmt: skip
+    return pd.DataFrame(rows)
