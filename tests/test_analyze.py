@@ -81,3 +81,33 @@ def test_cli_writes_every_output(tmp_path, scored):
     bad = CliRunner().invoke(cli.app, ["analyze", "--db", str(db), "--dataset", "synthetic",
                                        "--out", str(out), "--policy", "median"])  # fmt: skip
     assert bad.exit_code == 2
+
+
+def test_contamination_excludes_what_the_cards_declare(scored):
+    scores = scored.scores(dataset="synthetic")
+    result = analyze(scores, n_bootstrap=200, training_data={
+        "dilated": ["synthetic"],  # trained on the whole test set
+        "near_perfect": ["synthetic:case_0001", "other:case_0002"],  # one test case
+    })  # fmt: skip
+    agg = result.aggregates.set_index(["model", "structure"])
+    assert bool(agg.loc[("dilated", "liver"), "contaminated"])
+    assert pd.isna(agg.loc[("dilated", "liver"), "rank"])
+    assert not agg.loc[("near_perfect", "liver"), "contaminated"]
+    assert agg.loc[("near_perfect", "liver"), "n"] == 3
+    assert agg.loc[("near_perfect", "liver"), "n_contaminated"] == 1
+    assert "dilated" not in set(result.pairwise["model_a"]) | set(result.pairwise["model_b"])
+    assert any("dilated was trained on synthetic" in w for w in result.warnings)
+    assert any("near_perfect: 1 case(s)" in w for w in result.warnings)
+
+
+def test_several_datasets_give_a_consensus(scored):
+    scores = scored.scores(dataset="synthetic")
+    two = pd.concat([scores, scores.assign(dataset="copy")], ignore_index=True)
+    result = analyze(two, n_bootstrap=200)
+    assert not result.consensus.empty
+    one = analyze(scores, n_bootstrap=200).rankings
+    avg_one = one[one["structure"] == "average"].set_index("model")["rank_by_mean"]
+    cons = result.consensus[result.consensus["structure"] == "average"].set_index("model")
+    # identical datasets: the mean rank over both equals the rank on one
+    pd.testing.assert_series_equal(cons["mean_rank"].sort_index(), avg_one.sort_index(),
+                                   check_names=False, check_dtype=False)  # fmt: skip

@@ -292,7 +292,9 @@ def import_touchstone_command(
 
 @app.command("analyze")
 def analyze_command(
-    dataset: Annotated[str, typer.Option(help="Dataset to analyse.")],
+    dataset: Annotated[
+        list[str], typer.Option(help="Dataset(s) to analyse; several give a consensus ranking.")
+    ],
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for the CSV/JSON outputs.")],
     db: Annotated[str, typer.Option(help="SQLite file or SQLAlchemy URL.")] = "assay.db",
     metric: Annotated[str, typer.Option(help="Metric: dsc, nsd, hd95, ...")] = "dsc",
@@ -316,6 +318,10 @@ def analyze_command(
     correction: Annotated[str, typer.Option(help="Subgroup pairs: bonferroni, fdr_bh.")] = (
         "bonferroni"
     ),
+    models: Annotated[
+        Path | None,
+        typer.Option(help="Model cards (training data for contamination checks)."),
+    ] = None,
 ) -> None:
     """Leaderboards with CIs, significance, winners, rank stability and subgroups."""
     from assay.stats import analyze, parse_group_spec
@@ -326,27 +332,50 @@ def analyze_command(
         _choice("ci", ci, ("percentile", "bca"))
         _choice("correction", correction, ("bonferroni", "fdr_bh"))
         store = ResultStore(db, create=False)
-        scores = store.scores(dataset=dataset, profile=profile)
-        if scores.empty:
-            raise InputError(f"No scores for dataset {dataset!r} in {store.url}; check --dataset.")
-        runs = scores.groupby("model")["run_id"].nunique()
+        parts = []
+        for name in dataset:
+            part = store.scores(dataset=name, profile=profile)
+            if part.empty:
+                raise InputError(f"No scores for dataset {name!r} in {store.url}; check --dataset.")
+            parts.append(part)
+        scores = pd.concat(parts, ignore_index=True)
+        runs = scores.groupby(["dataset", "model"])["run_id"].nunique()
         if (runs > 1).any():
-            raise InputError(
-                f"Model(s) {', '.join(runs[runs > 1].index)} have several runs (profiles) on "
-                f"{dataset!r}; pass --profile."
-            )
+            several = ", ".join(f"{m} on {d}" for d, m in runs[runs > 1].index)
+            raise InputError(f"{several}: several runs (profiles); pass --profile.")
         spec = dict(parse_group_spec(g) for g in groups or [])
-        metadata = store.metadata(dataset) if spec else None
+        metadata = (
+            pd.concat([store.metadata(name) for name in dataset], ignore_index=True)
+            if spec
+            else None
+        )
+        training = _training_data(store, scores, models)
         result = analyze(
             scores, metric=metric, policy=policy, aggregation=aggregation,  # type: ignore[arg-type]
             n_bootstrap=bootstrap, seed=seed, ci_method=ci, alpha=alpha,  # type: ignore[arg-type]
             metadata=metadata, groups=spec, min_group_size=min_group_size,
-            correction=correction,  # type: ignore[arg-type]
+            correction=correction, training_data=training,  # type: ignore[arg-type]
         )  # fmt: skip
         files = _write_analysis(result, out_dir, store, dataset, profile)
         _print_analysis(result)
         for f in files:
             out.print(escape(f"wrote {f}"), highlight=False)
+
+
+def _training_data(
+    store: ResultStore, scores: pd.DataFrame, cards_path: Path | None
+) -> dict[str, list[str]]:
+    """Model -> declared training data, from --models cards, else from the runs' manifests."""
+    if cards_path is not None:
+        return {c.name: list(c.training_data) for c in load_model_cards(cards_path).values()}
+    runs = store.runs()
+    runs = runs[runs["run_id"].isin(set(scores["run_id"]))]
+    out: dict[str, list[str]] = {}
+    for row in runs.itertuples():
+        card = row.manifest.get("model", {}) if isinstance(row.manifest, dict) else {}
+        if card.get("training_data"):
+            out[str(row.model)] = list(card["training_data"])
+    return out
 
 
 def _choice(option: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -355,7 +384,7 @@ def _choice(option: str, value: str, allowed: tuple[str, ...]) -> None:
 
 
 def _write_analysis(
-    result: Any, out_dir: Path, store: ResultStore, dataset: str, profile: str | None
+    result: Any, out_dir: Path, store: ResultStore, datasets: list[str], profile: str | None
 ) -> list[Path]:
     import json
 
@@ -370,6 +399,8 @@ def _write_analysis(
         "rankings.csv": result.rankings,
         "policy_changes.csv": result.changes,
     }
+    if not result.consensus.empty:
+        frames["consensus.csv"] = result.consensus
     if not result.subgroups.empty:
         frames["subgroups.csv"] = result.subgroups
         frames["subgroup_tests.csv"] = result.subgroup_tests
@@ -378,9 +409,9 @@ def _write_analysis(
         frame.to_csv(out_dir / name, index=False)
         files.append(out_dir / name)
     runs = store.runs()
-    runs = runs[runs["dataset"] == dataset]
+    runs = runs[runs["dataset"].isin(datasets)]
     info = {
-        "dataset": dataset,
+        "datasets": datasets,
         "profile": profile,
         "params": result.params,
         "warnings": list(result.warnings),

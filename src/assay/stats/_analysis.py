@@ -8,7 +8,7 @@ change a number in :attr:`Analysis.params`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -19,7 +19,7 @@ from assay.stats._aggregate import AVERAGE, aggregate, case_averages
 from assay.stats._bootstrap import MIN_RELIABLE_N, bootstrap_ci, paired_bootstrap_means
 from assay.stats._paired import pairwise_wilcoxon, winners
 from assay.stats._policy import apply_policy
-from assay.stats._ranking import rankings
+from assay.stats._ranking import consensus_ranking, rankings
 from assay.stats._stability import rank_stability
 from assay.stats._subgroups import GroupSpec, subgroup_analysis
 
@@ -39,6 +39,7 @@ class Analysis:
     stability_tau: pd.DataFrame
     subgroups: pd.DataFrame = field(default_factory=pd.DataFrame)
     subgroup_tests: pd.DataFrame = field(default_factory=pd.DataFrame)
+    consensus: pd.DataFrame = field(default_factory=pd.DataFrame)
     warnings: tuple[str, ...] = ()
 
 
@@ -57,6 +58,7 @@ def analyze(
     groups: Mapping[str, GroupSpec] | None = None,
     min_group_size: int = 10,
     correction: Literal["bonferroni", "fdr_bh"] = "bonferroni",
+    training_data: Mapping[str, Collection[str]] | None = None,
 ) -> Analysis:
     """Analyse the per-case scores of one metric (all datasets, models and structures).
 
@@ -66,6 +68,12 @@ def analyze(
     (paired bootstrap), ``rank`` (by mean; ties share the minimum) and ``winner`` (the best
     mean and every model not significantly worse, one-sided Wilcoxon, Holm within the
     (dataset, structure, metric) family).
+
+    Contamination: ``training_data`` maps a model to the datasets (``"name"``) or cases
+    (``"name:case_id"``) it was trained on. A model trained on a dataset keeps its
+    aggregate rows there, flagged ``contaminated``, but is left out of tests, winners, ranks
+    and stability; a model trained on some cases is analysed without them (counted in
+    ``n_contaminated``). With several datasets, ``consensus`` ranks models by their mean rank.
     """
     part = scores[scores["metric"] == metric]
     if part.empty:
@@ -74,6 +82,11 @@ def analyze(
     values, changes = apply_policy(part, policy=policy, worst_values=worst_values)
     if values.empty:
         raise InputError(f"No values left for metric {metric!r} under policy {policy!r}.")
+    values, changes, excluded, notes = _contamination(values, changes, training_data or {})
+    tainted = values.merge(excluded, on=["model", "dataset"]) if len(excluded) else values[:0]
+    if len(excluded):
+        keys = pd.MultiIndex.from_frame(excluded[["model", "dataset"]])
+        values = values[~pd.MultiIndex.from_frame(values[["model", "dataset"]]).isin(keys)]
     aggregates = aggregate(values, convention=aggregation)
     with_avg = pd.concat([values, case_averages(values)], ignore_index=True)
     ci = bootstrap_ci(with_avg, n_resamples=n_bootstrap, seed=seed, method=ci_method)
@@ -99,6 +112,11 @@ def analyze(
     counts["structure"] = AVERAGE
     changes_all = pd.concat([changes, counts], ignore_index=True)
     aggregates = aggregates.merge(changes_all, on=_SLICE, how="left", validate="one_to_one")
+    aggregates["contaminated"] = False
+    if len(tainted):
+        extra = aggregate(tainted, convention=aggregation).assign(contaminated=True)
+        extra = extra.merge(changes_all, on=_SLICE, how="left", validate="one_to_one")
+        aggregates = pd.concat([aggregates, extra], ignore_index=True)
     stability, tau = rank_stability(with_avg, n_resamples=n_bootstrap, seed=seed)
     subgroups = subgroup_tests = pd.DataFrame()
     if groups:
@@ -107,8 +125,11 @@ def analyze(
         subgroups, subgroup_tests = subgroup_analysis(
             values, metadata, groups, min_size=min_group_size, correction=correction
         )
+    consensus = pd.DataFrame()
+    if values["dataset"].nunique() > 1:
+        consensus = consensus_ranking(ranks)
     small = aggregates[(aggregates["n"] < MIN_RELIABLE_N) & (aggregates["structure"] != AVERAGE)]
-    warns = tuple(
+    warns = tuple(notes) + tuple(
         f"n < {MIN_RELIABLE_N} for {len(small)} (model, structure) rows: intervals and tests "
         "there are unreliable."
         for _ in [0]
@@ -140,6 +161,12 @@ def analyze(
             "structures each case has"
         ),
         "ranking_ties": "share the minimum rank",
+        "training_data": {k: sorted(v) for k, v in (training_data or {}).items()},
+        "contamination": (
+            "a model trained on a dataset is not tested or ranked on it (aggregates flagged); "
+            "training cases are excluded from that model's values"
+        ),
+        "consensus": "mean rank (by mean) across datasets",
         "subgroups": {
             "groups": {k: v if isinstance(v, str) else dict(v) for k, v in (groups or {}).items()},
             "min_size": min_group_size,
@@ -156,6 +183,7 @@ def analyze(
         stability_tau=tau,
         subgroups=subgroups,
         subgroup_tests=subgroup_tests,
+        consensus=consensus,
         warnings=warns,
     )
 
@@ -183,3 +211,40 @@ def _mean_of_means_ci(
                          "metric": metric, "ci_low": col.quantile(lo),
                          "ci_high": col.quantile(hi)})  # fmt: skip
     return pd.DataFrame(rows)
+
+
+def _contamination(
+    values: pd.DataFrame, changes: pd.DataFrame, training: Mapping[str, Collection[str]]
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, list[str]]:
+    """Drop training cases; list (model, dataset) pairs trained on; count and explain both."""
+    datasets = set(values["dataset"])
+    pairs, cases, notes = [], [], []
+    for model, entries in training.items():
+        for entry in entries:
+            name, sep, case = str(entry).partition(":")
+            if name not in datasets:
+                continue
+            if sep:
+                cases.append((model, name, case))
+            else:
+                pairs.append((model, name))
+                notes.append(
+                    f"{model} was trained on {name} (model card): shown, but not tested or ranked."
+                )
+    changes = changes.assign(n_contaminated=0)
+    if cases:
+        drop = pd.DataFrame(cases, columns=["model", "dataset", "case_id"]).assign(_drop=True)
+        marked = values.merge(drop, on=["model", "dataset", "case_id"], how="left")
+        hit = marked["_drop"].eq(True).to_numpy()
+        counts = values[hit].groupby(["dataset", "model", "structure", "metric"]).size()
+        changes = changes.set_index(["dataset", "model", "structure", "metric"])
+        changes["n_contaminated"] = counts.reindex(changes.index, fill_value=0).to_numpy()
+        changes = changes.reset_index()
+        values = values[~hit]
+        for (model, dataset), n in drop.groupby(["model", "dataset"]).size().items():
+            notes.append(
+                f"{model}: {n} case(s) of {dataset} are in its training data (model card); "
+                "they were excluded from its values."
+            )
+    excluded = pd.DataFrame(sorted(set(pairs)), columns=["model", "dataset"])
+    return values, changes, excluded, notes
