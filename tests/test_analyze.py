@@ -111,3 +111,23 @@ def test_several_datasets_give_a_consensus(scored):
     # identical datasets: the mean rank over both equals the rank on one
     pd.testing.assert_series_equal(cons["mean_rank"].sort_index(), avg_one.sort_index(),
                                    check_names=False, check_dtype=False)  # fmt: skip
+
+
+def test_explicit_missing_where_the_reference_is_empty_is_not_applicable():
+    """An imported Touchstone case with no prediction (explicit missing_prediction rows) must
+    not be set to the worst value for a structure that case does not have."""
+    from assay.stats import apply_policy
+
+    rows = [
+        ("A", "c1", "gallbladder", 0.9, "ok"), ("B", "c1", "gallbladder", float("nan"),
+                                                 "missing_prediction"),
+        ("A", "c2", "gallbladder", float("nan"), "empty_reference"),
+        ("B", "c2", "gallbladder", float("nan"), "missing_prediction"),
+    ]  # fmt: skip
+    scores = pd.DataFrame(rows, columns=["model", "case_id", "structure", "value", "status"])
+    scores = scores.assign(dataset="d", metric="dsc")
+    values, changes = apply_policy(scores, policy="worst")
+    b = values[values["model"] == "B"]
+    assert b["case_id"].tolist() == ["c1"] and b["value"].tolist() == [0.0]
+    row = changes.set_index("model").loc["B"]
+    assert (row["n_set_worst"], row["n_not_applicable"]) == (1, 1)

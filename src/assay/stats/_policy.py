@@ -156,7 +156,9 @@ def apply_policy(
     is ``missing_prediction``, unless another model's row shows the reference to be empty
     (status ``both_empty`` or ``empty_reference``), in which case the structure is not
     applicable for that case and the implicit row counts as ``n_not_applicable``. A model with
-    no row at all for a structure (it does not segment it) is thus missing on every case.
+    no row at all for a structure (it does not segment it) is thus missing on every case. The
+    same holds for *explicit* ``missing_prediction``/``failed`` rows: where another model's row
+    shows the reference to be empty, they count as not applicable.
     """
     check_scores(scores, SCORE_COLUMNS, "scores")
     if policy not in POLICIES:
@@ -209,6 +211,17 @@ def apply_policy(
         )
         implicit["implicit"] = True
         df = pd.concat([df, implicit], ignore_index=True)
+
+    # An explicit missing/failed row where another model's row shows the reference to be empty
+    # is not applicable either (the reference is shared): e.g. an imported Touchstone case with
+    # no prediction, for a structure that case does not have.
+    df = df.reset_index(drop=True)
+    cell = ["dataset", "structure", "metric", "case_id"]
+    na_any = df.loc[df["status"].isin(NOT_APPLICABLE), cell].drop_duplicates().assign(_na=True)
+    in_na = df[cell].merge(na_any, on=cell, how="left")["_na"].eq(True).to_numpy()
+    df.loc[in_na & df["status"].isin(["missing_prediction", "failed"]).to_numpy(), "status"] = (
+        "empty_reference"
+    )
 
     status = df["status"]
     is_na = status.isin(NOT_APPLICABLE)
