@@ -131,3 +131,40 @@ def test_explicit_missing_where_the_reference_is_empty_is_not_applicable():
     assert b["case_id"].tolist() == ["c1"] and b["value"].tolist() == [0.0]
     row = changes.set_index("model").loc["B"]
     assert (row["n_set_worst"], row["n_not_applicable"]) == (1, 1)
+
+
+TOUCHSTONE = Path(__file__).resolve().parents[1].parent / "shared/data/touchstone_totalsegmentator"
+
+
+@pytest.mark.skipif(not TOUCHSTONE.is_dir(), reason=f"real Touchstone data not at {TOUCHSTONE}")
+def test_touchstone_policies_and_subgroups(tmp_path):
+    """Real data: STU-Net-H has 656 of 743 rows. Under `paper` its missing cases are dropped,
+    under `worst` they count 0 wherever the structure exists; both are counted in the output.
+    Paper + touchstone aggregation = the published conventions (pandas mean/std oracle)."""
+    from assay.models import load_model_cards
+    from assay.store import import_touchstone
+
+    store = ResultStore(tmp_path / "db.sqlite")
+    cards = load_model_cards(
+        Path(__file__).resolve().parents[1] / "examples/touchstone_models.yaml"
+    )
+    import_touchstone(store, TOUCHSTONE / "results", dataset="ts", cards=cards,
+                      metadata=TOUCHSTONE / "metaTotalSeg.csv")  # fmt: skip
+    scores = store.scores(dataset="ts")
+    paper = analyze(scores, policy="paper", aggregation="touchstone", n_bootstrap=200,
+                    metadata=store.metadata("ts"), groups={"sex": "gender"})  # fmt: skip
+    worst = analyze(scores, policy="worst", aggregation="touchstone", n_bootstrap=200)
+    p = paper.aggregates.set_index(["model", "structure"])
+    w = worst.aggregates.set_index(["model", "structure"])
+    liver_missing = p.loc[("STU-Net-H", "liver"), "n_dropped"]
+    assert liver_missing == w.loc[("STU-Net-H", "liver"), "n_set_worst"] > 0
+    assert w.loc[("STU-Net-H", "liver"), "n"] == p.loc[("STU-Net-H", "liver"), "n"] + liver_missing
+    assert w.loc[("STU-Net-H", "average"), "mean"] < p.loc[("STU-Net-H", "average"), "mean"]
+    # the published conventions, independently: empty cells skipped, mean and sample SD
+    published = pd.read_csv(TOUCHSTONE / "results/nnU-Net_STU-Net_H/dsc.csv").drop(columns="name")
+    means = published.mean()
+    assert p.loc[("STU-Net-H", "liver"), "mean"] == pytest.approx(means["liver"], rel=1e-12)
+    assert p.loc[("STU-Net-H", "average"), "mean"] == pytest.approx(means.mean(), rel=1e-12)
+    assert p.loc[("STU-Net-H", "average"), "sd"] == pytest.approx(published.std().mean(), rel=1e-12)
+    groups = set(paper.subgroups["group"])
+    assert {"f", "m"} <= groups  # TotalSegmentator metadata: gender f/m (some blank)
