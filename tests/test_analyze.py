@@ -73,6 +73,8 @@ def test_cli_writes_every_output(tmp_path, scored):
     for name in ("aggregates.csv", "pairwise.csv", "stability.csv", "rankings.csv",
                  "policy_changes.csv", "analysis.json"):  # fmt: skip
         assert (out / name).is_file(), name
+    stability = pd.read_csv(out / "stability.csv")
+    assert {"p_rank1", "rank_ci_low", "rank_ci_high", "tau_median"} <= set(stability.columns)
     info = json.loads((out / "analysis.json").read_text())
     assert info["params"]["bootstrap"] == {"resamples": 200, "seed": 7, "method": "percentile",
                                            "paired": True, "confidence": 0.95}  # fmt: skip

@@ -394,8 +394,9 @@ def _write_analysis(
     frames = {
         "aggregates.csv": result.aggregates,
         "pairwise.csv": result.pairwise,
-        "stability.csv": result.stability,
-        "stability_tau.csv": result.stability_tau,
+        "stability.csv": result.stability.merge(
+            result.stability_tau, on=["dataset", "structure", "metric"], how="left"
+        ),  # per model, with its slice's Kendall τ summary
         "rankings.csv": result.rankings,
         "policy_changes.csv": result.changes,
     }
