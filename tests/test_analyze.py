@@ -170,3 +170,36 @@ def test_touchstone_policies_and_subgroups(tmp_path):
     assert p.loc[("STU-Net-H", "average"), "sd"] == pytest.approx(published.std().mean(), rel=1e-12)
     groups = set(paper.subgroups["group"])
     assert {"f", "m"} <= groups  # TotalSegmentator metadata: gender f/m (some blank)
+
+
+def test_cli_contamination_distances_and_groups_over_datasets(tmp_path, scored):
+    """A model trained on the test set is shown as 'excl.'; infinite distances need a cap
+    (--worst-value), recorded in analysis.json; metadata is matched per dataset."""
+    import yaml
+
+    db = Path(scored.url.removeprefix("sqlite:///"))
+    cards = tmp_path / "cards.yaml"
+    card = {"name": "dilated", "training_data": ["synthetic"]}
+    cards.write_text(yaml.safe_dump({"models": {"d": card}}))
+    base = ["analyze", "--db", str(db), "--dataset", "synthetic", "--bootstrap", "100"]
+    run = CliRunner().invoke(cli.app, [*base, "--out", str(tmp_path / "a"), "--models", str(cards)])
+    assert run.exit_code == 0, run.output
+    assert "excl." in run.stdout and "dilated" in run.stdout
+
+    no_cap = CliRunner().invoke(cli.app, [*base, "--out", str(tmp_path / "b"), "--metric", "hd95"])
+    assert no_cap.exit_code == 2 and "--worst-value hd95=" in no_cap.stderr
+    capped = CliRunner().invoke(cli.app, [*base, "--out", str(tmp_path / "b"), "--metric", "hd95",
+                                          "--worst-value", "hd95=550"])  # fmt: skip
+    assert capped.exit_code == 0, capped.output
+    params = json.loads((tmp_path / "b" / "analysis.json").read_text())["params"]
+    assert params["worst_values"] == {"hd95": 550.0} and params["infinite_values_capped"] > 0
+    agg = pd.read_csv(tmp_path / "b" / "aggregates.csv")
+    assert agg["mean"].map(lambda v: v < float("inf")).all()
+
+    scores = scored.scores(dataset="synthetic")
+    two = pd.concat([scores, scores.assign(dataset="copy")], ignore_index=True)
+    meta = pd.DataFrame({"case_id": [f"case_{i:04d}" for i in range(1, 5)],
+                         "sex": ["F", "M", "F", "M"]})  # fmt: skip
+    both = pd.concat([meta.assign(dataset="synthetic"), meta.assign(dataset="copy")])
+    result = analyze(two, n_bootstrap=100, metadata=both, groups={"sex": "sex"}, min_group_size=1)
+    assert set(result.subgroups["dataset"]) == {"synthetic", "copy"}

@@ -322,6 +322,10 @@ def analyze_command(
         Path | None,
         typer.Option(help="Model cards (training data for contamination checks)."),
     ] = None,
+    worst_value: Annotated[
+        list[str] | None,
+        typer.Option(help="Worst value METRIC=VALUE for missing cases and +inf, e.g. hd95=500."),
+    ] = None,
 ) -> None:
     """Leaderboards with CIs, significance, winners, rank stability and subgroups."""
     from assay.stats import analyze, parse_group_spec
@@ -345,16 +349,19 @@ def analyze_command(
             raise InputError(f"{several}: several runs (profiles); pass --profile.")
         spec = dict(parse_group_spec(g) for g in groups or [])
         metadata = (
-            pd.concat([store.metadata(name) for name in dataset], ignore_index=True)
+            pd.concat(
+                [store.metadata(name).assign(dataset=name) for name in dataset], ignore_index=True
+            )
             if spec
             else None
         )
+        worst = _worst_values(worst_value or [])
         training = _training_data(store, scores, models)
         result = analyze(
             scores, metric=metric, policy=policy, aggregation=aggregation,  # type: ignore[arg-type]
             n_bootstrap=bootstrap, seed=seed, ci_method=ci, alpha=alpha,  # type: ignore[arg-type]
             metadata=metadata, groups=spec, min_group_size=min_group_size,
-            correction=correction, training_data=training,  # type: ignore[arg-type]
+            correction=correction, training_data=training, worst_values=worst,  # type: ignore[arg-type]
         )  # fmt: skip
         files = _write_analysis(result, out_dir, store, dataset, profile)
         _print_analysis(result)
@@ -375,6 +382,21 @@ def _training_data(
         card = row.manifest.get("model", {}) if isinstance(row.manifest, dict) else {}
         if card.get("training_data"):
             out[str(row.model)] = list(card["training_data"])
+    return out
+
+
+def _worst_values(items: list[str]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not name.strip():
+            raise InputError(
+                f"Invalid --worst-value {item!r}; expected METRIC=VALUE, e.g. hd95=500."
+            )
     return out
 
 
@@ -441,11 +463,12 @@ def _print_analysis(result: Any) -> None:
         table = Table(title=title)
         for col in ("rank", "model", "mean", "95% CI", "n", "→worst", "dropped"):
             table.add_column(col, justify="left" if col == "model" else "right", no_wrap=True)
-        for row in part.sort_values(["rank", "model"]).itertuples():
+        for row in part.sort_values(["rank", "model"], na_position="last").itertuples():
             trophy = " 🏆" if not pd.isna(row.winner) and bool(row.winner) else ""
+            rank = "excl." if pd.isna(row.rank) else f"{int(row.rank)}{trophy}"
+            ci = "-" if pd.isna(row.ci_low) else f"[{row.ci_low:.3f}, {row.ci_high:.3f}]"
             table.add_row(
-                f"{int(row.rank)}{trophy}", escape(str(row.model)), f"{row.mean:.3f}",
-                f"[{row.ci_low:.3f}, {row.ci_high:.3f}]", str(int(row.n)),
+                rank, escape(str(row.model)), f"{row.mean:.3f}", ci, str(int(row.n)),
                 str(int(row.n_set_worst)), str(int(row.n_dropped)),
             )  # fmt: skip
         out.print(table)
@@ -453,7 +476,8 @@ def _print_analysis(result: Any) -> None:
         f"🏆 = best mean or not significantly worse than it (one-sided Wilcoxon, Holm, "
         f"alpha {result.params['tests']['alpha']}); CIs: paired bootstrap, "
         f"{result.params['bootstrap']['resamples']} resamples, seed "
-        f"{result.params['bootstrap']['seed']}; policy {result.params['policy']}.",
+        f"{result.params['bootstrap']['seed']}; policy {result.params['policy']}; "
+        "excl. = trained on this dataset (model card), not ranked.",
         highlight=False,
     )
     for w in result.warnings:

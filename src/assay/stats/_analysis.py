@@ -12,6 +12,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import numpy as np
 import pandas as pd
 
 from assay.errors import InputError
@@ -79,6 +80,7 @@ def analyze(
     if part.empty:
         known = ", ".join(sorted(scores["metric"].unique())) or "none"
         raise InputError(f"No scores for metric {metric!r}; metrics present: {known}.")
+    part, n_capped = _cap_infinite(part, metric, worst_values)
     values, changes = apply_policy(part, policy=policy, worst_values=worst_values)
     if values.empty:
         raise InputError(f"No values left for metric {metric!r} under policy {policy!r}.")
@@ -122,9 +124,18 @@ def analyze(
     if groups:
         if metadata is None or metadata.empty:
             raise InputError("Subgroup analysis needs case metadata (import it with --metadata).")
-        subgroups, subgroup_tests = subgroup_analysis(
-            values, metadata, groups, min_size=min_group_size, correction=correction
-        )
+        parts = []
+        for dataset, vals in values.groupby("dataset", sort=True):
+            meta = metadata
+            if "dataset" in metadata.columns:  # one table for several datasets: ids per dataset
+                meta = metadata[metadata["dataset"] == dataset].drop(columns="dataset")
+            parts.append(
+                subgroup_analysis(
+                    vals, meta, groups, min_size=min_group_size, correction=correction
+                )
+            )
+        subgroups = pd.concat([g for g, _ in parts], ignore_index=True)
+        subgroup_tests = pd.concat([t for _, t in parts], ignore_index=True)
     consensus = pd.DataFrame()
     if values["dataset"].nunique() > 1:
         consensus = consensus_ranking(ranks)
@@ -139,6 +150,9 @@ def analyze(
         "metric": metric,
         "policy": policy,
         "worst_values": dict(worst_values or {}),
+        "infinite_values_capped": n_capped,
+        "infinite_values": "distances of +inf (empty prediction or reference) are set to the "
+        "metric's worst value (a cap such as the image diagonal) before any statistic",
         "aggregation": aggregation,
         "bootstrap": {
             "resamples": n_bootstrap,
@@ -248,3 +262,25 @@ def _contamination(
             )
     excluded = pd.DataFrame(sorted(set(pairs)), columns=["model", "dataset"])
     return values, changes, excluded, notes
+
+
+def _cap_infinite(
+    part: pd.DataFrame, metric: str, worst_values: Mapping[str, float] | None
+) -> tuple[pd.DataFrame, int]:
+    """Replace ±inf values (an empty mask's distances) by the metric's worst value.
+
+    Means, bootstrap, rank and rank-sum tests cannot treat +inf consistently, so a distance
+    metric with infinite values needs a finite cap (DESIGN §4: e.g. the image diagonal).
+    """
+    infinite = np.isinf(part["value"].to_numpy(dtype=np.float64))
+    n = int(infinite.sum())
+    if not n:
+        return part, 0
+    cap = (worst_values or {}).get(metric)
+    if cap is None or not np.isfinite(cap):
+        raise InputError(
+            f"Metric {metric!r} has {n} infinite value(s) (empty predictions or references); "
+            f"give it a finite worst value, e.g. --worst-value {metric}=500 (the image diagonal "
+            "in mm), so statistics can use it."
+        )
+    return part.assign(value=np.where(infinite, float(cap), part["value"])), n
