@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from assay.errors import InputError
-from assay.stats._policy import KEY_COLUMNS, check_scores
+from assay.stats._policy import KEY_COLUMNS, check_scores, check_unique
 
 __all__ = ["AVERAGE", "CONVENTIONS", "aggregate", "case_averages"]
 
@@ -35,13 +35,7 @@ def check_values(
             f"{what} has {int(v.isna().sum())} NaN or non-numeric value(s), e.g. {row}. "
             "Statistics never drop values silently: pass the output of apply_policy()."
         )
-    dup = values.duplicated(list(KEY_COLUMNS), keep=False)
-    if dup.any():
-        row = values.loc[dup, list(KEY_COLUMNS)].iloc[0].to_dict()
-        raise InputError(
-            f"{what} has rows sharing a key, e.g. {row}; keep one row per "
-            "(dataset, model, case_id, structure, metric)."
-        )
+    check_unique(values, what)
     if not allow_average and (values["structure"] == AVERAGE).any():
         raise InputError(
             f"{what} uses the reserved structure name {AVERAGE!r}; rename that structure."

@@ -18,9 +18,8 @@ import pandas as pd
 from scipy.special import ndtr, ndtri
 
 from assay.errors import InputError
+from assay.stats._aggregate import check_values as check_aggregate_values
 
-#: Columns every tidy ``values`` frame must have.
-VALUE_COLUMNS = ("dataset", "model", "case_id", "structure", "metric", "value")
 #: Columns that identify one statistical slice (one cases × models matrix).
 SLICE_KEYS = ("dataset", "structure", "metric")
 #: Below this many cases a bootstrap interval is flagged as unreliable.
@@ -48,38 +47,9 @@ class SliceMatrix:
 
 
 def check_values(values: pd.DataFrame) -> None:
-    """Validate a tidy ``values`` frame.
-
-    Raises
-    ------
-    InputError
-        If a column of :data:`VALUE_COLUMNS` is missing, a value is NaN (the missing-value
-        policy must have decided every row before statistics), or a (dataset, structure,
-        metric, model, case_id) appears twice.
-    """
-    missing = [c for c in VALUE_COLUMNS if c not in values.columns]
-    if missing:
-        raise InputError(
-            f"Values frame lacks columns {missing}: expected {list(VALUE_COLUMNS)}. "
-            "Pass the tidy per-case table produced by the missing-value policy."
-        )
-    nan_rows = values["value"].isna()
-    if nan_rows.any():
-        first = values.loc[nan_rows].iloc[0]
-        raise InputError(
-            f"{int(nan_rows.sum())} NaN value(s) in the values frame, first for model "
-            f"{first['model']!r}, case {first['case_id']!r}, structure {first['structure']!r}, "
-            f"metric {first['metric']!r}: expected every row to hold a number. Apply a "
-            "missing-value policy (worst, exclude or paper) before statistics."
-        )
-    keys = [*SLICE_KEYS, "model", "case_id"]
-    duplicated = values.duplicated(keys)
-    if duplicated.any():
-        first = values.loc[duplicated].iloc[0]
-        raise InputError(
-            f"Duplicate rows for {dict(first[keys])}: expected one value per (dataset, "
-            "structure, metric, model, case_id). Remove the duplicates before statistics."
-        )
+    """Validate a tidy ``values`` frame (the ``average`` structure allowed); see
+    :func:`assay.stats._aggregate.check_values`."""
+    check_aggregate_values(values, allow_average=True)
 
 
 def pivot_slice(frame: pd.DataFrame) -> tuple[list[str], list[str], np.ndarray]:

@@ -80,7 +80,7 @@ def check_scores(scores: pd.DataFrame, columns: tuple[str, ...], what: str) -> N
         )
 
 
-def _check_unique(scores: pd.DataFrame, what: str) -> None:
+def check_unique(scores: pd.DataFrame, what: str) -> None:
     dup = scores.duplicated(list(KEY_COLUMNS), keep=False)
     if dup.any():
         first = scores.loc[dup, list(KEY_COLUMNS)].iloc[0].to_dict()
@@ -174,7 +174,7 @@ def apply_policy(
             "scores uses the structure name 'average', which is reserved for the average row "
             "of aggregates; rename that structure."
         )
-    _check_unique(scores, "scores")
+    check_unique(scores, "scores")
 
     df = scores.loc[:, list(SCORE_COLUMNS)].copy()
     df["value"] = pd.to_numeric(df["value"], errors="raise").astype(np.float64)
