@@ -328,6 +328,7 @@ def analyze_command(
     ] = None,
 ) -> None:
     """Leaderboards with CIs, significance, winners, rank stability and subgroups."""
+    from assay.report._collect import load_metadata, load_scores
     from assay.stats import analyze, parse_group_spec
 
     with _fatal_errors():
@@ -336,25 +337,9 @@ def analyze_command(
         _choice("ci", ci, ("percentile", "bca"))
         _choice("correction", correction, ("bonferroni", "fdr_bh"))
         store = ResultStore(db, create=False)
-        parts = []
-        for name in dataset:
-            part = store.scores(dataset=name, profile=profile)
-            if part.empty:
-                raise InputError(f"No scores for dataset {name!r} in {store.url}; check --dataset.")
-            parts.append(part)
-        scores = pd.concat(parts, ignore_index=True)
-        runs = scores.groupby(["dataset", "model"])["run_id"].nunique()
-        if (runs > 1).any():
-            several = ", ".join(f"{m} on {d}" for d, m in runs[runs > 1].index)
-            raise InputError(f"{several}: several runs (profiles); pass --profile.")
+        scores = load_scores(store, dataset, profile)
         spec = dict(parse_group_spec(g) for g in groups or [])
-        metadata = (
-            pd.concat(
-                [store.metadata(name).assign(dataset=name) for name in dataset], ignore_index=True
-            )
-            if spec
-            else None
-        )
+        metadata = load_metadata(store, dataset) if spec else None
         worst = _worst_values(worst_value or [])
         training = _training_data(store, scores, models)
         result = analyze(
@@ -484,6 +469,147 @@ def _print_analysis(result: Any) -> None:
         out.print(f"[yellow]warning:[/] {escape(w)}")
 
 
+@app.command("report")
+def report_command(
+    dataset: Annotated[list[str], typer.Option(help="Dataset(s) to report (repeatable).")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for the site and bundle.")],
+    db: Annotated[str, typer.Option(help="SQLite file or SQLAlchemy URL.")] = "assay.db",
+    metric: Annotated[
+        list[str] | None, typer.Option(help="Metric(s) to report (default: dsc and nsd).")
+    ] = None,
+    profile: Annotated[str | None, typer.Option(help="Only runs of this profile.")] = None,
+    policy: Annotated[str, typer.Option(help="Missing values: worst, exclude, paper.")] = "worst",
+    aggregation: Annotated[
+        str, typer.Option(help="Average column convention: default, touchstone.")
+    ] = "default",
+    bootstrap: Annotated[int, typer.Option(min=100, help="Bootstrap resamples.")] = 2000,
+    seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
+    ci: Annotated[str, typer.Option(help="CI method: percentile, bca.")] = "percentile",
+    alpha: Annotated[float, typer.Option(help="Significance level.")] = 0.05,
+    groups: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--groups",
+            help="Subgroups: sex | age:decades | age:0,40,60,120 | name: QUERY (repeatable).",
+        ),
+    ] = None,
+    min_group_size: Annotated[int, typer.Option(help="Smallest group analysed.")] = 10,
+    correction: Annotated[str, typer.Option(help="Subgroup pairs: bonferroni, fdr_bh.")] = (
+        "bonferroni"
+    ),
+    models: Annotated[
+        Path | None,
+        typer.Option(help="Model cards YAML (organisation, links, training data)."),
+    ] = None,
+    dataset_card: Annotated[
+        list[Path] | None,
+        typer.Option(help="Dataset card YAML (name, version, licence, citation); repeatable."),
+    ] = None,
+    worst_value: Annotated[
+        list[str] | None,
+        typer.Option(help="Worst value METRIC=VALUE for missing cases and +inf, e.g. hd95=500."),
+    ] = None,
+    title: Annotated[str | None, typer.Option(help="Title of the site.")] = None,
+) -> None:
+    """Leaderboard Markdown, a self-contained HTML site, figures and a results bundle."""
+    from assay.datasets import load_dataset_card
+    from assay.stats import parse_group_spec
+
+    with _fatal_errors():
+        _choice("policy", policy, ("worst", "exclude", "paper"))
+        _choice("aggregation", aggregation, ("default", "touchstone"))
+        _choice("ci", ci, ("percentile", "bca"))
+        _choice("correction", correction, ("bonferroni", "fdr_bh"))
+        cards = dict(load_model_cards(models)) if models is not None else None
+        dataset_cards = {c.name: c for c in map(load_dataset_card, dataset_card or [])}
+        options = {
+            "metrics": list(metric or []), "policy": policy, "aggregation": aggregation,
+            "n_bootstrap": bootstrap, "seed": seed, "ci_method": ci, "alpha": alpha,
+            "worst_values": _worst_values(worst_value or []),
+            "groups": dict(parse_group_spec(g) for g in groups or []),
+            "min_group_size": min_group_size, "correction": correction,
+        }  # fmt: skip
+        store = ResultStore(db, create=False)
+        files = _build_report(
+            store, dataset, out_dir, options=options, profile=profile, cards=cards,
+            dataset_cards=dataset_cards, title=title,
+        )  # fmt: skip
+        _print_report_files(files)
+
+
+def _build_report(store: ResultStore, datasets: list[str], out_dir: Path, **kwargs: Any) -> Any:
+    """Analyse, print the leaderboards, and write the report folder (with progress)."""
+    from assay.report._build import build_report
+    from assay.report._collect import collect_report_data
+    from assay.scoring import software_versions
+
+    with _progress() as progress:
+        task = progress.add_task("analysing", total=None)
+        data, metadata = collect_report_data(
+            store, datasets, software=software_versions(),
+            on_metric=lambda m: progress.update(task, description=f"analysing {m}"),
+            **kwargs,
+        )  # fmt: skip
+        progress.update(task, description="analysed", total=1, completed=1)
+    for result in data.analyses.values():
+        _print_analysis(result)
+    with _progress() as progress:
+        task = progress.add_task("figures", total=None)
+        files = build_report(
+            data, out_dir, metadata=metadata,
+            on_figure=lambda name: progress.update(task, advance=1, description=name),
+        )  # fmt: skip
+        progress.update(task, description="figures", total=files.n_figures)
+    return files
+
+
+def _print_report_files(files: Any) -> None:
+    out.print(
+        escape(
+            f"site: {files.index} ({len(files.pages)} pages, {files.n_figures} figures; open "
+            f"it in a browser)\nleaderboard: {files.leaderboard}\nfigures (PDF, PNG): "
+            f"{files.figures}\nbundle: {files.bundle} (check it with: assay reanalyze "
+            f"{files.bundle})"
+        ),
+        highlight=False,
+    )
+
+
+@app.command("reanalyze")
+def reanalyze_command(
+    bundle: Annotated[Path, typer.Argument(help="A results bundle folder (results.json).")],
+    update: Annotated[
+        bool,
+        typer.Option(
+            "--update",
+            help="Rewrite results.json with the recomputed numbers (still reports changes).",
+        ),
+    ] = False,
+) -> None:
+    """Recompute every published number from the bundle's per-case scores; fail on drift."""
+    from assay.report import reanalyze
+
+    with _fatal_errors():
+        result = reanalyze(bundle, update=update)
+    for line in result.differences:
+        out.print(escape(line), highlight=False)
+    n = len(result.differences)
+    if not n:
+        out.print(
+            f"[green]reproduced[/]: {result.n_checked} numbers of "
+            f"{len(result.analyses)} metric(s) match {escape(str(bundle / 'results.json'))}."
+        )
+        return
+    if update:
+        out.print(f"[yellow]updated[/] results.json: {n} difference(s) above were rewritten.")
+        return
+    err.print(
+        f"[red]drift[/]: {n} difference(s) between the published numbers and a recomputation "
+        "from the per-case scores (see above). Nothing was rewritten; --update rewrites."
+    )
+    raise typer.Exit(1)
+
+
 @app.command("demo")
 def demo_command(
     out_dir: Annotated[
@@ -538,6 +664,46 @@ def demo_command(
             ),
             highlight=False,
         )
+        report = _demo_report(store, paths, out_dir / "report", profile=profile)
+        _print_report_files(report)
+
+
+def _demo_report(store: ResultStore, paths: Any, out_dir: Path, *, profile: str) -> Any:
+    """The full report of the synthetic benchmark: Dice, NSD and HD95, subgroups by sex."""
+    import numpy as np
+
+    from assay.datasets import DatasetCard
+    from assay.io import read_image
+    from assay.models import ModelCard
+    from assay.store import read_metadata
+    from assay.synthetic import MODELS
+
+    table, id_column = read_metadata(paths.metadata)
+    store.write_metadata("synthetic", table, id_column=id_column)
+    first = sorted(paths.reference.glob("*/ct.nii.gz"))[0]
+    image = read_image(first)
+    diagonal = float(np.linalg.norm(np.array(image.array.shape) * np.array(image.spacing_mm)))
+    cards = {
+        name: ModelCard(name=name, organisation="assay (simulated)", notes=description)
+        for name, description in MODELS.items()
+    }
+    card = DatasetCard(
+        name="synthetic",
+        version="assay demo",
+        description="Synthetic abdominal CT phantoms with nine organs (assay.synthetic).",
+        licence="CC0-1.0 (generated data)",
+        citation="assay synthetic benchmark, generated by `assay demo`",
+    )
+    options = {
+        "metrics": ["dsc", "nsd", "hd95"],
+        "worst_values": {"hd95": round(diagonal, 1)},
+        "groups": {"sex": "sex"},
+        "min_group_size": 2,
+    }
+    return _build_report(
+        store, ["synthetic"], out_dir, options=options, profile=profile, cards=cards,
+        dataset_cards={"synthetic": card}, title="assay demo: synthetic abdominal CT benchmark",
+    )  # fmt: skip
 
 
 def _print_structure_matrix(summary: pd.DataFrame) -> None:

@@ -3,9 +3,11 @@
 * :class:`LabelSchema` / :data:`DEFAULT_SCHEMA` — canonical structure names and synonyms;
 * :func:`read_label_map_spec` — label value -> structure from ``dataset.json``/YAML/JSON;
 * :func:`discover_cases` / :func:`detect_layout` — find cases in the ``structures`` or
-  ``labelmap`` layout, as :class:`StructureFiles` or :class:`LabelMapFile`.
+  ``labelmap`` layout, as :class:`StructureFiles` or :class:`LabelMapFile`;
+* :class:`DatasetCard` / :func:`load_dataset_card` — licence, citation and version.
 """
 
+from assay.datasets._card import DatasetCard, load_dataset_card
 from assay.datasets._layout import (
     LAYOUTS,
     CaseSource,
@@ -25,11 +27,13 @@ __all__ = [
     "DEFAULT_SCHEMA",
     "LAYOUTS",
     "CaseSource",
+    "DatasetCard",
     "LabelMapFile",
     "LabelSchema",
     "StructureFiles",
     "detect_layout",
     "discover_cases",
+    "load_dataset_card",
     "normalise_name",
     "read_label_map_spec",
 ]

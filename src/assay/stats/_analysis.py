@@ -21,7 +21,7 @@ from assay.stats._bootstrap import MIN_RELIABLE_N, bootstrap_ci, paired_bootstra
 from assay.stats._paired import pairwise_wilcoxon, winners
 from assay.stats._policy import apply_policy
 from assay.stats._ranking import consensus_ranking, rankings
-from assay.stats._stability import rank_stability
+from assay.stats._stability import rank_bootstrap
 from assay.stats._subgroups import GroupSpec, subgroup_analysis
 
 _SLICE = ["dataset", "model", "structure", "metric"]
@@ -29,7 +29,12 @@ _SLICE = ["dataset", "model", "structure", "metric"]
 
 @dataclass(frozen=True)
 class Analysis:
-    """Tidy results of :func:`analyze` (see each frame's columns in the README)."""
+    """Tidy results of :func:`analyze` (see each frame's columns in the README).
+
+    ``values`` are the per-case values the statistics used (after the policy and the
+    contamination rules, plus the per-case ``average`` rows); ``rank_counts`` and
+    ``tau_samples`` are the bootstrap distributions behind ``stability`` (for plots).
+    """
 
     params: dict[str, Any]
     changes: pd.DataFrame
@@ -42,6 +47,9 @@ class Analysis:
     subgroup_tests: pd.DataFrame = field(default_factory=pd.DataFrame)
     consensus: pd.DataFrame = field(default_factory=pd.DataFrame)
     warnings: tuple[str, ...] = ()
+    values: pd.DataFrame = field(default_factory=pd.DataFrame)
+    rank_counts: pd.DataFrame = field(default_factory=pd.DataFrame)
+    tau_samples: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 def analyze(
@@ -119,7 +127,9 @@ def analyze(
         extra = aggregate(tainted, convention=aggregation).assign(contaminated=True)
         extra = extra.merge(changes_all, on=_SLICE, how="left", validate="one_to_one")
         aggregates = pd.concat([aggregates, extra], ignore_index=True)
-    stability, tau = rank_stability(with_avg, n_resamples=n_bootstrap, seed=seed)
+    stability, tau, rank_counts, tau_samples = rank_bootstrap(
+        with_avg, n_resamples=n_bootstrap, seed=seed
+    )
     subgroups = subgroup_tests = pd.DataFrame()
     if groups:
         if metadata is None or metadata.empty:
@@ -199,6 +209,9 @@ def analyze(
         subgroup_tests=subgroup_tests,
         consensus=consensus,
         warnings=warns,
+        values=with_avg,
+        rank_counts=rank_counts,
+        tau_samples=tau_samples,
     )
 
 

@@ -120,10 +120,37 @@ def rank_stability(
         τ is NaN: fewer than two models or a constant ranking; excluded from the summary,
         which is NaN when no τ is defined).
     """
+    per_model, per_slice, _, _ = rank_bootstrap(
+        values, n_resamples=n_resamples, seed=seed, higher_is_better=higher_is_better
+    )
+    return per_model, per_slice
+
+
+def rank_bootstrap(
+    values: pd.DataFrame,
+    *,
+    n_resamples: int = 2000,
+    seed: int = 0,
+    higher_is_better: bool | Callable[[str], bool] = metric_higher_is_better,
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """:func:`rank_stability` plus the distributions behind it (for blob and violin plots).
+
+    Returns
+    -------
+    per_model, per_slice : as :func:`rank_stability`.
+    rank_counts : DataFrame
+        dataset, structure, metric, model, rank, count, frequency: how many resamples (and
+        which fraction of B) gave the model that rank; ranks never drawn are omitted.
+    tau_samples : DataFrame
+        dataset, structure, metric, resample, tau: Kendall's τ-b of every resample (NaN
+        where undefined).
+    """
     slices = list(iter_slices(values))
     boots = slice_bootstrap_means(slices, n_resamples=n_resamples, seed=seed)
     model_rows = []
     slice_rows = []
+    count_rows = []
+    tau_parts = []
     for piece, boot in zip(slices, boots, strict=True):
         metric = piece.key[2]
         hib = higher_is_better(metric) if callable(higher_is_better) else bool(higher_is_better)
@@ -151,7 +178,23 @@ def rank_stability(
                     "rank_ci_high": float(high[j]),
                 }
             )
+            drawn, count = np.unique(ranks[:, j], return_counts=True)
+            count_rows.extend(
+                (*piece.key, model, int(r), int(c), float(c / n_resamples))
+                for r, c in zip(drawn, count, strict=True)
+            )
         tau = kendall_tau_b(full, ranks)
+        tau_parts.append(
+            pd.DataFrame(
+                {
+                    "dataset": piece.key[0],
+                    "structure": piece.key[1],
+                    "metric": metric,
+                    "resample": np.arange(tau.size),
+                    "tau": tau,
+                }
+            )
+        )
         defined = tau[np.isfinite(tau)]
         if defined.size:
             summary = [float(defined.mean()), *map(float, np.percentile(defined, [50, 2.5, 97.5]))]
@@ -195,7 +238,11 @@ def rank_stability(
         "tau_q975",
         "n_tau_undefined",
     ]
+    count_columns = [*SLICE_KEYS, "model", "rank", "count", "frequency"]
+    tau_columns = [*SLICE_KEYS, "resample", "tau"]
     return (
         pd.DataFrame(model_rows, columns=model_columns),
         pd.DataFrame(slice_rows, columns=slice_columns),
+        pd.DataFrame(count_rows, columns=count_columns),
+        pd.concat(tau_parts, ignore_index=True) if tau_parts else pd.DataFrame(columns=tau_columns),
     )

@@ -1,0 +1,61 @@
+"""Build a whole report folder: leaderboard, site, figures and results bundle."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from assay.report._bundle import write_bundle
+from assay.report._data import ReportData
+from assay.report._leaderboard import leaderboard_markdown
+from assay.report._site import render_figures, write_site
+
+
+@dataclass(frozen=True)
+class ReportFiles:
+    """Where :func:`build_report` wrote things."""
+
+    index: Path
+    leaderboard: Path
+    bundle: Path
+    figures: Path
+    n_figures: int
+    pages: tuple[Path, ...]
+
+
+def build_report(
+    data: ReportData,
+    out_dir: str | Path,
+    *,
+    metadata: pd.DataFrame | None = None,
+    formats: tuple[str, ...] = ("svg", "pdf", "png"),
+    on_figure: Callable[[str], None] | None = None,
+) -> ReportFiles:
+    """Write ``leaderboard.md``, the HTML site, ``figures/`` and ``bundle/`` into ``out_dir``.
+
+    Layout::
+
+        out_dir/index.html, methods.html, ...   the site (opens from the file system)
+        out_dir/assets/, out_dir/svg/           its CSS/JS and SVG figures
+        out_dir/figures/*.pdf, *.png            the same figures for papers
+        out_dir/leaderboard.md                  Touchstone-style Markdown
+        out_dir/bundle/                         results.json + per-case scores
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    leaderboard = out / "leaderboard.md"
+    leaderboard.write_text(leaderboard_markdown(data), encoding="utf-8")
+    write_bundle(data, out / "bundle", metadata=metadata)
+    figures = render_figures(data, out, formats=formats, on_figure=on_figure)
+    pages = write_site(data, out, figures)
+    return ReportFiles(
+        index=out / "index.html",
+        leaderboard=leaderboard,
+        bundle=out / "bundle",
+        figures=out / "figures",
+        n_figures=len(figures),
+        pages=tuple(pages),
+    )

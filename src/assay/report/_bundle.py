@@ -1,0 +1,359 @@
+"""The results bundle and its re-verification (``assay reanalyze``).
+
+A bundle is a folder::
+
+    results.json      format, options, provenance (runs, cards, software, file checksums)
+                      and every published statistic, per metric
+    scores.parquet    the per-case scores the statistics started from (authoritative)
+    scores.csv        the same rows as CSV (floats written so they read back bit-exact)
+    metadata.csv      per-case metadata, when a subgroup analysis was run
+
+:func:`reanalyze` reads the per-case scores, recomputes every aggregate, CI, test, winner,
+rank, stability and subgroup number with the recorded options and seed, and lists every
+number that differs from ``results.json`` (and every per-case value on which the CSV and
+the Parquet file disagree).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from assay.errors import InputError
+from assay.report._data import ReportData
+from assay.stats import Analysis, analyze
+
+FORMAT = "assay-results"
+FORMAT_VERSION = 1
+
+#: Published frames of an :class:`~assay.stats.Analysis` and the columns that identify a row.
+FRAME_KEYS: dict[str, tuple[str, ...]] = {
+    "aggregates": ("dataset", "model", "structure", "metric", "contaminated"),
+    "pairwise": ("dataset", "structure", "metric", "model_a", "model_b"),
+    "rankings": ("dataset", "structure", "metric", "model"),
+    "stability": ("dataset", "structure", "metric", "model"),
+    "stability_tau": ("dataset", "structure", "metric"),
+    "consensus": ("structure", "metric", "model"),
+    "subgroups": ("dataset", "structure", "metric", "grouping", "group", "model"),
+    "subgroup_tests": (
+        "dataset",
+        "structure",
+        "metric",
+        "grouping",
+        "model",
+        "test",
+        "group_a",
+        "group_b",
+    ),
+    "changes": ("dataset", "model", "structure", "metric"),
+}
+
+#: Options of :func:`~assay.stats.analyze` a bundle records (plus ``metrics``).
+ANALYSIS_OPTIONS = (
+    "policy", "aggregation", "n_bootstrap", "seed", "ci_method", "alpha", "worst_values",
+    "groups", "min_group_size", "correction", "training_data",
+)  # fmt: skip
+
+#: Relative tolerance when comparing recomputed floats (recomputation is deterministic; this
+#: only absorbs the last-bit differences of summation order across library versions).
+RTOL = 1e-9
+ATOL = 1e-12
+
+SCORE_COLUMNS = ("dataset", "model", "case_id", "structure", "metric", "value", "status")
+
+
+@dataclass(frozen=True)
+class Reanalysis:
+    """Outcome of :func:`reanalyze`.
+
+    ``differences`` lists one line per drifted number (or per inconsistent input), naming
+    the frame, the row and the column, the published and the recomputed value; empty when
+    every number reproduces. ``analyses`` are the recomputed analyses.
+    """
+
+    differences: tuple[str, ...]
+    analyses: Mapping[str, Analysis]
+    n_checked: int
+
+    @property
+    def ok(self) -> bool:
+        return not self.differences
+
+
+def analysis_options(options: Mapping[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of :func:`~assay.stats.analyze` among ``options``."""
+    return {k: options[k] for k in ANALYSIS_OPTIONS if k in options}
+
+
+def write_bundle(
+    data: ReportData, out_dir: str | Path, *, metadata: pd.DataFrame | None = None
+) -> list[Path]:
+    """Write the results bundle of ``data`` into ``out_dir`` (created; files replaced).
+
+    ``data.options`` must hold ``metrics`` and the :data:`ANALYSIS_OPTIONS` the analyses
+    were computed with, so that :func:`reanalyze` can recompute them; ``metadata`` (with
+    ``case_id`` and, for several datasets, ``dataset``) is needed when subgroups were
+    analysed.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    scores = _score_table(data.scores)
+    files = [out / "scores.parquet", out / "scores.csv"]
+    scores.to_parquet(files[0], index=False)
+    scores.to_csv(files[1], index=False, float_format=None)
+    if metadata is not None and not metadata.empty:
+        metadata.to_csv(out / "metadata.csv", index=False)
+        files.append(out / "metadata.csv")
+    results = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "title": data.title,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "options": _jsonable(dict(data.options)),
+        "provenance": {
+            "software": dict(data.software),
+            "files": {p.name: _sha256(p) for p in files},
+            "runs": _records(data.runs) if not data.runs.empty else [],
+            "datasets": {k: v.as_dict() for k, v in data.datasets.items()},
+            "models": {k: v.as_dict() for k, v in data.cards.items()},
+            "speed": _records(data.speed),
+        },
+        "analysis": {m: _analysis_json(a) for m, a in data.analyses.items()},
+    }
+    path = out / "results.json"
+    path.write_text(json.dumps(results, indent=1, allow_nan=False, ensure_ascii=False) + "\n")
+    return [path, *files]
+
+
+def reanalyze(bundle_dir: str | Path, *, update: bool = False) -> Reanalysis:
+    """Recompute every published number of a bundle from its per-case scores.
+
+    Parameters
+    ----------
+    bundle_dir : a folder written by :func:`write_bundle`.
+    update : rewrite ``results.json`` with the recomputed numbers and the new file
+        checksums (the differences are still returned). Never done otherwise.
+
+    Returns
+    -------
+    Reanalysis
+        Its ``differences`` name each number that drifted, e.g. ``dsc aggregates
+        [toy, alpha, liver, dsc]: mean published 0.912 recomputed 0.905``; also each
+        per-case value where ``scores.csv`` and ``scores.parquet`` disagree, and each file
+        whose checksum changed.
+    """
+    folder = Path(bundle_dir)
+    results = _read_results(folder)
+    scores = _read_scores(folder)
+    diffs: list[str] = []
+    recorded = results.get("provenance", {}).get("files", {})
+    for name, digest in recorded.items():
+        path = folder / name
+        if not path.is_file():
+            diffs.append(f"{name}: listed in results.json but missing from the bundle")
+        elif _sha256(path) != digest:
+            diffs.append(f"{name}: checksum differs from results.json (the file was edited)")
+    diffs += _csv_vs_parquet(folder, scores)
+    options = results.get("options", {})
+    metrics = options.get("metrics") or sorted(results.get("analysis", {}))
+    metadata = None
+    if (folder / "metadata.csv").is_file():
+        metadata = pd.read_csv(folder / "metadata.csv", dtype={"case_id": str})
+    kwargs = analysis_options(options)
+    analyses = {}
+    n_checked = 0
+    for metric in metrics:
+        fresh = analyze(scores, metric=metric, metadata=metadata, **kwargs)
+        analyses[metric] = fresh
+        published = results.get("analysis", {}).get(metric)
+        if published is None:
+            diffs.append(f"{metric}: not in results.json (nothing published for it)")
+            continue
+        for frame, keys in FRAME_KEYS.items():
+            old = pd.DataFrame(published.get(frame, []))
+            new = pd.DataFrame(_records(getattr(fresh, frame)))
+            found, checked = _compare(old, new, keys, f"{metric} {frame}")
+            diffs += found
+            n_checked += checked
+    if update:
+        results["analysis"] = {m: _analysis_json(a) for m, a in analyses.items()}
+        results["provenance"]["files"] = {
+            name: _sha256(folder / name) for name in recorded if (folder / name).is_file()
+        }
+        results["updated"] = datetime.now(UTC).isoformat(timespec="seconds")
+        (folder / "results.json").write_text(
+            json.dumps(results, indent=1, allow_nan=False, ensure_ascii=False) + "\n"
+        )
+    return Reanalysis(differences=tuple(diffs), analyses=analyses, n_checked=n_checked)
+
+
+def _read_results(folder: Path) -> dict[str, Any]:
+    path = folder / "results.json"
+    try:
+        results = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError(
+            f"Cannot read {path}: {exc}. Pass the bundle folder written by 'assay report'."
+        ) from exc
+    if not isinstance(results, dict) or results.get("format") != FORMAT:
+        raise InputError(f"{path} is not an assay results bundle (format {FORMAT!r} expected).")
+    if results.get("format_version", 0) > FORMAT_VERSION:
+        raise InputError(
+            f"{path} has format version {results['format_version']}; this assay reads up to "
+            f"{FORMAT_VERSION}. Upgrade assay."
+        )
+    return results
+
+
+def _read_scores(folder: Path) -> pd.DataFrame:
+    path = folder / "scores.parquet"
+    try:
+        scores = pd.read_parquet(path)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"Cannot read {path}: {exc}. The bundle is incomplete.") from exc
+    missing = [c for c in SCORE_COLUMNS if c not in scores.columns]
+    if missing:
+        raise InputError(f"{path} lacks column(s) {', '.join(missing)}.")
+    return scores
+
+
+def _score_table(scores: pd.DataFrame) -> pd.DataFrame:
+    keep = [c for c in ("run_id", *SCORE_COLUMNS, "message", "profile") if c in scores.columns]
+    table = scores[keep].sort_values(["dataset", "model", "metric", "structure", "case_id"])
+    return table.reset_index(drop=True)
+
+
+def _csv_vs_parquet(folder: Path, scores: pd.DataFrame) -> list[str]:
+    """Per-case values on which ``scores.csv`` disagrees with ``scores.parquet``."""
+    path = folder / "scores.csv"
+    if not path.is_file():
+        return []
+    try:
+        csv = pd.read_csv(path, dtype={"case_id": str, "model": str, "dataset": str})
+    except (OSError, ValueError) as exc:
+        return [f"scores.csv: unreadable ({exc})"]
+    key = ["dataset", "model", "case_id", "structure", "metric"]
+    if any(c not in csv.columns for c in [*key, "value", "status"]):
+        return ["scores.csv: columns differ from scores.parquet"]
+    both = scores[[*key, "value", "status"]].merge(
+        csv[[*key, "value", "status"]], on=key, how="outer", suffixes=("_pq", "_csv"),
+        indicator="side",
+    )  # fmt: skip
+    out = []
+    for row in both.itertuples(index=False):
+        where = f"[{row.dataset}, {row.model}, {row.case_id}, {row.structure}, {row.metric}]"
+        if row.side != "both":
+            side = "scores.parquet" if row.side == "left_only" else "scores.csv"
+            out.append(f"scores {where}: only in {side}")
+        elif not _same(row.value_pq, row.value_csv) or row.status_pq != row.status_csv:
+            out.append(
+                f"scores {where}: value scores.parquet {row.value_pq!r} ({row.status_pq}) vs "
+                f"scores.csv {row.value_csv!r} ({row.status_csv})"
+            )
+    return out
+
+
+def _compare(
+    old: pd.DataFrame, new: pd.DataFrame, keys: tuple[str, ...], label: str
+) -> tuple[list[str], int]:
+    """Differences between a published and a recomputed frame, keyed by ``keys``."""
+    if old.empty and new.empty:
+        return [], 0
+    keys = tuple(k for k in keys if k in old.columns or k in new.columns)
+    for frame in (old, new):
+        for k in keys:
+            if k not in frame.columns:
+                frame[k] = None
+    old_idx = {_key(r, keys): r for r in old.to_dict(orient="records")}
+    new_idx = {_key(r, keys): r for r in new.to_dict(orient="records")}
+    diffs = []
+    checked = 0
+    for k in sorted(set(old_idx) | set(new_idx), key=str):
+        where = f"{label} [{', '.join(str(x) for x in k if x is not None and x is not False)}]"
+        if k not in new_idx:
+            diffs.append(f"{where}: published but not recomputed")
+            continue
+        if k not in old_idx:
+            diffs.append(f"{where}: recomputed but not published")
+            continue
+        a, b = old_idx[k], new_idx[k]
+        for col in sorted(set(a) | set(b)):
+            if col in keys:
+                continue
+            checked += 1
+            if not _same(a.get(col), b.get(col)):
+                diffs.append(f"{where}: {col} published {a.get(col)!r} recomputed {b.get(col)!r}")
+    return diffs, checked
+
+
+def _key(record: Mapping[str, Any], keys: tuple[str, ...]) -> tuple[Any, ...]:
+    return tuple(_plain(record.get(k)) for k in keys)
+
+
+def _same(a: Any, b: Any) -> bool:
+    a, b = _plain(a), _plain(b)
+    if a is None or b is None:
+        return a is None and b is None
+    if isinstance(a, bool) or isinstance(b, bool):
+        return bool(a) == bool(b) and type(a) is type(b)
+    if isinstance(a, int | float) and isinstance(b, int | float):
+        if math.isinf(a) or math.isinf(b):
+            return a == b
+        return math.isclose(a, b, rel_tol=RTOL, abs_tol=ATOL)
+    return a == b
+
+
+def _plain(v: Any) -> Any:
+    """JSON-comparable scalar: NaN/NA/NaT -> None, numpy scalars -> Python."""
+    if isinstance(v, np.generic):
+        v = v.item()
+    if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)):
+        return None
+    return v
+
+
+def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    return [
+        {str(k): _jsonable(v) for k, v in rec.items()} for rec in frame.to_dict(orient="records")
+    ]
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, Mapping):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, list | tuple | set | frozenset):
+        items = sorted(v, key=str) if isinstance(v, set | frozenset) else v
+        return [_jsonable(x) for x in items]
+    v = _plain(v)
+    if isinstance(v, float) and math.isinf(v):
+        return "inf" if v > 0 else "-inf"
+    if isinstance(v, str | int | float | bool) or v is None:
+        return v
+    return str(v)
+
+
+def _analysis_json(analysis: Analysis) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "params": _jsonable(analysis.params),
+        "warnings": list(analysis.warnings),
+    }
+    for frame in FRAME_KEYS:
+        out[frame] = _records(getattr(analysis, frame))
+    return out
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

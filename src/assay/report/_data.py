@@ -1,0 +1,58 @@
+"""Everything a report shows, gathered in one object (built by the CLI or the Python API)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from assay.datasets import DatasetCard
+from assay.models import ModelCard
+from assay.stats import Analysis
+
+#: Columns of :attr:`ReportData.speed` (inference speed, Touchstone's cm³/s).
+SPEED_COLUMNS = ("dataset", "model", "n_cases", "seconds", "volume_cm3", "cm3_per_s")
+
+
+@dataclass(frozen=True)
+class ReportData:
+    """The inputs of a report.
+
+    Attributes
+    ----------
+    title : page and document title.
+    analyses : metric -> :class:`~assay.stats.Analysis` over every reported dataset.
+    scores : the raw per-case rows (run_id, dataset, model, case_id, structure, metric,
+        value, status, message, profile) the analyses started from.
+    cards : model name (as in ``scores``) -> model card; models without a card have none.
+    datasets : dataset name -> dataset card (licence, citation); may be empty.
+    runs : one row per run: run_id, dataset, model, profile, manifest (dict).
+    speed : inference speed per (dataset, model), columns :data:`SPEED_COLUMNS`; empty when
+        no run recorded inference timing.
+    options : the analysis options as given (metric list, policy, bootstrap, ...).
+    software : package versions of the machine that built the report.
+    """
+
+    title: str
+    analyses: Mapping[str, Analysis]
+    scores: pd.DataFrame
+    cards: Mapping[str, ModelCard] = field(default_factory=dict)
+    datasets: Mapping[str, DatasetCard] = field(default_factory=dict)
+    runs: pd.DataFrame = field(default_factory=pd.DataFrame)
+    speed: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(SPEED_COLUMNS)))
+    options: Mapping[str, Any] = field(default_factory=dict)
+    software: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def dataset_names(self) -> list[str]:
+        """Datasets in the report, sorted."""
+        return sorted({d for a in self.analyses.values() for d in a.aggregates["dataset"]})
+
+    def model_order(self, metric: str, dataset: str, structure: str = "average") -> list[str]:
+        """Models by rank on (dataset, structure) for ``metric`` (unranked last), then name."""
+        agg = self.analyses[metric].aggregates
+        part = agg[(agg["dataset"] == dataset) & (agg["structure"] == structure)]
+        part = part.sort_values(["rank", "model"], na_position="last")
+        return [str(m) for m in part["model"]]

@@ -1,0 +1,304 @@
+"""Reports (DESIGN.md §5): leaderboard.md, the results bundle and ``assay reanalyze``.
+
+The leaderboard is a snapshot of a fixed toy benchmark (``report_inputs``): regenerate it
+with ``ASSAY_UPDATE_SNAPSHOTS=1 python -m pytest tests/test_report.py`` after a deliberate
+change, and review the diff. Every number in it is also checked against the analysis it
+formats, so a snapshot cannot silently bless a wrong number.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from report_inputs import MODELS, make_metadata, make_report_data
+from rich.console import Console
+from typer.testing import CliRunner
+
+from assay import cli
+from assay.datasets import load_dataset_card
+from assay.errors import InputError
+from assay.report import leaderboard_markdown, reanalyze, write_bundle
+from assay.report._collect import cards_from_runs, collect_report_data, speed_from_runs
+from assay.scoring import CaseRecord, ScoreRow
+from assay.store import ResultStore
+
+SNAPSHOTS = Path(__file__).parent / "snapshots"
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def data():
+    return make_report_data()
+
+
+@pytest.fixture(autouse=True)
+def wide_console(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cli, "out", Console(width=1000))
+    monkeypatch.setattr(cli, "err", Console(width=1000, stderr=True))
+
+
+@pytest.fixture
+def bundle(tmp_path, data) -> Path:
+    write_bundle(data, tmp_path / "bundle", metadata=make_metadata())
+    return tmp_path / "bundle"
+
+
+# -- leaderboard.md --------------------------------------------------------------------------
+
+
+def test_leaderboard_matches_snapshot(data):
+    text = leaderboard_markdown(data)
+    path = SNAPSHOTS / "leaderboard_toy.md"
+    if os.environ.get("ASSAY_UPDATE_SNAPSHOTS"):
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    assert text == path.read_text(encoding="utf-8")
+
+
+def _overall_rows(text: str, metric: str) -> list[list[str]]:
+    section = text.split(f"### {metric.upper()}\n")[1].split("<details>")[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ")][1:]
+    return [[c.strip() for c in r.strip("|").split("|")] for r in rows]
+
+
+@pytest.mark.parametrize("metric", ["dsc", "nsd"])
+def test_leaderboard_rows_are_the_analysis_numbers(data, metric):
+    """Rank order, 🏆 exactly on the winners, mean ± SD and CI in percent to one decimal."""
+    agg = data.analyses[metric].aggregates
+    avg = agg[agg["structure"] == "average"].sort_values("rank").reset_index(drop=True)
+    rows = _overall_rows(leaderboard_markdown(data), metric)
+    assert len(rows) == len(MODELS)
+    for row, ref in zip(rows, avg.itertuples(), strict=True):
+        rank, model, org, value, paper, code = row
+        assert model == ref.model
+        assert rank == ("🏆 " if ref.winner else "") + str(int(ref.rank))
+        expected = (
+            f"{100 * ref.mean:.1f} ± {100 * ref.sd:.1f} "
+            f"[{100 * ref.ci_low:.1f}, {100 * ref.ci_high:.1f}]"
+        )
+        assert value == expected
+        card = data.cards[model]
+        assert org == card.organisation
+        assert paper == f"[paper]({card.paper})" and code == f"[code]({card.code})"
+    # the toy benchmark's construction: alpha best, delta (one missing case, 0.6) last
+    assert rows[0][1] == "alpha" and rows[-1][1] == "delta"
+    assert rows[0][0].startswith("🏆")
+
+
+def test_leaderboard_structure_tables_show_top_five_and_every_winner(data):
+    text = leaderboard_markdown(data)
+    for structure in ("liver", "spleen", "pancreas"):
+        assert f"<summary>{structure}</summary>" in text
+    n_trophies = text.count("🏆 ")
+    agg = pd.concat([a.aggregates for a in data.analyses.values()])
+    # one trophy per winner row (overall + per structure) plus the one in the preamble
+    assert n_trophies == int(agg["winner"].eq(True).sum()) + 1
+
+
+def test_leaderboard_marks_contaminated_models_excluded():
+    data = make_report_data()
+    scores = data.scores
+    from assay.stats import analyze
+
+    tainted = analyze(scores, metric="dsc", n_bootstrap=100, training_data={"beta": ["toy"]})
+    text = leaderboard_markdown(
+        type(data)(title="t", analyses={"dsc": tainted}, scores=scores, cards=data.cards)
+    )
+    rows = _overall_rows(text, "dsc")
+    beta = next(r for r in rows if r[1] == "beta")
+    assert beta[0] == "excl."
+    assert [r[0] for r in rows if r[1] != "beta"] == ["🏆 1", "2", "3"]
+
+
+# -- bundle and reanalyze --------------------------------------------------------------------
+
+
+def test_bundle_contents(bundle, data):
+    results = json.loads((bundle / "results.json").read_text())
+    assert results["format"] == "assay-results"
+    assert results["options"]["seed"] == 0 and results["options"]["n_bootstrap"] == 200
+    assert set(results["analysis"]) == {"dsc", "nsd"}
+    assert len(results["analysis"]["dsc"]["aggregates"]) == len(data.analyses["dsc"].aggregates)
+    assert results["provenance"]["datasets"]["toy"]["licence"] == "CC0-1.0"
+    assert results["provenance"]["models"]["alpha"]["code"] == "https://github.com/example/alpha"
+    pq = pd.read_parquet(bundle / "scores.parquet")
+    csv = pd.read_csv(bundle / "scores.csv", dtype={"case_id": str})
+    assert len(pq) == len(csv) == len(data.scores)
+    # the CSV floats read back bit-exact (pandas writes repr-precision floats)
+    np.testing.assert_array_equal(pq["value"].to_numpy(), csv["value"].to_numpy())
+    for name, digest in results["provenance"]["files"].items():
+        assert len(digest) == 64 and (bundle / name).is_file()
+
+
+def test_reanalyze_fresh_bundle_reproduces_every_number(bundle):
+    result = reanalyze(bundle)
+    assert result.ok, result.differences[:5]
+    assert result.n_checked > 2000  # every column of every published row was compared
+    assert set(result.analyses) == {"dsc", "nsd"}
+
+
+def _edit(frame: pd.DataFrame, value: float) -> tuple[pd.DataFrame, float]:
+    hit = (
+        (frame["model"] == "beta")
+        & (frame["case_id"] == "case_005")
+        & (frame["structure"] == "liver")
+        & (frame["metric"] == "dsc")
+    )
+    old = float(frame.loc[hit, "value"].iloc[0])
+    frame.loc[hit, "value"] = value
+    return frame, old
+
+
+def test_reanalyze_names_an_edited_csv_value(bundle):
+    csv = pd.read_csv(bundle / "scores.csv", dtype={"case_id": str})
+    csv, old = _edit(csv, 0.5)
+    csv.to_csv(bundle / "scores.csv", index=False)
+    result = reanalyze(bundle)
+    assert not result.ok
+    text = "\n".join(result.differences)
+    assert "scores.csv: checksum differs" in text
+    assert f"[toy, beta, case_005, liver, dsc]: value scores.parquet {old!r}" in text
+    assert "scores.csv 0.5" in text
+
+
+def test_reanalyze_names_the_drifted_numbers_of_an_edited_parquet_value(bundle):
+    pq = pd.read_parquet(bundle / "scores.parquet")
+    pq, old = _edit(pq, 0.1)
+    pq.to_parquet(bundle / "scores.parquet", index=False)
+    before = json.loads((bundle / "results.json").read_text())
+    result = reanalyze(bundle)
+    text = "\n".join(result.differences)
+    # beta's liver mean moves by (0.1 - old) / 24 cases: named with both values
+    published = next(
+        r["mean"]
+        for r in before["analysis"]["dsc"]["aggregates"]
+        if r["model"] == "beta" and r["structure"] == "liver"
+    )
+    line = next(d for d in result.differences if d.startswith("dsc aggregates [toy, beta, liver"))
+    assert "mean" in text
+    mean_line = next(
+        d
+        for d in result.differences
+        if d.startswith("dsc aggregates [toy, beta, liver, dsc]: mean ")
+    )
+    recomputed = float(re.search(r"recomputed (\S+)$", mean_line).group(1))
+    assert recomputed == pytest.approx(published + (0.1 - old) / 24, rel=1e-12)
+    assert line
+    # nothing was rewritten
+    assert json.loads((bundle / "results.json").read_text()) == before
+
+
+def test_reanalyze_update_rewrites_and_then_reproduces(bundle):
+    pq = pd.read_parquet(bundle / "scores.parquet")
+    pq, _ = _edit(pq, 0.1)
+    pq.to_parquet(bundle / "scores.parquet", index=False)
+    pq.to_csv(bundle / "scores.csv", index=False)
+    first = reanalyze(bundle, update=True)
+    assert not first.ok  # it still reports what changed
+    assert reanalyze(bundle).ok
+
+
+def test_reanalyze_rejects_a_folder_that_is_not_a_bundle(tmp_path):
+    (tmp_path / "results.json").write_text("{}")
+    with pytest.raises(InputError, match="not an assay results bundle"):
+        reanalyze(tmp_path)
+    with pytest.raises(InputError, match="Cannot read"):
+        reanalyze(tmp_path / "nowhere")
+
+
+def test_reanalyze_cli_exit_codes(bundle):
+    ok = runner.invoke(cli.app, ["reanalyze", str(bundle)])
+    assert ok.exit_code == 0, ok.output
+    assert "reproduced" in ok.output
+    pq = pd.read_parquet(bundle / "scores.parquet")
+    pq, _ = _edit(pq, 0.1)
+    pq.to_parquet(bundle / "scores.parquet", index=False)
+    before = (bundle / "results.json").read_bytes()
+    bad = runner.invoke(cli.app, ["reanalyze", str(bundle)])
+    assert bad.exit_code == 1
+    assert "dsc aggregates [toy, beta, liver, dsc]: mean published" in bad.output
+    assert (bundle / "results.json").read_bytes() == before
+    fixed = runner.invoke(cli.app, ["reanalyze", str(bundle), "--update"])
+    assert fixed.exit_code == 0 and "updated" in fixed.output
+    missing = runner.invoke(cli.app, ["reanalyze", str(bundle / "nope")])
+    assert missing.exit_code == 2
+
+
+# -- collecting from the store ---------------------------------------------------------------
+
+
+def _store_with_toy(path: Path) -> ResultStore:
+    """The toy scores written as real runs (with cards and inference timing in manifests)."""
+    data = make_report_data()
+    store = ResultStore(path)
+    for model, part in data.scores.groupby("model"):
+        run_id = f"run-{model}"
+        manifest = {
+            "model": data.cards[str(model)].as_dict(),
+            "inference": {"seconds": 10.0, "volume_cm3": 2500.0, "n_cases": 24},
+        }
+        store.ensure_run(run_id, dataset="toy", model=str(model), profile="default",
+                         manifest=manifest)  # fmt: skip
+        records = [
+            CaseRecord(
+                case_id=str(case),
+                status="ok",
+                seconds=0.1,
+                rows=tuple(
+                    ScoreRow(r.structure, r.metric, float(r.value), r.status)
+                    for r in rows.itertuples()
+                ),
+            )
+            for case, rows in part.groupby("case_id")
+        ]
+        store.write_cases(run_id, "toy", str(model), records)
+    meta = make_metadata().drop(columns="dataset")
+    store.write_metadata("toy", meta, id_column="case_id")
+    return store
+
+
+def test_collect_report_data_from_a_store(tmp_path):
+    store = _store_with_toy(tmp_path / "a.db")
+    data, metadata = collect_report_data(
+        store, ["toy"], options={"n_bootstrap": 100, "groups": {"sex": "sex"},
+                                 "min_group_size": 5},
+    )  # fmt: skip
+    assert set(data.analyses) == {"dsc", "nsd"}
+    assert data.options["policy"] == "worst" and data.options["n_bootstrap"] == 100
+    assert data.cards["alpha"].organisation == "Alpha Lab"
+    assert metadata is not None and set(metadata["sex"]) == {"F", "M"}
+    assert not data.analyses["dsc"].subgroups.empty
+    speed = data.speed.set_index("model")
+    assert speed.loc["alpha", "cm3_per_s"] == pytest.approx(250.0)  # 2500 cm³ / 10 s
+    with pytest.raises(InputError, match="No scores for metric"):
+        collect_report_data(store, ["toy"], options={"metrics": ["hd95"]})
+    with pytest.raises(InputError, match="No scores for dataset"):
+        collect_report_data(store, ["other"], options={})
+
+
+def test_cards_and_speed_from_runs_without_records():
+    runs = pd.DataFrame(
+        {"run_id": ["r"], "dataset": ["d"], "model": ["m"], "profile": ["p"], "manifest": [{}]}
+    )
+    assert cards_from_runs(runs)["m"].organisation is None
+    assert speed_from_runs(runs).empty
+
+
+def test_dataset_card(tmp_path):
+    path = tmp_path / "d.yaml"
+    path.write_text("name: toy\nlicence: CC0-1.0\ncitation: Toy 2026\n")
+    card = load_dataset_card(path)
+    assert (card.name, card.licence, card.citation, card.version) == (
+        "toy", "CC0-1.0", "Toy 2026", None,
+    )  # fmt: skip
+    path.write_text("name: toy\nlicense: CC0\n")
+    with pytest.raises(InputError, match="Unknown field.*license.*known: name"):
+        load_dataset_card(path)
+    example = Path(__file__).parents[1] / "examples" / "touchstone_dataset.yaml"
+    assert "CC BY-NC-ND 4.0" in (load_dataset_card(example).licence or "")
