@@ -298,7 +298,7 @@ def test_dataset_card(tmp_path):
         "toy", "CC0-1.0", "Toy 2026", None,
     )  # fmt: skip
     path.write_text("name: toy\nlicense: CC0\n")
-    with pytest.raises(InputError, match="Unknown field.*license.*known: name"):
+    with pytest.raises(InputError, match=r"Unknown field.*license.*known: name"):
         load_dataset_card(path)
     example = Path(__file__).parents[1] / "examples" / "touchstone_dataset.yaml"
     assert "CC BY-NC-ND 4.0" in (load_dataset_card(example).licence or "")

@@ -510,6 +510,7 @@ def report_command(
         typer.Option(help="Worst value METRIC=VALUE for missing cases and +inf, e.g. hd95=500."),
     ] = None,
     title: Annotated[str | None, typer.Option(help="Title of the site.")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Processes drawing figures.")] = 2,
 ) -> None:
     """Leaderboard Markdown, a self-contained HTML site, figures and a results bundle."""
     from assay.datasets import load_dataset_card
@@ -532,12 +533,14 @@ def report_command(
         store = ResultStore(db, create=False)
         files = _build_report(
             store, dataset, out_dir, options=options, profile=profile, cards=cards,
-            dataset_cards=dataset_cards, title=title,
+            dataset_cards=dataset_cards, title=title, workers=workers,
         )  # fmt: skip
         _print_report_files(files)
 
 
-def _build_report(store: ResultStore, datasets: list[str], out_dir: Path, **kwargs: Any) -> Any:
+def _build_report(
+    store: ResultStore, datasets: list[str], out_dir: Path, *, workers: int = 1, **kwargs: Any
+) -> Any:
     """Analyse, print the leaderboards, and write the report folder (with progress)."""
     from assay.report._build import build_report
     from assay.report._collect import collect_report_data
@@ -556,7 +559,7 @@ def _build_report(store: ResultStore, datasets: list[str], out_dir: Path, **kwar
     with _progress() as progress:
         task = progress.add_task("figures", total=None)
         files = build_report(
-            data, out_dir, metadata=metadata,
+            data, out_dir, metadata=metadata, workers=workers,
             on_figure=lambda name: progress.update(task, advance=1, description=name),
         )  # fmt: skip
         progress.update(task, description="figures", total=files.n_figures)
@@ -664,11 +667,15 @@ def demo_command(
             ),
             highlight=False,
         )
-        report = _demo_report(store, paths, out_dir / "report", profile=profile)
+        report = _demo_report(
+            store, paths, out_dir / "report", profile=profile, workers=max(workers, 2)
+        )
         _print_report_files(report)
 
 
-def _demo_report(store: ResultStore, paths: Any, out_dir: Path, *, profile: str) -> Any:
+def _demo_report(
+    store: ResultStore, paths: Any, out_dir: Path, *, profile: str, workers: int
+) -> Any:
     """The full report of the synthetic benchmark: Dice, NSD and HD95, subgroups by sex."""
     import numpy as np
 
@@ -703,6 +710,7 @@ def _demo_report(store: ResultStore, paths: Any, out_dir: Path, *, profile: str)
     return _build_report(
         store, ["synthetic"], out_dir, options=options, profile=profile, cards=cards,
         dataset_cards={"synthetic": card}, title="assay demo: synthetic abdominal CT benchmark",
+        workers=workers,
     )  # fmt: skip
 
 

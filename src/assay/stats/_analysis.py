@@ -135,7 +135,7 @@ def analyze(
         if metadata is None or metadata.empty:
             raise InputError("Subgroup analysis needs case metadata (import it with --metadata).")
         parts = []
-        for dataset, vals in values.groupby("dataset", sort=True):
+        for dataset, vals in with_avg.groupby("dataset", sort=True):
             meta = metadata
             if "dataset" in metadata.columns:  # one table for several datasets: ids per dataset
                 meta = metadata[metadata["dataset"] == dataset].drop(columns="dataset")

@@ -1,0 +1,728 @@
+"""Report figures (DESIGN.md §5): one tidy slice in, one :class:`matplotlib.figure.Figure` out.
+
+Every figure has a pure data-preparation companion that returns exactly what gets drawn
+(:func:`heatmap_cells`, :func:`case_points`, :func:`blob_points`, :func:`robustness_ranks`,
+:func:`subgroup_points` and :func:`subgroup_marks`, :func:`speed_bars`), so tests check data,
+not pixels. Figures are built on :class:`~matplotlib.figure.Figure` directly (never pyplot: no
+global state, safe under any backend) with the colour-blind-safe Okabe–Ito palette and the
+viridis colour map. Models are placed in the given ``order`` (rank order); models of ``order``
+absent from a frame are skipped. Markers that tests count carry the gid ``"significant"``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib as mpl
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.colors import ListedColormap, LogNorm
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from assay.errors import InputError
+from assay.stats import higher_is_better_for
+
+__all__ = [
+    "SCHEMES",
+    "blob_points",
+    "case_distribution",
+    "case_points",
+    "heatmap_cells",
+    "rank_blobs",
+    "ranking_robustness",
+    "robustness_ranks",
+    "save_figure",
+    "significance_heatmap",
+    "speed_bars",
+    "speed_plot",
+    "subgroup_marks",
+    "subgroup_plot",
+    "subgroup_points",
+    "tau_violin",
+]
+
+#: Okabe & Ito (2008) colour-blind-safe palette (black omitted: it is used for annotations).
+OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442")
+MARKERS = ("o", "s", "^", "D", "v", "P", "X")
+GREY = "#d9d9d9"
+SIGNIFICANT = "significant"  # gid of every significance marker
+JITTER_SEED = 0
+JITTER_WIDTH = 0.36  # total width of the horizontal jitter of case points, in model slots
+RASTERIZE_ABOVE = 5_000  # rasterize the points layer above this many points
+MAX_BLOB_AREA = 600.0  # marker area (pt²) of a blob with frequency 1
+P_FLOOR = 1e-4  # lower end of the p-value colour scale
+#: Ranking schemes (label, column of the ``rankings`` frame), DESIGN.md §4.
+SCHEMES = (
+    ("aggregate-then-rank", "rank_by_mean"),
+    ("rank-then-aggregate", "rank_by_case_rank"),
+    ("test-then-rank", "rank_by_tests"),
+)
+_SAVE_FORMATS = ("svg", "pdf", "png")
+_METADATA = {"svg": {"Date": None}, "pdf": {"CreationDate": None}, "png": {"Software": None}}
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def _one_slice(frame: pd.DataFrame, keys: Sequence[str], what: str) -> None:
+    """Raise :class:`InputError` when ``frame`` holds more than one slice over ``keys``."""
+    present = [k for k in keys if k in frame.columns]
+    if frame.empty or not present:
+        return
+    n = len(frame.loc[:, present].drop_duplicates())
+    if n > 1:
+        raise InputError(
+            f"{what}: expected the rows of one ({', '.join(present)}) slice, got {n} slices. "
+            "Filter the frame to one slice before plotting."
+        )
+
+
+def _models(order: Sequence[str], *present: pd.Series) -> list[str]:
+    """Models of ``order`` (in that order, without repeats) that occur in any of ``present``."""
+    seen: set[str] = set()
+    for column in present:
+        seen.update(column.dropna().astype(str))
+    return [m for m in dict.fromkeys(order) if m in seen]
+
+
+def _metric_of(frame: pd.DataFrame) -> str:
+    """The single metric of a slice, or ``""`` when the frame has none."""
+    if "metric" not in frame.columns or frame.empty:
+        return ""
+    return str(frame["metric"].iloc[0])
+
+
+def _metric_label(metric: str) -> str:
+    """Axis label of a metric with its orientation, e.g. ``"hd95 (lower is better)"``."""
+    if not metric:
+        return "value"
+    better = "higher" if higher_is_better_for(metric) else "lower"
+    return f"{metric} ({better} is better)"
+
+
+def _model_span(n: int) -> float:
+    """Inches along an axis holding ``n`` models (0.45 in each, 4 in at least)."""
+    return max(4.0, 1.6 + 0.45 * n)
+
+
+def _model_xaxis(ax: Axes, models: Sequence[str]) -> None:
+    """Models on the x axis at 0..n-1 with labels rotated so that long names stay readable."""
+    ax.set_xticks(range(len(models)), list(models), rotation=45, ha="right")
+    for label in ax.get_xticklabels():
+        label.set_rotation_mode("anchor")
+    ax.set_xlim(-0.6, len(models) - 0.4)
+
+
+def _new_figure(width: float, height: float) -> tuple[Figure, Axes]:
+    fig = Figure(figsize=(width, height), layout="constrained")
+    return fig, fig.add_subplot()
+
+
+def _no_data(ax: Axes, note: str) -> None:
+    ax.text(0.5, 0.5, note, ha="center", va="center", transform=ax.transAxes, color="0.35")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+# ---------------------------------------------------------------------------- heatmap
+
+
+def _heatmap_models(pairwise: pd.DataFrame, order: Sequence[str]) -> list[str]:
+    """Models of ``order`` in ``pairwise``; all of ``order`` when there is no pair at all."""
+    if pairwise.empty:
+        return list(dict.fromkeys(order))
+    return _models(order, pairwise["model_a"], pairwise["model_b"])
+
+
+def heatmap_cells(pairwise: pd.DataFrame, order: Sequence[str]) -> pd.DataFrame:
+    """Cells of the significance heatmap of one (dataset, structure, metric).
+
+    One row per ordered pair of distinct models of ``order`` found in ``pairwise``, in
+    ``order`` × ``order`` reading order (row-major). ``row`` is ``model_a`` (tested as better),
+    ``col`` is ``model_b``; ``p_holm`` is NaN and ``significant`` False for pairs without a
+    test. A pair is significant only with a non-NaN ``p_holm``. A pairwise frame without rows
+    (a single model has no pairs) keeps every model of ``order``: one model gives no cells.
+
+    Returns
+    -------
+    DataFrame with columns row, col, p_holm (float), significant (bool).
+    """
+    _one_slice(pairwise, ("dataset", "structure", "metric"), "heatmap_cells")
+    models = _heatmap_models(pairwise, order)
+    grid = pd.DataFrame(
+        [(a, b) for a in models for b in models if a != b], columns=["row", "col"], dtype=object
+    )
+    tests = pairwise.loc[:, ["model_a", "model_b", "p_holm", "significant"]].astype(
+        {"model_a": object, "model_b": object}
+    )
+    tests = tests.rename(columns={"model_a": "row", "model_b": "col"})
+    cells = grid.merge(tests, on=["row", "col"], how="left", validate="one_to_one")
+    cells["p_holm"] = cells["p_holm"].astype(float)
+    cells["significant"] = cells["significant"].eq(True) & cells["p_holm"].notna()
+    return cells.reset_index(drop=True)
+
+
+def significance_heatmap(
+    pairwise: pd.DataFrame, order: Sequence[str], *, title: str = ""
+) -> Figure:
+    """Heatmap of Holm-adjusted one-sided p-values, "row better than column".
+
+    Models of ``order`` on both axes; cell colour = ``p_holm`` on a log scale (viridis, floored
+    at 1e-4), grey for untested pairs, white on the diagonal; a "●" Text (gid
+    ``"significant"``) in every cell where :func:`heatmap_cells` says ``significant``.
+    """
+    cells = heatmap_cells(pairwise, order)
+    models = _heatmap_models(pairwise, order)
+    n = len(models)
+    index = {m: i for i, m in enumerate(models)}
+    p = np.full((n, n), np.nan)
+    for c in cells.itertuples(index=False):
+        p[index[c.row], index[c.col]] = c.p_holm
+    fig, ax = _new_figure(_model_span(n) + 1.4, _model_span(n))
+    metric = _metric_of(pairwise)
+    ax.set_title(title or f"One-sided Wilcoxon: A better than B ({metric or 'metric'})")
+    if n == 0:
+        _no_data(ax, "no models")
+        return fig
+    cmap = mpl.colormaps["viridis"].with_extremes(bad=GREY)
+    norm = LogNorm(vmin=P_FLOOR, vmax=1.0, clip=True)
+    image = ax.imshow(np.ma.masked_invalid(np.clip(p, P_FLOOR, 1.0)), cmap=cmap, norm=norm)
+    diagonal = np.ma.masked_where(~np.eye(n, dtype=bool), np.ones((n, n)))
+    ax.imshow(diagonal, cmap=ListedColormap(["white"]))
+    for c in cells[cells["significant"]].itertuples(index=False):
+        luminance = np.dot(cmap(norm(max(c.p_holm, P_FLOOR)))[:3], (0.299, 0.587, 0.114))
+        ax.text(
+            index[c.col],
+            index[c.row],
+            "●",
+            ha="center",
+            va="center",
+            fontsize=9,
+            color="white" if luminance < 0.5 else "black",
+            gid=SIGNIFICANT,
+        )
+    _model_xaxis(ax, models)
+    ax.set_yticks(range(n), models)
+    ax.set_ylim(n - 0.5, -0.5)
+    ax.set_xticks(np.arange(n + 1) - 0.5, minor=True)
+    ax.set_yticks(np.arange(n + 1) - 0.5, minor=True)
+    ax.grid(which="minor", color="white", linewidth=1.0)
+    ax.tick_params(which="minor", length=0)
+    ax.spines[:].set_visible(False)
+    ax.set_xlabel("model B")
+    ax.set_ylabel("model A")
+    bar = fig.colorbar(image, ax=ax, extend="min", shrink=0.8)
+    bar.set_label("Holm-adjusted p\n(● significant, grey: not tested)")
+    ticks = (P_FLOOR, 1e-3, 1e-2, 0.05, 1.0)  # plain labels: no mathtext "10^-k"
+    bar.set_ticks(ticks, labels=[f"{t:g}" for t in ticks])
+    bar.ax.minorticks_off()
+    return fig
+
+
+# ---------------------------------------------------------------------------- cases
+
+
+def case_points(values: pd.DataFrame, order: Sequence[str]) -> pd.DataFrame:
+    """Per-case points of one (dataset, structure, metric), with a deterministic jitter.
+
+    One row per finite per-case value of a model of ``order`` (NaN values cannot be drawn and
+    are left out; the policy of :func:`assay.stats.analyze` leaves none), sorted by model
+    position then case id. ``x = position + u`` with ``u ~ U(-0.18, 0.18)`` drawn from
+    ``numpy.random.default_rng(0)`` over the sorted rows, so the same input gives the same
+    picture. ``imputed`` is True where the missing-value policy set the value.
+
+    Returns
+    -------
+    DataFrame with columns model, case_id, value, x, imputed.
+    """
+    _one_slice(values, ("dataset", "structure", "metric"), "case_points")
+    models = _models(order, values["model"])
+    position = {m: i for i, m in enumerate(models)}
+    imputed = values["imputed"].eq(True) if "imputed" in values.columns else False
+    points = pd.DataFrame(
+        {
+            "model": values["model"].astype(object),
+            "case_id": values["case_id"].astype(object),
+            "value": values["value"].astype(float),
+            "imputed": imputed,
+        }
+    )
+    points = points[points["model"].isin(position) & np.isfinite(points["value"])]
+    points = points.assign(_pos=points["model"].map(position)).sort_values(
+        ["_pos", "case_id"], kind="stable"
+    )
+    rng = np.random.default_rng(JITTER_SEED)
+    half = JITTER_WIDTH / 2
+    points["x"] = points["_pos"].astype(float) + rng.uniform(-half, half, size=len(points))
+    points["imputed"] = points["imputed"].astype(bool)
+    return points.loc[:, ["model", "case_id", "value", "x", "imputed"]].reset_index(drop=True)
+
+
+def case_distribution(
+    values: pd.DataFrame, order: Sequence[str], *, metric: str, title: str = ""
+) -> Figure:
+    """Box plot per model with every per-case value of :func:`case_points` on top.
+
+    Boxes show median and quartiles, whiskers 1.5 IQR, no fliers (every point is drawn).
+    Values set by the missing-value policy are drawn as vermillion crosses. The points layer
+    is rasterized above 5,000 points to keep SVGs small.
+    """
+    points = case_points(values, order)
+    models = list(dict.fromkeys(points["model"]))
+    fig, ax = _new_figure(_model_span(len(models)), 4.2)
+    if points.empty:
+        _no_data(ax, "no per-case values")
+    else:
+        groups = [points.loc[points["model"] == m, "value"].to_numpy() for m in models]
+        ax.boxplot(
+            groups,
+            positions=range(len(models)),
+            widths=0.6,
+            showfliers=False,
+            patch_artist=True,
+            boxprops={"facecolor": "#56B4E966", "edgecolor": "#0072B2"},
+            medianprops={"color": "black", "linewidth": 1.5},
+            whiskerprops={"color": "#0072B2"},
+            capprops={"color": "#0072B2"},
+        )
+        rasterize = len(points) > RASTERIZE_ABOVE
+        for imputed, style in (
+            (False, {"color": "0.25", "marker": "o", "alpha": 0.45, "label": "case"}),
+            (True, {"color": "#D55E00", "marker": "x", "alpha": 0.9, "label": "set by policy"}),
+        ):
+            layer = points[points["imputed"] == imputed]
+            if len(layer):
+                ax.scatter(
+                    layer["x"], layer["value"], s=7, linewidths=0.8, zorder=3, **style
+                ).set_rasterized(rasterize)
+        if points["imputed"].any():
+            ax.legend(loc="best", fontsize="small", frameon=False)
+        _model_xaxis(ax, models)
+    ax.set_ylabel(_metric_label(metric))
+    ax.set_title(title or f"Per-case {metric or 'values'} ({len(points):,} values)")
+    ax.grid(axis="y", color="0.9")
+    ax.set_axisbelow(True)
+    return fig
+
+
+# ---------------------------------------------------------------------------- rank blobs
+
+
+def blob_points(
+    rank_counts: pd.DataFrame, stability: pd.DataFrame, order: Sequence[str]
+) -> pd.DataFrame:
+    """Blobs of the bootstrap rank distribution of one (dataset, structure, metric).
+
+    One row per (model of ``order`` in ``rank_counts``, rank drawn); ``x`` is the model's
+    position, ``size`` the marker area ``frequency × 600 pt²`` (area ∝ frequency; a model's
+    frequencies sum to 1). Ranks are oriented by the analysis, 1 = best, for every metric.
+    ``stability`` is only checked to be one slice (its intervals are drawn from its rows).
+
+    Returns
+    -------
+    DataFrame with columns model, x, rank, frequency, size.
+    """
+    _one_slice(rank_counts, ("dataset", "structure", "metric"), "blob_points")
+    _one_slice(stability, ("dataset", "structure", "metric"), "blob_points")
+    models = _models(order, rank_counts["model"])
+    position = {m: i for i, m in enumerate(models)}
+    blobs = rank_counts.loc[rank_counts["model"].isin(position), ["model", "rank", "frequency"]]
+    blobs = blobs.astype({"model": object, "rank": float, "frequency": float})
+    blobs.insert(1, "x", blobs["model"].map(position).astype(int))
+    blobs["size"] = blobs["frequency"] * MAX_BLOB_AREA
+    blobs = blobs.sort_values(["x", "rank"], kind="stable")
+    return blobs.loc[:, ["model", "x", "rank", "frequency", "size"]].reset_index(drop=True)
+
+
+def rank_blobs(
+    rank_counts: pd.DataFrame,
+    stability: pd.DataFrame,
+    order: Sequence[str],
+    *,
+    title: str = "",
+) -> Figure:
+    """Blob plot of rank stability: x = model, y = bootstrap rank (1 at the top).
+
+    Blob area ∝ the frequency of the rank (:func:`blob_points`); the black line spans the
+    95 % bootstrap rank interval (``rank_ci_low`` to ``rank_ci_high``) and the black dash marks
+    the median rank (``median_rank``), both from ``stability``.
+    """
+    blobs = blob_points(rank_counts, stability, order)
+    models = list(dict.fromkeys(blobs["model"]))
+    fig, ax = _new_figure(_model_span(len(models)) + 1.2, max(3.5, 1.6 + 0.35 * len(models)))
+    if blobs.empty:
+        _no_data(ax, "no bootstrap ranks")
+    else:
+        ax.scatter(blobs["x"], blobs["rank"], s=blobs["size"], color=OKABE_ITO[0], alpha=0.6)
+        stats = stability[stability["model"].isin(models)]
+        x = stats["model"].map({m: i for i, m in enumerate(models)})
+        ax.vlines(x, stats["rank_ci_low"], stats["rank_ci_high"], color="black", linewidth=1.2)
+        ax.scatter(x, stats["median_rank"], marker="_", s=220, color="black", linewidths=2)
+        n_ranks = int(max(blobs["rank"].max(), len(models)))
+        ax.set_yticks(range(1, n_ranks + 1))
+        ax.set_ylim(n_ranks + 0.6, 0.4)
+        _model_xaxis(ax, models)
+        handles = [
+            Line2D(
+                [],
+                [],
+                ls="",
+                marker="o",
+                color=OKABE_ITO[0],
+                alpha=0.6,
+                label=f"{f:g}",
+                markersize=np.sqrt(f * MAX_BLOB_AREA),
+            )
+            for f in (0.1, 0.5, 1.0)
+        ]
+        handles.append(Line2D([], [], color="black", marker="_", label="median, 95 % interval"))
+        ax.legend(
+            handles=handles,
+            title="frequency",
+            loc="upper left",
+            bbox_to_anchor=(1, 1),
+            frameon=False,
+            fontsize="small",
+            labelspacing=1.2,
+        )
+    ax.set_ylabel("bootstrap rank (1 = best)")
+    metric = _metric_of(rank_counts)
+    ax.set_title(title or f"Rank stability ({metric or 'metric'})")
+    ax.grid(axis="y", color="0.92")
+    ax.set_axisbelow(True)
+    return fig
+
+
+# ---------------------------------------------------------------------------- tau
+
+
+def tau_violin(tau_samples: pd.DataFrame, *, title: str = "") -> Figure:
+    """Violins of Kendall's τ-b between the full-data and each bootstrap ranking.
+
+    One violin per structure, ``"average"`` first then the others in order of appearance;
+    NaN τ (undefined: all models tied) are left out and counted in the tick label. A structure
+    whose τ are all equal is drawn as a short line (a kernel density needs spread); one with no
+    defined τ is labelled but not drawn.
+    """
+    _one_slice(tau_samples, ("dataset", "metric"), "tau_violin")
+    structures = list(dict.fromkeys(tau_samples["structure"].astype(object)))
+    structures.sort(key=lambda s: s != "average")  # stable: keeps the order of the others
+    fig, ax = _new_figure(max(5.0, 1.6 + 0.55 * len(structures)), 4.0)
+    labels = []
+    for i, structure in enumerate(structures):
+        tau = tau_samples.loc[tau_samples["structure"] == structure, "tau"].to_numpy(float)
+        finite = tau[np.isfinite(tau)]
+        n_nan = len(tau) - len(finite)
+        labels.append(f"{structure}\n({n_nan} undefined)" if n_nan else structure)
+        if len(finite) and np.ptp(finite) > 0:
+            parts = ax.violinplot(finite, positions=[i], widths=0.8, showmedians=True)
+            for body in parts["bodies"]:
+                body.set(facecolor=OKABE_ITO[0], edgecolor=OKABE_ITO[0], alpha=0.5)
+            for key in ("cbars", "cmins", "cmaxes", "cmedians"):
+                parts[key].set_color("black")
+        elif len(finite):
+            ax.hlines(finite[0], i - 0.3, i + 0.3, color=OKABE_ITO[0], linewidth=2.5)
+    if structures:
+        _model_xaxis(ax, labels)
+    else:
+        _no_data(ax, "no bootstrap τ")
+    ax.set_ylim(-1.05, 1.05)
+    ax.set_ylabel("Kendall's τ-b to the full-data ranking")
+    metric = _metric_of(tau_samples)
+    ax.set_title(title or f"Kendall's τ under the bootstrap ({metric or 'metric'})")
+    ax.grid(axis="y", color="0.92")
+    ax.set_axisbelow(True)
+    return fig
+
+
+# ---------------------------------------------------------------------------- robustness
+
+
+def robustness_ranks(rankings: pd.DataFrame, order: Sequence[str]) -> pd.DataFrame:
+    """Each model's rank under the three ranking schemes of one (dataset, structure, metric).
+
+    Long form of the ``rankings`` columns named in :data:`SCHEMES` (aggregate-then-rank =
+    ``rank_by_mean``, rank-then-aggregate = ``rank_by_case_rank``, test-then-rank =
+    ``rank_by_tests``), models in ``order`` then schemes in that order. A NaN rank (model not
+    ranked, e.g. contaminated) is kept as NaN and not drawn.
+
+    Returns
+    -------
+    DataFrame with columns model, scheme, rank.
+    """
+    _one_slice(rankings, ("dataset", "structure", "metric"), "robustness_ranks")
+    models = _models(order, rankings["model"])
+    by_model = rankings.astype({"model": object}).drop_duplicates("model").set_index("model")
+    rows = [
+        (m, scheme, float(by_model.at[m, column])) for m in models for scheme, column in SCHEMES
+    ]
+    return pd.DataFrame(rows, columns=["model", "scheme", "rank"]).astype({"model": object})
+
+
+def ranking_robustness(rankings: pd.DataFrame, order: Sequence[str], *, title: str = "") -> Figure:
+    """Dot plot of each model's rank under each ranking scheme, joined by a line per model.
+
+    Horizontal layout (one row per model, in ``order``; x = rank, 1 at the left) so that
+    long model names and many models stay readable and tied ranks do not hide each other:
+    the schemes differ in colour, marker and a small vertical offset.
+    """
+    ranks = robustness_ranks(rankings, order)
+    models = list(dict.fromkeys(ranks["model"]))
+    y = {m: i for i, m in enumerate(models)}
+    fig, ax = _new_figure(6.5, max(2.8, 1.4 + 0.32 * len(models)))
+    if ranks.empty:
+        _no_data(ax, "no rankings")
+    else:
+        spread = ranks.groupby("model", sort=False)["rank"].agg(["min", "max"])
+        ax.hlines(spread.index.map(y), spread["min"], spread["max"], color="0.6", linewidth=1)
+        for k, (scheme, _) in enumerate(SCHEMES):
+            part = ranks[ranks["scheme"] == scheme]
+            ax.scatter(
+                part["rank"],
+                part["model"].map(y) + (k - 1) * 0.18,
+                label=scheme,
+                color=OKABE_ITO[k],
+                marker=MARKERS[k],
+                s=36,
+                zorder=3,
+            )
+        n_ranks = int(np.nanmax([ranks["rank"].max(), len(models)]))
+        ax.set_xticks(range(1, n_ranks + 1))
+        ax.set_xlim(0.5, n_ranks + 0.5)
+        ax.set_yticks(range(len(models)), models)
+        ax.set_ylim(len(models) - 0.5, -0.5)
+        fig.legend(loc="outside lower center", ncols=3, frameon=False, fontsize="small")
+    ax.set_xlabel("rank (1 = best)")
+    metric = _metric_of(rankings)
+    ax.set_title(title or f"Ranking robustness across schemes ({metric or 'metric'})")
+    ax.grid(axis="x", color="0.92")
+    ax.set_axisbelow(True)
+    return fig
+
+
+# ---------------------------------------------------------------------------- subgroups
+
+
+def subgroup_points(
+    subgroups: pd.DataFrame, subgroup_tests: pd.DataFrame, order: Sequence[str]
+) -> pd.DataFrame:
+    """Mean per (model, group) of one (dataset, structure, metric, grouping), dodged.
+
+    Skipped groups (too small) are left out. Groups keep their order of appearance in
+    ``subgroups``; group ``j`` of ``g`` sits at ``x = position + (j - (g - 1)/2) · w`` with
+    ``w = 0.6 / g``. ``subgroup_tests`` is only checked to be one slice; its significant pairs
+    are :func:`subgroup_marks`.
+
+    Returns
+    -------
+    DataFrame with columns model, group, x, mean, n.
+    """
+    keys = ("dataset", "structure", "metric", "grouping")
+    _one_slice(subgroups, keys, "subgroup_points")
+    _one_slice(subgroup_tests, keys, "subgroup_points")
+    columns = ["model", "group", "x", "mean", "n"]
+    if subgroups.empty:
+        return pd.DataFrame(columns=columns)
+    models = _models(order, subgroups["model"])
+    position = {m: i for i, m in enumerate(models)}
+    groups = list(dict.fromkeys(subgroups["group"].astype(object)))
+    width = 0.6 / len(groups)
+    offset = {g: (j - (len(groups) - 1) / 2) * width for j, g in enumerate(groups)}
+    kept = subgroups[~subgroups["skipped"].eq(True) & subgroups["model"].isin(position)]
+    points = kept.loc[:, ["model", "group", "mean", "n"]].astype({"model": object, "group": object})
+    points["x"] = points["model"].map(position) + points["group"].map(offset)
+    points = points.sort_values("x", kind="stable")
+    return points.loc[:, columns].reset_index(drop=True)
+
+
+def subgroup_marks(subgroup_tests: pd.DataFrame, order: Sequence[str]) -> pd.DataFrame:
+    """Significant pairwise Mann–Whitney tests to mark, one row per marker.
+
+    Rows of ``subgroup_tests`` with ``test == "mannwhitneyu"`` and ``significant`` True for a
+    model of ``order``, in model order (the omnibus Kruskal–Wallis rows are not marked).
+
+    Returns
+    -------
+    DataFrame with columns model, group_a, group_b, p_adj.
+    """
+    columns = ["model", "group_a", "group_b", "p_adj"]
+    if subgroup_tests.empty:
+        return pd.DataFrame(columns=columns)
+    models = _models(order, subgroup_tests["model"])
+    keep = (
+        subgroup_tests["test"].eq("mannwhitneyu")
+        & subgroup_tests["significant"].eq(True)
+        & subgroup_tests["model"].isin(models)
+    )
+    marks = subgroup_tests.loc[keep, columns].astype(
+        {"model": object, "group_a": object, "group_b": object}
+    )
+    marks = marks.assign(_pos=marks["model"].map({m: i for i, m in enumerate(models)}))
+    return marks.sort_values("_pos", kind="stable").loc[:, columns].reset_index(drop=True)
+
+
+def subgroup_plot(
+    subgroups: pd.DataFrame,
+    subgroup_tests: pd.DataFrame,
+    order: Sequence[str],
+    *,
+    title: str = "",
+) -> Figure:
+    """Mean per group for each model (dodged markers), significant pairs bracketed with "*".
+
+    Each significant Mann–Whitney pair of :func:`subgroup_marks` gets a bracket over its two
+    group markers and a "*" Text (gid ``"significant"``); brackets of one model stack upwards.
+    An empty slice gives a figure with a "no subgroup data" note.
+    """
+    points = subgroup_points(subgroups, subgroup_tests, order)
+    marks = subgroup_marks(subgroup_tests, order)
+    models = list(dict.fromkeys(points["model"]))
+    fig, ax = _new_figure(_model_span(len(models)) + 1.3, 4.2)
+    grouping = str(subgroups["grouping"].iloc[0]) if len(subgroups) else ""
+    metric = _metric_of(subgroups)
+    ax.set_title(title or f"Subgroups by {grouping or 'group'} ({metric or 'metric'})")
+    ax.set_ylabel(f"mean {_metric_label(metric)}")
+    if points.empty:
+        _no_data(ax, "no subgroup data")
+        return fig
+    by_model = points.groupby("model", sort=False)
+    for _, part in by_model:
+        ax.plot(part["x"], part["mean"], color="0.75", linewidth=1)
+    groups = list(dict.fromkeys(points["group"]))
+    for j, group in enumerate(groups):
+        part = points[points["group"] == group]
+        ax.scatter(
+            part["x"],
+            part["mean"],
+            label=str(group),
+            zorder=3,
+            s=30,
+            color=OKABE_ITO[j % len(OKABE_ITO)],
+            marker=MARKERS[j % len(MARKERS)],
+        )
+    span = float(np.ptp(points["mean"])) or max(abs(float(points["mean"].iloc[0])), 1.0) * 0.1
+    step = 0.12 * span
+    top = by_model["mean"].max()
+    x_of = {(p.model, p.group): p.x for p in points.itertuples(index=False)}
+    stacked: dict[str, int] = {}
+    for mark in marks.itertuples(index=False):
+        xs = [x_of.get((mark.model, mark.group_a)), x_of.get((mark.model, mark.group_b))]
+        if None in xs or mark.model not in top.index:
+            continue  # a group of the pair was skipped: nothing to bracket
+        level = stacked[mark.model] = stacked.get(mark.model, 0) + 1
+        y = top[mark.model] + level * step
+        ax.plot(
+            [xs[0], xs[0], xs[1], xs[1]],
+            [y - step / 4, y, y, y - step / 4],
+            color="black",
+            linewidth=0.8,
+        )
+        ax.text(sum(xs) / 2, y, "*", ha="center", va="bottom", fontsize=12, gid=SIGNIFICANT)
+    ax.margins(y=0.15)
+    _model_xaxis(ax, models)
+    ax.legend(
+        title=grouping or None,
+        loc="upper left",
+        bbox_to_anchor=(1, 1),
+        frameon=False,
+        fontsize="small",
+    )
+    ax.grid(axis="y", color="0.92")
+    ax.set_axisbelow(True)
+    return fig
+
+
+# ---------------------------------------------------------------------------- speed
+
+
+def speed_bars(speed: pd.DataFrame) -> pd.DataFrame:
+    """Inference speed bars of one dataset, fastest first.
+
+    Rows with a finite ``cm3_per_s`` sorted by it, descending (ties by model name); a speed
+    that is not finite (unknown) cannot be drawn and is left out.
+
+    Returns
+    -------
+    DataFrame with columns model, cm3_per_s.
+    """
+    _one_slice(speed, ("dataset",), "speed_bars")
+    bars = speed.loc[:, ["model", "cm3_per_s"]].astype({"model": object, "cm3_per_s": float})
+    bars = bars[np.isfinite(bars["cm3_per_s"])]
+    bars = bars.sort_values(["cm3_per_s", "model"], ascending=[False, True], kind="stable")
+    return bars.reset_index(drop=True)
+
+
+def speed_plot(speed: pd.DataFrame, *, title: str = "", min_speed: float | None = None) -> Figure:
+    """Horizontal bars of inference speed (cm³ of image volume per second), fastest on top.
+
+    ``min_speed`` (cm³/s), when given, is drawn as a dashed vertical line.
+    """
+    bars = speed_bars(speed)
+    fig, ax = _new_figure(6.0, max(2.5, 1.2 + 0.3 * len(bars)))
+    if bars.empty:
+        _no_data(ax, "no speed measurements")
+    else:
+        y = np.arange(len(bars))
+        ax.barh(y, bars["cm3_per_s"], color=OKABE_ITO[0], height=0.65)
+        for yi, v in zip(y, bars["cm3_per_s"], strict=True):
+            ax.text(v, yi, f" {v:,.0f}", va="center", ha="left", fontsize="small")
+        ax.set_yticks(y, bars["model"])
+        ax.set_ylim(len(bars) - 0.5, -0.5)
+        ax.margins(x=0.15)
+    if min_speed is not None:
+        ax.axvline(
+            min_speed,
+            color="#D55E00",
+            linestyle="--",
+            linewidth=1.2,
+            label=f"minimum {min_speed:,g} cm³/s",
+        )
+        ax.legend(loc="lower right", frameon=False, fontsize="small")
+    ax.set_xlabel("speed (cm³/s, higher is faster)")
+    ax.set_title(title or "Inference speed")
+    ax.grid(axis="x", color="0.92")
+    ax.set_axisbelow(True)
+    return fig
+
+
+# ---------------------------------------------------------------------------- saving
+
+
+def save_figure(fig: Figure, stem: Path, formats: Sequence[str] = _SAVE_FORMATS) -> list[Path]:
+    """Write ``fig`` as ``stem.<format>`` for each format (svg, pdf, png at 200 dpi).
+
+    Output is reproducible: no dates or software stamps in the metadata, a fixed
+    ``svg.hashsalt`` (so SVG ids are the same on every call) and ``svg.fonttype = "none"``
+    (text stays text). The figure's layout is computed at its own dpi and then frozen (its
+    layout engine is set to ``"none"``), so all formats share one layout and saving the same
+    figure again writes the same SVG bytes. The suffix is appended to the stem's name, so
+    dots in the stem (e.g. ``nsd@2.0mm``) are kept. Parent folders are created; the figure is
+    not closed.
+
+    Returns
+    -------
+    The paths written, in ``formats`` order.
+    """
+    unknown = [f for f in formats if f not in _SAVE_FORMATS]
+    if unknown:
+        raise InputError(
+            f"save_figure: unknown format(s) {unknown} for {stem}; "
+            f"expected some of {list(_SAVE_FORMATS)}."
+        )
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = []
+    with mpl.rc_context({"svg.hashsalt": "assay", "svg.fonttype": "none"}):
+        # A constrained layout starts from the current positions and is not an exact fixed
+        # point (float noise, and a PNG at 200 dpi would move it): lay out twice, then freeze.
+        fig.draw_without_rendering()
+        fig.draw_without_rendering()
+        fig.set_layout_engine("none")
+        for fmt in formats:
+            path = stem.parent / f"{stem.name}.{fmt}"
+            fig.savefig(path, format=fmt, dpi=200, metadata=_METADATA[fmt])
+            paths.append(path)
+    return paths

@@ -1,0 +1,325 @@
+"""The static HTML site (DESIGN.md §5): pages, links, figures, sorting, no network requests.
+
+The browser checks drive Debian's headless Chromium through Selenium (chromedriver from the
+system, never downloaded by Selenium Manager). Expected values come from the fixture's own
+analysis frames (``tests/report_inputs.py``): the 🏆 rows are the ``winner`` rows of the
+``average`` aggregates, the sorted column orders are Python's ``sorted`` of the cells read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import pandas as pd
+import pytest
+from report_inputs import make_report_data
+
+from assay.report._data import SPEED_COLUMNS
+from assay.report._site import figure_stem, render_figures, slugify, write_site
+from assay.stats import AVERAGE
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+INSTALL = "Install them with: apt-get install chromium chromium-driver"
+
+
+@pytest.fixture(scope="module")
+def data():
+    return make_report_data()
+
+
+@pytest.fixture(scope="module")
+def site(data, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("site")
+    figures = render_figures(data, out, formats=("svg",))
+    write_site(data, out, figures)
+    # the results bundle is written by the report builder, not by write_site; the footer
+    # links to it, so a stand-in keeps the link check meaningful for every other link
+    (out / "bundle").mkdir()
+    (out / "bundle" / "results.json").write_text("{}", encoding="utf-8")
+    return out
+
+
+@pytest.fixture(scope="module")
+def driver(tmp_path_factory):
+    missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
+    if missing:
+        pytest.fail(f"Headless browser test needs {' and '.join(missing)}, not found. {INSTALL}")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    profile = tmp_path_factory.mktemp("chromium-profile")
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--window-size=1400,1000",
+        f"--user-data-dir={profile}",
+    ):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
+    browser = webdriver.Chrome(options=options, service=Service(executable_path=str(CHROMEDRIVER)))
+    browser.set_page_load_timeout(30)
+    yield browser
+    browser.quit()
+
+
+def _pages(site: Path) -> list[Path]:
+    return sorted(site.glob("*.html"))
+
+
+@pytest.fixture(scope="module")
+def visits(site, driver):
+    """Load every page once: per page, its console entries and the URLs it requested."""
+    out = {}
+    driver.get("about:blank")  # leave the start page, then drop its log entries
+    driver.get_log("browser")
+    driver.get_log("performance")
+    for page in _pages(site):
+        driver.get(page.as_uri())
+        driver.execute_script("return document.readyState")
+        out[page.name] = {
+            "console": driver.get_log("browser"),
+            "requests": _requested_urls(driver.get_log("performance")),
+        }
+    return out
+
+
+def _requested_urls(entries: list[dict]) -> list[tuple[str, str]]:
+    """(URL, URL of the document that asked for it) of every request in a performance log."""
+    urls = []
+    for entry in entries:
+        message = json.loads(entry["message"])["message"]
+        if message.get("method") == "Network.requestWillBeSent":
+            params = message["params"]
+            urls.append((params["request"]["url"], params.get("documentURL", "")))
+    return urls
+
+
+# ------------------------------------------------------------------- without a browser
+
+
+def test_write_site_pages(data, tmp_path):
+    figures = {("heatmap", "toy", "dsc", "liver"): tmp_path / "elsewhere.svg"}
+    figures[("heatmap", "toy", "dsc", "liver")].write_text(
+        '<svg xmlns="http://www.w3.org/2000/svg" width="360pt" height="270pt"></svg>'
+    )
+    written = write_site(data, tmp_path / "site", figures)
+    names = [p.name for p in written]
+    pages = [
+        "index.html",
+        "toy--average.html",
+        "toy--liver.html",
+        "toy--pancreas.html",
+        "toy--spleen.html",
+        "stability.html",
+        "subgroups.html",
+        "speed.html",
+        "methods.html",
+    ]
+    assert names == [*pages, "site.css", "site.js"]
+    assert all(p.exists() and p.stat().st_size > 0 for p in written)
+    methods = (tmp_path / "site" / "methods.html").read_text(encoding="utf-8")
+    assert "CC0-1.0" in methods
+    assert "Toy et al. 2026" in methods
+    seed = data.analyses["dsc"].params["bootstrap"]["seed"]
+    assert f"seed {seed}" in methods
+    assert "nsd_tolerance_mm" in methods  # the run's metric protocol
+    liver = (tmp_path / "site" / "toy--liver.html").read_text(encoding="utf-8")
+    # a figure outside the site is copied in; 360 pt x 270 pt = 480 x 360 CSS px
+    assert (tmp_path / "site" / "svg" / "elsewhere.svg").exists()
+    assert '<img src="svg/elsewhere.svg"' in liver
+    assert 'width="480" height="360"' in liver
+
+
+def test_no_speed_page_without_speed(data, tmp_path):
+    no_speed = dataclasses.replace(data, speed=pd.DataFrame(columns=list(SPEED_COLUMNS)))
+    written = write_site(no_speed, tmp_path, {})
+    assert "speed.html" not in [p.name for p in written]
+    assert not (tmp_path / "speed.html").exists()
+    assert "speed.html" not in (tmp_path / "index.html").read_text(encoding="utf-8")
+
+
+def test_html_is_escaped(data, tmp_path):
+    evil = dataclasses.replace(data, title="<script>alert(1)</script>")
+    write_site(evil, tmp_path, {})
+    html = (tmp_path / "index.html").read_text(encoding="utf-8")
+    assert "<script>alert(1)</script>" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+
+
+@pytest.mark.parametrize(
+    ("name", "slug"),
+    [
+        ("liver", "liver"),
+        ("toy_2", "toy_2"),
+        ("Liver", "liver-"),
+        ("a b/../c", "a-b-c-"),
+        ("", "x-"),
+    ],
+)
+def test_slugify(name, slug):
+    out = slugify(name)
+    assert out.startswith(slug)
+    assert set(out) <= set("abcdefghijklmnopqrstuvwxyz0123456789_-")
+
+
+def test_slugify_distinct_names_distinct_slugs():
+    names = ["liver", "Liver", "LIVER", "li ver", "li-ver", "li/ver"]
+    assert len({slugify(n) for n in names}) == len(names)
+    assert figure_stem(("speed", "toy", "", "")) == "speed--toy"
+    assert figure_stem(("heatmap", "toy", "dsc", "liver")) == "heatmap--toy--dsc--liver"
+
+
+def test_render_figures_layout(site, data):
+    svgs = sorted(p.name for p in (site / "svg").glob("*.svg"))
+    assert "heatmap--toy--dsc--liver.svg" in svgs
+    assert "speed--toy.svg" in svgs
+    assert "tau--toy--nsd.svg" in svgs
+    assert "robustness--toy--dsc--average.svg" in svgs
+    assert not (site / "figures").exists()  # formats=("svg",): no publication figures
+
+
+# ------------------------------------------------------------------- in the browser
+
+
+def test_pages_load_without_console_errors(site, visits):
+    assert set(visits) == {p.name for p in _pages(site)}
+    for name, visit in visits.items():
+        severe = [e for e in visit["console"] if e.get("level") == "SEVERE"]
+        assert not severe, f"{name}: {severe}"
+
+
+def test_no_network_requests(visits):
+    for name, visit in visits.items():
+        assert visit["requests"], f"{name}: no request logged (performance log not working?)"
+        ours = [u for u, doc in visit["requests"] if urlsplit(doc).scheme == "file"]
+        assert any(u.endswith(name) for u in ours), f"{name}: page load not logged"
+        remote = [u for u in ours if urlsplit(u).scheme not in ("file", "data")]
+        # nothing in the browser may go to the network while the site is open, whoever asks
+        remote += [
+            u
+            for u, _ in visit["requests"]
+            if urlsplit(u).scheme in ("http", "https", "ws", "wss", "ftp")
+        ]
+        assert not remote, f"{name} requested {remote}"
+
+
+def test_figures_render(site, driver):
+    n_images = 0
+    for page in _pages(site):
+        driver.get(page.as_uri())
+        sizes = driver.execute_script(
+            """
+            const imgs = Array.from(document.images).map(i => {
+              const r = i.getBoundingClientRect();
+              return [i.getAttribute('src'), i.complete, i.naturalWidth, r.width, r.height];
+            });
+            const figs = Array.from(document.querySelectorAll('figure')).map(f => {
+              const r = f.getBoundingClientRect();
+              return [r.width, r.height];
+            });
+            return [imgs, figs];
+            """
+        )
+        images, figures = sizes
+        for src, complete, natural, width, height in images:
+            assert complete and natural > 0, f"{page.name}: {src} did not load"
+            assert width > 0 and height > 0, f"{page.name}: {src} has no size"
+        for width, height in figures:
+            assert width > 0 and height > 0, f"{page.name}: empty figure"
+        n_images += len(images)
+    # heatmap, cases and blobs on 4 structure pages x 2 metrics; tau and robustness x 2
+    assert n_images >= 4 * 2 * 3 + 2 * 2
+
+
+def test_sortable_table(site, driver):
+    from selenium.webdriver.common.by import By
+
+    driver.get((site / "toy--liver.html").as_uri())
+    table = driver.find_element(By.CSS_SELECTOR, "table.results")
+    headers = table.find_elements(By.CSS_SELECTOR, "thead th")
+    labels = [h.text.strip() for h in headers]
+    mean = headers[labels.index("Mean")]
+    model = headers[labels.index("Model")]
+
+    def column(index: int) -> list[str]:
+        rows = table.find_elements(By.CSS_SELECTOR, "tbody tr")
+        return [r.find_elements(By.TAG_NAME, "td")[index].text.strip() for r in rows]
+
+    i_mean, i_model = labels.index("Mean"), labels.index("Model")
+    assert mean.get_attribute("aria-sort") == "none"
+    mean.click()
+    ascending = [float(v) for v in column(i_mean)]
+    assert ascending == sorted(ascending)
+    assert mean.get_attribute("aria-sort") == "ascending"
+    mean.click()
+    descending = [float(v) for v in column(i_mean)]
+    assert descending == sorted(ascending, reverse=True)
+    assert mean.get_attribute("aria-sort") == "descending"
+    assert len(set(descending)) > 1  # the order really changed
+    model.click()
+    assert column(i_model) == sorted(column(i_model))
+    assert model.get_attribute("aria-sort") == "ascending"
+    assert mean.get_attribute("aria-sort") == "none"
+
+
+def test_relative_links_exist(site, driver):
+    n_links = 0
+    for page in _pages(site):
+        driver.get(page.as_uri())
+        hrefs = driver.execute_script(
+            "return Array.from(document.querySelectorAll('a[href]'))"
+            ".map(a => [a.getAttribute('href'), a.href]);"
+        )
+        for raw, resolved in hrefs:
+            if urlsplit(raw).scheme:  # absolute: papers and code, never fetched
+                assert urlsplit(raw).scheme in ("http", "https", "mailto"), raw
+                continue
+            parts = urlsplit(resolved)
+            assert parts.scheme == "file", resolved
+            target = Path(unquote(parts.path))
+            assert target.exists(), f"{page.name}: link {raw!r} -> missing {target}"
+            assert site.resolve() in target.resolve().parents, f"{page.name}: {raw} leaves the site"
+            if parts.fragment and target.suffix == ".html":
+                html = target.read_text(encoding="utf-8")
+                assert f'id="{parts.fragment}"' in html, f"{page.name}: no anchor {raw!r}"
+            n_links += 1
+    assert n_links > 0
+
+
+def test_index_trophies_and_screenshot(site, driver, data, tmp_path_factory):
+    from selenium.webdriver.common.by import By
+
+    driver.get((site / "index.html").as_uri())
+    for metric, analysis in data.analyses.items():
+        agg = analysis.aggregates
+        avg = agg[(agg["dataset"] == "toy") & (agg["structure"] == AVERAGE)]
+        winners = zip(avg["model"], avg["winner"], strict=True)
+        expected = {str(m) for m, w in winners if pd.notna(w) and bool(w)}
+        assert expected  # at least the best model
+        section = driver.find_element(By.ID, f"toy-{metric}")
+        board = section.find_element(By.CSS_SELECTOR, "table.leaderboard")
+        shown = set()
+        for row in board.find_elements(By.CSS_SELECTOR, "tbody tr"):
+            cells = row.find_elements(By.TAG_NAME, "td")
+            if "🏆" in cells[0].text:
+                shown.add(cells[1].text.strip())
+        assert shown == expected, metric
+        heading = section.find_element(By.TAG_NAME, "h3").text
+        assert "toy" in heading and AVERAGE in heading
+    shot = tmp_path_factory.mktemp("screenshot") / "index.png"
+    assert driver.save_screenshot(str(shot))
+    png = shot.read_bytes()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000
