@@ -329,6 +329,45 @@ def test_export_touchstone(tmp_path, scored_db):
     assert noisy["name"].tolist() == ["case_0001", "case_0002"]
 
 
+def test_report_command_writes_site_leaderboard_figures_and_a_bundle(tmp_path, scored_db):
+    """`assay report` on two scored models: every artefact exists, the printed leaderboard
+    is the analysis' (checked in test_report.py), and `assay reanalyze` reproduces it."""
+    out = tmp_path / "site"
+    result = _invoke("report", "--db", scored_db, "--dataset", "d", "--out", out,
+                     "--bootstrap", "100", "--workers", "1", "--metric", "dsc",
+                     "--metric", "hd95", "--worst-value", "hd95=700")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    for name in ("index.html", "methods.html", "stability.html", "leaderboard.md",
+                 "bundle/results.json", "bundle/scores.parquet", "bundle/scores.csv"):  # fmt: skip
+        assert (out / name).is_file(), name
+    assert f"site: {out / 'index.html'}" in result.stdout
+    svgs = sorted(p.stem for p in (out / "svg").glob("*.svg"))
+    assert svgs == sorted(p.stem for p in (out / "figures").glob("*.pdf"))
+    assert svgs == sorted(p.stem for p in (out / "figures").glob("*.png"))
+    # per metric: 10 structure slices (9 + average) × heatmap, cases, blobs; + tau, robustness
+    assert len(svgs) == 2 * (10 * 3 + 2)
+    text = (out / "leaderboard.md").read_text()
+    assert "### DSC" in text and "### HD95" in text and "HD95 (mm)" in text
+    check = _invoke("reanalyze", out / "bundle")
+    assert check.exit_code == 0, check.output
+    assert "reproduced" in check.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--dataset", "nope"], "No scores for dataset 'nope'"),
+        (["--dataset", "d", "--metric", "hd95"], "--worst-value hd95="),
+        (["--dataset", "d", "--policy", "median"], "--policy 'median' is not one of"),
+    ],
+)
+def test_report_errors_are_one_line(tmp_path, scored_db, args, expected):
+    result = _invoke("report", "--db", scored_db, "--out", tmp_path / "s", *args)
+    assert result.exit_code == 2
+    assert len(_error_lines(result)) == 1 and expected in result.stderr, result.stderr
+    assert "Traceback" not in result.output
+
+
 def test_export_bad_format_and_empty_selection(tmp_path, scored_db):
     bad = _invoke("export", "--db", scored_db, "--format", "xlsx", "--out", tmp_path / "x.xlsx")
     assert bad.exit_code == 2, bad.output
@@ -362,7 +401,7 @@ def test_demo_console_script(tmp_path):
         [_console_script(), "demo", "--out", str(out), "--cases", "2"],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=300,
         env={**os.environ, "COLUMNS": "120", "NO_COLOR": "1"},
     )
     assert proc.returncode == 0, proc.stderr
@@ -381,6 +420,15 @@ def test_demo_console_script(tmp_path):
     scores = pd.read_csv(out / "scores.csv")
     assert set(scores["model"]) == set(MODELS)
     assert len(scores) == len(MODELS) * 2 * len(STRUCTURES) * N_METRICS
+    report = out / "report"
+    assert f"site: {report / 'index.html'}" in proc.stdout
+    for name in ("index.html", "methods.html", "subgroups.html", "leaderboard.md",
+                 "bundle/results.json"):  # fmt: skip
+        assert (report / name).is_file(), name
+    assert len(list((report / "figures").glob("*.pdf"))) > 30
+    check = subprocess.run([_console_script(), "reanalyze", str(report / "bundle")],
+                           capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert check.returncode == 0, check.stdout + check.stderr
 
 
 def test_structure_tolerance_changes_only_that_structure(tmp_path, bench):

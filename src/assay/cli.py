@@ -45,11 +45,12 @@ err = Console(stderr=True)
 
 
 class _RateColumn(ProgressColumn):
-    """Cases per minute."""
+    """Items (the task's ``unit`` field, default cases) per minute."""
 
     def render(self, task: Task) -> Text:
         speed = task.finished_speed or task.speed
-        return Text("-- cases/min" if speed is None else f"{speed * 60:.1f} cases/min")
+        unit = task.fields.get("unit", "cases")
+        return Text(f"-- {unit}/min" if speed is None else f"{speed * 60:.1f} {unit}/min")
 
 
 @contextmanager
@@ -547,7 +548,7 @@ def _build_report(
     from assay.scoring import software_versions
 
     with _progress() as progress:
-        task = progress.add_task("analysing", total=None)
+        task = progress.add_task("analysing", total=None, unit="metrics")
         data, metadata = collect_report_data(
             store, datasets, software=software_versions(),
             on_metric=lambda m: progress.update(task, description=f"analysing {m}"),
@@ -557,7 +558,7 @@ def _build_report(
     for result in data.analyses.values():
         _print_analysis(result)
     with _progress() as progress:
-        task = progress.add_task("figures", total=None)
+        task = progress.add_task("figures", total=None, unit="figures")
         files = build_report(
             data, out_dir, metadata=metadata, workers=workers,
             on_figure=lambda name: progress.update(task, advance=1, description=name),

@@ -240,8 +240,8 @@ def apply_policy(
                 raise InputError(
                     f"Policy 'worst' needs a worst value for metric {metric!r}, which has "
                     f"{int((fill & out['metric'].eq(metric)).sum())} missing or failed value(s); "
-                    f"pass worst_values={{{metric!r}: ...}} (e.g. the image diagonal in mm) or "
-                    "use policy='exclude'."
+                    f"give it one, e.g. the image diagonal in mm (--worst-value {metric}=500, "
+                    f"or worst_values={{{metric!r}: 500.0}}), or use the exclude policy."
                 )
             sel = fill & out["metric"].eq(metric)
             out.loc[sel, "value"] = float(w)
