@@ -203,3 +203,22 @@ def test_cli_contamination_distances_and_groups_over_datasets(tmp_path, scored):
     both = pd.concat([meta.assign(dataset="synthetic"), meta.assign(dataset="copy")])
     result = analyze(two, n_bootstrap=100, metadata=both, groups={"sex": "sex"}, min_group_size=1)
     assert set(result.subgroups["dataset"]) == {"synthetic", "copy"}
+
+
+def test_warns_when_no_pair_can_be_significant():
+    """Closed form: with n paired cases the exact one-sided Wilcoxon p is >= 2**-n, and Holm
+    multiplies the smallest of K ordered pairs by K. 4 models -> K = 12; n = 5 -> 12/32 =
+    0.375 > 0.05: every model is a co-winner by construction, and the analysis says so.
+    With all 24 cases the floor is 12 / 2**24 and no such warning is given."""
+    from report_inputs import make_scores  # tests/ is on sys.path under pytest
+
+    scores = make_scores()
+    few = scores[scores["case_id"].isin([f"case_{i:03d}" for i in range(1, 6)])]
+    result = analyze(few, metric="dsc", n_bootstrap=100)
+    (warning,) = [w for w in result.warnings if w.startswith("Too few cases")]
+    assert "n = 5 paired cases and 12 ordered pairs" in warning
+    assert "p is 0.375 > alpha = 0.05" in warning
+    assert result.aggregates["winner"].eq(True).all()
+    assert (result.pairwise["p_holm"] >= 0.375 - 1e-12).all()
+    full = analyze(scores, metric="dsc", n_bootstrap=100)
+    assert not [w for w in full.warnings if w.startswith("Too few cases")]

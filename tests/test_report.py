@@ -76,19 +76,52 @@ def test_leaderboard_rows_are_the_analysis_numbers(data, metric):
     assert len(rows) == len(MODELS)
     for row, ref in zip(rows, avg.itertuples(), strict=True):
         rank, model, org, value, paper, code = row
-        assert model == ref.model
+        # ⚠ flags the model with a missing case (delta misses case_000 by construction)
+        assert model == ref.model + (" ⚠" if ref.model == "delta" else "")
         assert rank == ("🏆 " if ref.winner else "") + str(int(ref.rank))
         expected = (
             f"{100 * ref.mean:.1f} ± {100 * ref.sd:.1f} "
             f"[{100 * ref.ci_low:.1f}, {100 * ref.ci_high:.1f}]"
         )
         assert value == expected
-        card = data.cards[model]
+        card = data.cards[ref.model]
         assert org == card.organisation
         assert paper == f"[paper]({card.paper})" and code == f"[code]({card.code})"
     # the toy benchmark's construction: alpha best, delta (one missing case, 0.6) last
-    assert rows[0][1] == "alpha" and rows[-1][1] == "delta"
+    assert rows[0][1] == "alpha" and rows[-1][1] == "delta ⚠"
     assert rows[0][0].startswith("🏆")
+    assert "⚠ no usable prediction (missing or failed) for delta: 1 of 24 cases." in (
+        leaderboard_markdown(data)
+    )
+
+
+def test_leaderboard_flags_a_co_winner_ranked_below_a_non_winner_and_elides_ranks(data):
+    """Winners set by hand (formatting logic only): a 🏆 at rank 4 below the non-winner at
+    rank 3 gets † and the footnote; in a top-2 structure table rank 3 is
+    elided with a … row before the rank-4 co-winner (as Touchstone shows a top five)."""
+    from dataclasses import replace
+
+    import assay.report._leaderboard as lb
+
+    analysis = data.analyses["dsc"]
+    agg = analysis.aggregates.copy()
+    agg["winner"] = agg["model"].isin(["alpha", "delta"])
+    edited = type(data)(
+        title="t", analyses={"dsc": replace(analysis, aggregates=agg)}, scores=data.scores,
+        cards=data.cards,
+    )  # fmt: skip
+    text = leaderboard_markdown(edited)
+    rows = _overall_rows(text, "dsc")
+    assert [r[0] for r in rows] == ["🏆 1", "2", "3", "🏆 4†"]
+    assert "† co-winner ranked below a model that is not" in text
+    old = lb.TOP
+    lb.TOP = 2
+    try:
+        liver = leaderboard_markdown(edited).split("<summary>liver</summary>")[1]
+    finally:
+        lb.TOP = old
+    table = [r for r in liver.split("</details>")[0].splitlines() if r.startswith("| ")][1:]
+    assert [r.split("|")[1].strip() for r in table] == ["🏆 1", "2", "…", "🏆 4†"]
 
 
 def test_leaderboard_structure_tables_show_top_five_and_every_winner(data):

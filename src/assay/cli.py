@@ -619,7 +619,12 @@ def demo_command(
     out_dir: Annotated[
         Path, typer.Option("--out", help="Folder for data, database, exports.")
     ] = Path("assay-demo"),
-    cases: Annotated[int, typer.Option(min=2, help="Number of synthetic cases.")] = 6,
+    cases: Annotated[
+        int,
+        typer.Option(
+            min=2, help="Number of synthetic cases (12: enough for tests to separate models)."
+        ),
+    ] = 12,
     workers: Annotated[int, typer.Option(min=1, help="Local worker processes.")] = 1,
     profile: Annotated[str, typer.Option(help="Metric protocol.")] = "default",
 ) -> None:

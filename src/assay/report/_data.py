@@ -50,6 +50,24 @@ class ReportData:
         """Datasets in the report, sorted."""
         return sorted({d for a in self.analyses.values() for d in a.aggregates["dataset"]})
 
+    def missing_cases(self) -> pd.DataFrame:
+        """Cases without a usable prediction, per (dataset, model, metric).
+
+        Columns dataset, model, metric, n_cases (distinct cases of the model's rows),
+        n_missing (cases with any structure ``missing_prediction`` or ``failed``) and
+        n_values (such structure values).
+        """
+        s = self.scores
+        bad = s["status"].isin(["missing_prediction", "failed"])
+        keys = ["dataset", "model", "metric"]
+        out = s.groupby(keys).agg(n_cases=("case_id", "nunique")).reset_index()
+        hit = s[bad].groupby(keys).agg(
+            n_missing=("case_id", "nunique"), n_values=("case_id", "size")
+        )
+        out = out.merge(hit.reset_index(), on=keys, how="left")
+        out[["n_missing", "n_values"]] = out[["n_missing", "n_values"]].fillna(0).astype(int)
+        return out
+
     def model_order(self, metric: str, dataset: str, structure: str = "average") -> list[str]:
         """Models by rank on (dataset, structure) for ``metric`` (unranked last), then name."""
         agg = self.analyses[metric].aggregates

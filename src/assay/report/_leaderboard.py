@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 
 from assay.report._data import ReportData
@@ -48,17 +49,20 @@ def leaderboard_markdown(data: ReportData) -> str:
         if card is not None and (card.licence or card.citation):
             facts = [f"licence: {card.licence}" if card.licence else "",
                      f"cite: {card.citation}" if card.citation else ""]  # fmt: skip
-            lines += ["; ".join(f for f in facts if f) + ".", ""]
+            lines += ["; ".join(f for f in facts if f).rstrip(".") + ".", ""]
         for metric, analysis in data.analyses.items():
             agg = analysis.aggregates[analysis.aggregates["dataset"] == dataset]
             if agg.empty:
                 continue
             lines += [f"### {metric.upper()}", ""]
-            lines += _table(data, agg[agg["structure"] == AVERAGE], metric, top=None)
+            missing = _missing(data, dataset, metric)
+            lines += _table(data, agg[agg["structure"] == AVERAGE], metric, missing, top=None)
+            lines += _missing_note(missing)
             structures = sorted(set(agg["structure"]) - {AVERAGE})
             for structure in structures:
                 lines += [f"<details>\n<summary>{structure}</summary>", ""]
-                lines += _table(data, agg[agg["structure"] == structure], metric, top=TOP)
+                part = agg[agg["structure"] == structure]
+                lines += _table(data, part, metric, missing, top=TOP)
                 lines += ["</details>", ""]
     for metric, analysis in data.analyses.items():
         if not analysis.consensus.empty:
@@ -86,34 +90,63 @@ def _link(url: str | None, label: str) -> str:
     return f"[{label}]({url})" if url else "–"
 
 
-def _table(data: ReportData, part: pd.DataFrame, metric: str, *, top: int | None) -> list[str]:
+def _missing(data: ReportData, dataset: str, metric: str) -> dict[str, tuple[int, int]]:
+    """Model -> (cases without a usable prediction, cases) on (dataset, metric)."""
+    m = data.missing_cases()
+    m = m[(m["dataset"] == dataset) & (m["metric"] == metric) & (m["n_missing"] > 0)]
+    return {str(r.model): (int(r.n_missing), int(r.n_cases)) for r in m.itertuples()}
+
+
+def _missing_note(missing: dict[str, tuple[int, int]]) -> list[str]:
+    if not missing:
+        return []
+    parts = [f"{_cell(m)}: {k} of {n} cases" for m, (k, n) in sorted(missing.items())]
+    return [f"⚠ no usable prediction (missing or failed) for {'; '.join(parts)}.", ""]
+
+
+def _table(
+    data: ReportData,
+    part: pd.DataFrame,
+    metric: str,
+    missing: dict[str, tuple[int, int]],
+    *,
+    top: int | None,
+) -> list[str]:
     part = part.sort_values(["rank", "model"], na_position="last")
     winner = part["winner"].map(_is_true).to_numpy(dtype=bool)
+    ranks = part["rank"].to_numpy(dtype=float)
+    # a co-winner ranked below a model that is not one: the test and the means disagree
+    below = winner & (ranks > np.min(np.where(winner, np.inf, ranks), initial=np.inf))
     if top is not None:
-        keep = (part["rank"].to_numpy(dtype=float) <= top) | winner
-        part, winner = part[keep], winner[keep]
+        keep = (ranks <= top) | winner
+        part, winner, below = part[keep], winner[keep], below[keep]
     head = f"{metric_label(metric)} mean ± SD [95 % CI]"
     lines = [
         f"| rank | model | organisation | {head} | paper | code |",
         "|:-----|:------|:-------------|:------------------:|:-----:|:----:|",
     ]
-    for row, won in zip(part.itertuples(), winner, strict=True):
+    previous = 0.0
+    for row, won, late in zip(part.itertuples(), winner, below, strict=True):
         card = data.cards.get(str(row.model))
         if _is_true(row.contaminated) or pd.isna(row.rank):
             rank = "excl."
         else:
-            rank = ("🏆 " if won else "") + str(int(row.rank))
+            if row.rank > previous + 1 and top is not None:
+                lines.append("| … | | | | | |")
+            previous = float(row.rank)
+            rank = ("🏆 " if won else "") + str(int(row.rank)) + ("†" if late else "")
         ci = (
             ""
             if pd.isna(row.ci_low)
             else f" [{format_value(row.ci_low, metric)}, {format_value(row.ci_high, metric)}]"
         )
+        name = _cell(row.model) + (" ⚠" if str(row.model) in missing else "")
         lines.append(
             "| "
             + " | ".join(
                 [
                     rank,
-                    _cell(row.model),
+                    name,
                     _cell(card.organisation if card and card.organisation else "–"),
                     f"{format_value(row.mean, metric)} ± {format_value(row.sd, metric)}{ci}",
                     _link(card.paper if card else None, "paper"),
@@ -122,7 +155,15 @@ def _table(data: ReportData, part: pd.DataFrame, metric: str, *, top: int | None
             )
             + " |"
         )
-    return [*lines, ""]
+    lines.append("")
+    if below.any():
+        lines += [
+            "† co-winner ranked below a model that is not: not significantly worse than the "
+            "best by the one-sided Wilcoxon test (paired per-case differences), although its "
+            "mean is lower.",
+            "",
+        ]
+    return lines
 
 
 def _consensus(consensus: pd.DataFrame, metric: str) -> list[str]:
@@ -147,14 +188,19 @@ def _preamble(data: ReportData) -> list[str]:
         return ["No analysis.", ""]
     boot = first.params["bootstrap"]
     tests = first.params["tests"]
+    average = {
+        "default": "the mean over cases of each case's mean over the structures it has",
+        "touchstone": "the mean of the structure means (± the mean of the structure SDs), "
+        "as Touchstone publishes it",
+    }[first.params["aggregation"]]
     return [
         "🏆 marks the best mean and every model not significantly worse than it "
         f"(one-sided Wilcoxon signed-rank, Holm-adjusted per structure, α = {tests['alpha']}). "
         f"95 % CIs: paired case bootstrap ({boot['method']}, {boot['resamples']} resamples, "
-        f"seed {boot['seed']}). Missing or failed predictions: policy `{first.params['policy']}`"
-        f"; average column: `{first.params['aggregation']}` convention. Lower is better for "
-        "distances (mm); higher for DSC and NSD (%). `excl.`: trained on this dataset "
-        "(model card), not ranked. Every number can be recomputed from `bundle/` with "
-        "`assay reanalyze`.",
+        f"seed {boot['seed']}). Missing or failed predictions: policy "
+        f"`{first.params['policy']}`; ⚠ marks models with missing cases. The overall table is "
+        f"the average over structures: {average}. Lower is better for distances (mm); higher "
+        "for DSC and NSD (%). `excl.`: trained on this dataset (model card), not ranked. "
+        "Every number can be recomputed from `bundle/` with `assay reanalyze`.",
         "",
     ]

@@ -156,6 +156,7 @@ def analyze(
         for _ in [0]
         if len(small)
     )
+    warns += _powerless_families(pairwise, alpha)
     params = {
         "metric": metric,
         "policy": policy,
@@ -212,6 +213,32 @@ def analyze(
         values=with_avg,
         rank_counts=rank_counts,
         tau_samples=tau_samples,
+    )
+
+
+def _powerless_families(pairwise: pd.DataFrame, alpha: float) -> tuple[str, ...]:
+    """Warn where no pair can be significant, so every model is a co-winner by construction.
+
+    With n paired cases the exact one-sided Wilcoxon p is at least :math:`2^{-n}` (all
+    differences of one sign), and Holm multiplies the smallest p of a family of K ordered
+    pairs by K: no test of the family can reach α when :math:`K / 2^n > α`.
+    """
+    if pairwise.empty:
+        return ()
+    fam = pairwise.groupby(["dataset", "structure", "metric"]).agg(
+        k=("model_a", "size"), n=("n_paired", "max")
+    )
+    floor = np.minimum(1.0, fam["k"] / np.exp2(fam["n"].astype(float)))
+    weak = fam[floor > alpha]
+    if weak.empty:
+        return ()
+    worst = weak.loc[floor[weak.index].idxmax()]
+    return (
+        f"Too few cases for any significant difference in {len(weak)} of {len(fam)} "
+        f"(dataset, structure) families: with n = {int(worst['n'])} paired cases and "
+        f"{int(worst['k'])} ordered pairs the smallest attainable Holm-adjusted p is "
+        f"{float(floor[weak.index].max()):.3g} > alpha = {alpha}, so every model there is a "
+        "co-winner by construction. Add cases before reading the winners.",
     )
 
 
