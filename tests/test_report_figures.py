@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import matplotlib.colors
 import numpy as np
 import pandas as pd
 import pytest
@@ -21,6 +22,7 @@ from assay.errors import InputError
 from assay.report._data import ReportData
 from assay.report._figures import (
     MAX_BLOB_AREA,
+    RASTERIZE_ABOVE,
     SCHEMES,
     blob_points,
     case_distribution,
@@ -36,6 +38,8 @@ from assay.report._figures import (
     subgroup_marks,
     subgroup_plot,
     subgroup_points,
+    subgroup_styles,
+    tau_summary,
     tau_violin,
 )
 
@@ -55,9 +59,25 @@ def _significant_texts(fig: Figure) -> list[Text]:
     return [t for t in fig.findobj(Text) if t.get_gid() == "significant"]
 
 
+def _layers(fig: Figure, *gids: str) -> list[PathCollection]:
+    """Scatter layers of ``fig`` (those with one of ``gids`` when given)."""
+    return [
+        c
+        for ax in fig.axes
+        for c in ax.collections
+        if isinstance(c, PathCollection) and (not gids or c.get_gid() in gids)
+    ]
+
+
 def _scatter_offsets(fig: Figure) -> np.ndarray:
-    collections = [c for ax in fig.axes for c in ax.collections if isinstance(c, PathCollection)]
-    return np.concatenate([c.get_offsets() for c in collections])
+    """Offsets of the per-case point layers (regular and policy-set, not the means)."""
+    return np.concatenate([c.get_offsets() for c in _layers(fig, "cases", "imputed")])
+
+
+def _caption(fig: Figure) -> str:
+    """The figure's caption with its line wrapping undone."""
+    texts = [t.get_text() for t in fig.findobj(Text) if t.get_gid() == "caption"]
+    return " ".join(" ".join(texts).split())
 
 
 def _pairwise(significant: dict[tuple[str, str], float], models: list[str]) -> pd.DataFrame:
@@ -118,6 +138,39 @@ def test_heatmap_single_model_has_one_cell_and_no_marks() -> None:
     assert _significant_texts(fig) == []
 
 
+def test_heatmap_colours_split_at_alpha_and_labels_say_the_direction() -> None:
+    # Hand-made: A>B p = 0.01 (< alpha), A>C p = 0.6, B>C untested (NaN).
+    pairwise = _pairwise({("A", "B"): 0.01}, ["A", "B", "C"])
+    pairwise.loc[(pairwise["model_a"] == "B") & (pairwise["model_b"] == "C"), "p_holm"] = np.nan
+    fig = significance_heatmap(pairwise, ["A", "B", "C"], alpha=0.05)
+    ax = fig.axes[0]
+    image = ax.images[0]
+    norm, cmap = image.norm, image.cmap
+    # alpha sits exactly on the boundary of the two halves of the colour scale.
+    assert norm(0.05) == pytest.approx(0.5)
+    assert norm(0.049) < 0.5 <= norm(0.051)
+    # Small p: saturated (dark) blue; p >= alpha: pale, nearly grey (r ≈ g ≈ b, bright).
+    small, large = np.array(cmap(norm(1e-4))[:3]), np.array(cmap(norm(1.0))[:3])
+    assert small[2] > small[0] + 0.2 and small.mean() < 0.3
+    assert np.ptp(large) < 0.02 and large.mean() > 0.9
+    assert np.ptp(cmap(norm(0.06))[:3]) < 0.02  # just above alpha: already grey
+    assert "row model" in ax.get_ylabel() and "column model" in ax.get_xlabel()
+    bar_labels = [t.get_text() for t in fig.axes[1].get_yticklabels()]
+    assert "α = 0.05" in bar_labels
+    caption = _caption(fig)
+    assert "Wilcoxon" in caption and "Holm-adjusted p" in caption and "p < 0.05" in caption
+    assert "not tested" in caption.lower()
+    untested = [p for p in ax.patches if p.get_gid() == "untested"]
+    assert [(p.get_x(), p.get_y()) for p in untested] == [(1.5, 0.5)]  # row B, column C
+    # Every pair tested: no word about untested cells; another alpha moves the split.
+    complete = _pairwise({("A", "B"): 0.01}, ["A", "B", "C"])
+    fig = significance_heatmap(complete, ["A", "B", "C"], alpha=0.01)
+    assert "not tested" not in _caption(fig).lower()
+    assert fig.axes[0].images[0].norm(0.01) == pytest.approx(0.5)
+    with pytest.raises(InputError, match="alpha"):
+        significance_heatmap(complete, ["A", "B", "C"], alpha=1.5)
+
+
 def test_heatmap_on_fixture_matches_pairwise_flags(data: ReportData) -> None:
     pairwise = _slice(data.analyses["dsc"].pairwise)
     cells = heatmap_cells(pairwise, ORDER)
@@ -171,20 +224,52 @@ def test_case_points_skip_nan_and_absent_models_lower_is_better_values_as_is() -
     assert "lower is better" in fig.axes[0].get_ylabel()
 
 
-def test_case_distribution_rasterizes_many_points() -> None:
+def _uniform_values(n_models: int, n_cases: int) -> pd.DataFrame:
     rng = np.random.default_rng(0)
-    n_models, n_cases = 3, 2_000  # 6,000 points > the 5,000 threshold
-    values = pd.DataFrame(
+    return pd.DataFrame(
         {
             "model": np.repeat([f"m{i}" for i in range(n_models)], n_cases),
             "case_id": np.tile([f"c{j:04d}" for j in range(n_cases)], n_models),
             "value": rng.uniform(size=n_models * n_cases),
         }
     )
+
+
+@pytest.mark.parametrize(("n_cases", "rasterized"), [(666, False), (667, True)])
+def test_case_distribution_rasterizes_above_the_threshold(n_cases: int, rasterized: bool) -> None:
+    # 3 × 666 = 1,998 points stay vector, 3 × 667 = 2,001 > RASTERIZE_ABOVE = 2,000 are
+    # rasterized.
+    values = _uniform_values(3, n_cases)
     fig = case_distribution(values, ["m0", "m1", "m2"], metric="dsc")
-    collections = [c for c in fig.axes[0].collections if isinstance(c, PathCollection)]
-    assert sum(len(c.get_offsets()) for c in collections) == 6_000
-    assert all(c.get_rasterized() for c in collections)
+    points = _layers(fig, "cases", "imputed")
+    assert sum(len(c.get_offsets()) for c in points) == 3 * n_cases
+    assert all(c.get_rasterized() is (3 * n_cases > RASTERIZE_ABOVE) for c in points)
+    assert (3 * n_cases > RASTERIZE_ABOVE) is rasterized
+    assert not any(c.get_rasterized() for c in _layers(fig, "mean"))  # 3 markers: vector
+
+
+def test_case_distribution_means_and_policy_crosses_on_top(data: ReportData) -> None:
+    values = _slice(data.analyses["dsc"].values, "liver")
+    points = case_points(values, ORDER)
+    fig = case_distribution(values, ORDER, metric="dsc")
+    (means,) = _layers(fig, "mean")
+    # One diamond per model at its position, at the mean of all its points (set ones included).
+    expected = points.groupby("model")["value"].mean().loc[ORDER]
+    np.testing.assert_allclose(means.get_offsets()[:, 0], range(len(ORDER)))
+    np.testing.assert_allclose(means.get_offsets()[:, 1], expected)
+    (regular,) = _layers(fig, "cases")
+    (imputed,) = _layers(fig, "imputed")
+    assert imputed.get_zorder() > regular.get_zorder()
+    assert means.get_zorder() > regular.get_zorder()
+    # delta has one value set by the policy: counted over delta (position 3) and in the legend.
+    counts = [t for t in fig.findobj(Text) if t.get_gid() == "imputed_count"]
+    assert [(t.get_position()[0], t.get_text()) for t in counts] == [(3, "×1")]
+    # The legend is outside the axes (a figure legend), with the mean and the count.
+    assert fig.axes[0].get_legend() is None
+    (legend,) = fig.legends
+    labels = [t.get_text() for t in legend.get_texts()]
+    assert labels[0] == "case" and labels[2] == "mean"
+    assert labels[1].startswith("set by policy (n = 1")
 
 
 # ---------------------------------------------------------------------------- blobs
@@ -243,6 +328,35 @@ def test_tau_violin_average_first_nan_counted() -> None:
     fig = tau_violin(tau)
     labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
     assert labels == ["average", "liver\n(1 undefined)", "spleen"]
+
+
+def test_tau_summary_quantiles_and_violin_axis_fit_the_data() -> None:
+    tau = pd.DataFrame(
+        {
+            "structure": ["liver"] * 5 + ["average"] * 3 + ["kidney"] * 2,
+            "tau": [0.2, 0.4, 0.6, 0.8, 1.0, 0.9, np.nan, 1.0, np.nan, np.nan],
+            "metric": "dsc",
+        }
+    )
+    summary = tau_summary(tau).set_index("structure")
+    assert summary.index.tolist() == ["average", "liver", "kidney"]
+    assert summary.loc["liver", ["n", "n_undefined"]].tolist() == [5, 0]
+    assert summary.loc["average", ["n", "n_undefined"]].tolist() == [2, 1]
+    # numpy linear quantiles of 0.2..1.0: median 0.6, q025 = 0.2 + 0.1 · 0.8, q975 = 0.98.
+    np.testing.assert_allclose(summary.loc["liver", ["median", "q025", "q975"]], [0.6, 0.22, 0.98])
+    assert summary.loc["kidney", ["median", "q025", "q975"]].isna().all()  # no defined τ
+    fig = tau_violin(tau)
+    ax = fig.axes[0]
+    low, high = ax.get_ylim()
+    assert low == pytest.approx(0.2 - 0.05)  # min τ − 0.05 ...
+    assert 1.0 <= high <= 1.05  # ... up to 1
+    (medians,) = [c for c in ax.collections if c.get_gid() == "median"]
+    np.testing.assert_allclose(medians.get_offsets()[:2, 1], [0.95, 0.6])
+    caption = _caption(fig)
+    assert "median" in caption and "2.5–97.5 %" in caption
+    # A τ near −1 never pushes the axis below −1.
+    low_tau = tau.assign(tau=tau["tau"].where(tau["tau"] != 0.2, -0.99))
+    assert tau_violin(low_tau).axes[0].get_ylim()[0] == pytest.approx(-1.0)
 
 
 def test_tau_violin_fixture(data: ReportData) -> None:
@@ -330,6 +444,77 @@ def test_subgroup_points_dodge_and_skip() -> None:
     texts = _significant_texts(fig)
     assert len(texts) == 1  # only the Mann–Whitney A young vs old (Kruskal is not marked)
     assert texts[0].get_position()[0] == pytest.approx((0.8 + 1.0) / 2)
+
+
+def _decade_frame(skipped: set[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Hand-made: nine decade bins for models A, B and the pseudo-model "average"."""
+    groups = [f"[{10 * k}, {10 * k + 10})" for k in range(1, 10)]
+    rows = [
+        (m, g, 5 if g in skipped else 10 + j + (m == "average"), 0.9 - 0.01 * j, g in skipped)
+        for m in ("A", "B", "average")
+        for j, g in enumerate(groups)
+    ]
+    frame = pd.DataFrame(rows, columns=["model", "group", "n", "mean", "skipped"])
+    frame = frame.assign(grouping="age:decades", metric="dsc")
+    tests = pd.DataFrame(
+        {
+            "model": ["A", "A"],
+            "test": ["kruskal", "mannwhitneyu"],
+            "group_a": ["", "[20, 30)"],
+            "group_b": ["", "[30, 40)"],
+            "p_adj": [0.01, 0.01],
+            "correction": ["none", "bonferroni"],
+            "significant": [True, True],
+        }
+    )
+    return frame, tests
+
+
+def _group_colours(fig: Figure) -> dict[str, tuple[tuple[float, ...], str]]:
+    out = {}
+    for layer in _layers(fig):
+        gid = layer.get_gid() or ""
+        if gid.startswith("group:"):
+            out[gid.removeprefix("group:")] = tuple(np.round(layer.get_facecolor()[0], 6))
+    return out
+
+
+def test_subgroup_styles_are_fixed_per_group_across_figures() -> None:
+    all_drawn, _ = _decade_frame(set())
+    fewer, tests = _decade_frame({"[10, 20)", "[20, 30)", "[60, 70)"})
+    one = _group_colours(subgroup_plot(all_drawn, tests, ["A", "B", "average"]))
+    two = _group_colours(subgroup_plot(fewer, tests, ["A", "B", "average"]))
+    assert len(one) == 9 and len(two) == 6
+    assert all(two[g] == one[g] for g in two)  # same group, same colour, whatever is drawn
+    styles = subgroup_styles(fewer)
+    assert styles["group"].tolist() == list(dict.fromkeys(fewer["group"]))  # bin order
+    assert styles.equals(subgroup_styles(all_drawn).assign(n=styles["n"], label=styles["label"]))
+    assert len(set(zip(styles["color"], styles["marker"], strict=True))) == 9  # all distinct
+    # Viridis without its yellow end: no colour has a high red+green and a low blue.
+    rgb = np.array([matplotlib.colors.to_rgb(c) for c in styles["color"]])
+    assert not ((rgb[:, 0] > 0.8) & (rgb[:, 1] > 0.8) & (rgb[:, 2] < 0.3)).any()
+    # Group size in the label: the largest n over the models (average has one more here).
+    assert styles.set_index("group").loc["[90, 100)", "label"] == "[90, 100) n=19"
+
+
+def test_subgroup_plot_average_last_caption_and_pretty_grouping() -> None:
+    frame, tests = _decade_frame({"[10, 20)"})
+    fig = subgroup_plot(
+        frame, tests, ["average", "B", "A"], title="toy · average · dsc by age:decades"
+    )
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["B", "A", "all models"]
+    (divider,) = [line for line in ax.get_lines() if line.get_gid() == "divider"]
+    assert divider.get_xdata()[0] == pytest.approx(1.5)  # between A (1) and all models (2)
+    assert ax.get_title() == "toy · average · dsc by age (decades)"
+    legend = ax.get_legend()
+    assert legend.get_title().get_text() == "age (decades)"
+    assert legend.get_texts()[0].get_text() == "[20, 30) n=12"
+    caption = _caption(fig)
+    assert "* pairwise Mann–Whitney U, Bonferroni within model, p_adj < 0.05" in caption
+    assert '"all models"' in caption
+    points = subgroup_points(frame, tests, ["average", "B", "A"])
+    assert list(dict.fromkeys(points["model"])) == ["B", "A", "average"]
 
 
 def test_subgroup_plot_without_data_says_so(data: ReportData) -> None:

@@ -15,8 +15,10 @@ from urllib.parse import unquote, urlsplit
 
 import pandas as pd
 import pytest
+from markupsafe import escape
 from report_inputs import make_report_data
 
+from assay.report import _tables
 from assay.report._data import SPEED_COLUMNS
 from assay.report._site import figure_stem, render_figures, slugify, write_site
 from assay.stats import AVERAGE
@@ -143,6 +145,120 @@ def test_write_site_pages(data, tmp_path):
     assert 'width="480" height="360"' in liver
 
 
+def _read(site: Path, name: str) -> str:
+    return (site / name).read_text(encoding="utf-8")
+
+
+def test_average_column_labelled_by_convention(data, tmp_path):
+    html = _read(write_site(data, tmp_path, {})[0].parent, "index.html")
+    assert "average (per case)" in html
+    assert "mean over cases of each case&#39;s mean over the structures it contains" in html
+    touchstone = {
+        m: dataclasses.replace(a, params={**a.params, "aggregation": "touchstone"})
+        for m, a in data.analyses.items()
+    }
+    write_site(dataclasses.replace(data, analyses=touchstone), tmp_path / "t", {})
+    html = _read(tmp_path / "t", "index.html")
+    assert "average (of structures)" in html and "average (per case)" not in html
+    assert "the mean of the structure means" in html
+
+
+def test_units_and_missing_cases(data, tmp_path):
+    write_site(data, tmp_path, {})
+    index = _read(tmp_path, "index.html")
+    assert ">values set worst<" in index and "structure × case values" in index
+    assert ">missing cases<" in index
+    # delta lacks case_000 (every structure): one missing case, flagged
+    assert _tables.missing_cases(data, "dsc", "toy") == {"delta": 1}
+    assert "⚠ 1" in index
+    assert "cases contain at least one evaluated structure" not in index  # all evaluated
+    extra = data.scores[data.scores["case_id"] == "case_000"].assign(
+        case_id="case_999", value=float("nan"), status="missing_prediction"
+    )
+    more = dataclasses.replace(data, scores=pd.concat([data.scores, extra], ignore_index=True))
+    assert _tables.case_coverage(more, "toy") == (24, 25)
+    write_site(more, tmp_path / "more", {})
+    note = "24 of 25 cases contain at least one evaluated structure"
+    assert note in _read(tmp_path / "more", "index.html")
+
+
+def test_trophy_note_when_winner_below_non_winner():
+    rows = pd.DataFrame(
+        {
+            "model": ["a", "b", "c"],
+            "rank": [1.0, 2.0, 3.0],
+            "winner": [True, False, True],
+            "contaminated": [False, False, False],
+        }
+    )
+    assert _tables._trophy_notes(rows) == [_tables.TROPHY_NOTE]
+    assert _tables._trophy_notes(rows.assign(winner=[True, True, False])) == []
+    assert _tables._trophy_notes(rows.assign(contaminated=[False, True, False])) == []
+
+
+def test_index_warning_box(data, tmp_path):
+    write_site(data, tmp_path, {})
+    index = _read(tmp_path, "index.html")
+    assert 'class="warning-box"' in index
+    for analysis in data.analyses.values():
+        for warning in analysis.warnings:
+            assert str(escape(str(warning))) in index
+    # the box comes before the first leaderboard
+    assert index.index("warning-box") < index.index("sortable leaderboard")
+
+
+def test_structure_page_tables_and_hints(site):
+    liver = _read(site, "toy--liver.html")
+    assert liver.count('class="sortable results"') == 2  # one per metric
+    assert liver.count('class="sortable rankings"') == 2
+    for scheme in ("aggregate-then-rank", "rank-then-aggregate", "test-then-rank"):
+        assert f'<button type="button">{scheme}</button>' in liver
+    assert "P(rank 1)" in liver and "rank 95 % interval" in liver
+    assert liver.count('class="hint"') >= 2 * 3  # heatmap, cases, blobs per metric
+    assert "Each dot is one case" in liver
+
+
+def test_subgroups_page_average_only(site, data):
+    html = _read(site, "subgroups.html")
+    assert "bundle/results.json" in html
+    assert "all models" in html
+    # one wide table per (metric, grouping): rows = models + all models, columns = groups
+    assert html.count('class="sortable subgroup-means"') == len(data.analyses)
+    groups = sorted(set(data.analyses["dsc"].subgroups["group"]))
+    for g in groups:
+        assert f'<button type="button">{g}</button>' in html
+    assert "liver" not in html.split("<main>")[1]  # no per-structure rows
+    means, tests = _tables.subgroup_tables(data, "dsc", "toy", "sex")
+    assert [r[0].text for r in means.rows][-1] == "all models"
+    assert len(means.rows) == len(data.model_order("dsc", "toy")) + 1
+    assert all(c.text.endswith(")") for r in means.rows for c in r[1:])
+    # two groups: no Kruskal–Wallis rows (the Mann–Whitney test says the same)
+    assert all(r[1].text != "Kruskal–Wallis" for r in tests.rows)
+    assert "uncorrected" in tests.caption and "bonferroni" in tests.caption
+
+
+def test_methods_page_readable(site, data):
+    html = _read(site, "methods.html")
+    assert "delta on toy: 1 of 24 cases have no prediction" in html
+    assert "Missing predictions" in html
+    assert "No warnings" not in html
+    assert ">{}<" not in html and "..<" not in html and "..\n" not in html
+    assert html.count('id="training-data"') == 1
+    assert "<dt>training_data</dt>" not in html  # not repeated per metric
+
+
+def test_params_items():
+    items = _tables.params_items(
+        {"infinite_values_capped": 0, "worst_values": {}, "seed": 0, "groups": ["a", "b"]}
+    )
+    assert items == [
+        ("infinite_values_capped", "none"),
+        ("worst_values", "none"),
+        ("seed", "0"),
+        ("groups", "a, b"),
+    ]
+
+
 def test_no_speed_page_without_speed(data, tmp_path):
     no_speed = dataclasses.replace(data, speed=pd.DataFrame(columns=list(SPEED_COLUMNS)))
     written = write_site(no_speed, tmp_path, {})
@@ -217,9 +333,15 @@ def test_no_network_requests(visits):
 
 
 def test_figures_render(site, driver):
+    from selenium.webdriver.support.ui import WebDriverWait
+
     n_images = 0
     for page in _pages(site):
         driver.get(page.as_uri())
+        # the load event normally covers images; allow a slow SVG decode a few seconds more
+        WebDriverWait(driver, 10).until(
+            lambda d: d.execute_script("return Array.from(document.images).every(i => i.complete);")
+        )
         sizes = driver.execute_script(
             """
             const imgs = Array.from(document.images).map(i => {
@@ -314,7 +436,13 @@ def test_index_trophies_and_screenshot(site, driver, data, tmp_path_factory):
         shown = set()
         for row in board.find_elements(By.CSS_SELECTOR, "tbody tr"):
             cells = row.find_elements(By.TAG_NAME, "td")
-            if "🏆" in cells[0].text:
+            badges = cells[0].find_elements(By.CSS_SELECTOR, ".trophy")
+            if badges:
+                # an inline SVG (drawn without any emoji font), "🏆" for screen readers
+                assert len(badges) == 1
+                assert "🏆" in badges[0].get_attribute("aria-label")
+                svg = badges[0].find_element(By.TAG_NAME, "svg")
+                assert svg.size["width"] > 0 and svg.size["height"] > 0
                 shown.add(cells[1].text.strip())
         assert shown == expected, metric
         heading = section.find_element(By.TAG_NAME, "h3").text

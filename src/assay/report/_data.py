@@ -61,8 +61,8 @@ class ReportData:
         bad = s["status"].isin(["missing_prediction", "failed"])
         keys = ["dataset", "model", "metric"]
         out = s.groupby(keys).agg(n_cases=("case_id", "nunique")).reset_index()
-        hit = s[bad].groupby(keys).agg(
-            n_missing=("case_id", "nunique"), n_values=("case_id", "size")
+        hit = (
+            s[bad].groupby(keys).agg(n_missing=("case_id", "nunique"), n_values=("case_id", "size"))
         )
         out = out.merge(hit.reset_index(), on=keys, how="left")
         out[["n_missing", "n_values"]] = out[["n_missing", "n_values"]].fillna(0).astype(int)

@@ -11,6 +11,8 @@ absent from a frame are skipped. Markers that tests count carry the gid ``"signi
 
 from __future__ import annotations
 
+import re
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,9 +20,11 @@ import matplotlib as mpl
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
-from matplotlib.colors import ListedColormap, LogNorm
+from matplotlib.colors import FuncNorm, ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.patches import Rectangle
+from matplotlib.transforms import blended_transform_factory
 
 from assay.errors import InputError
 from assay.stats import higher_is_better_for
@@ -31,6 +35,7 @@ __all__ = [
     "case_distribution",
     "case_points",
     "heatmap_cells",
+    "pretty_grouping",
     "rank_blobs",
     "ranking_robustness",
     "robustness_ranks",
@@ -41,19 +46,31 @@ __all__ = [
     "subgroup_marks",
     "subgroup_plot",
     "subgroup_points",
+    "subgroup_styles",
+    "tau_summary",
     "tau_violin",
 ]
 
 #: Okabe & Ito (2008) colour-blind-safe palette (black omitted: it is used for annotations).
 OKABE_ITO = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442")
-MARKERS = ("o", "s", "^", "D", "v", "P", "X")
+VERMILLION = "#D55E00"
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", "p", ">", "h", "*")
 GREY = "#d9d9d9"
 SIGNIFICANT = "significant"  # gid of every significance marker
+CAPTION = "caption"  # gid of the explanatory footnote of a figure
 JITTER_SEED = 0
 JITTER_WIDTH = 0.36  # total width of the horizontal jitter of case points, in model slots
-RASTERIZE_ABOVE = 5_000  # rasterize the points layer above this many points
+RASTERIZE_ABOVE = 2_000  # rasterize the points layer above this many points
+SVG_RASTER_DPI = 120  # resolution of rasterized layers in SVGs (screen: ~96 dpi); keeps them small
 MAX_BLOB_AREA = 600.0  # marker area (pt²) of a blob with frequency 1
 P_FLOOR = 1e-4  # lower end of the p-value colour scale
+#: Pseudo-model of the subgroup frames (per-case mean over the models) and its axis label.
+AVERAGE_MODEL = "average"
+AVERAGE_LABEL = "all models"
+#: Groups of a subgrouping that are never real groups (always skipped by the analysis).
+SPECIAL_GROUPS = frozenset({"(unassigned)", "(no metadata)"})
+_BIN_LABEL = re.compile(r"^[\[(].*,.*[\])]$")  # "[30, 40)": an ordered bin
+_CORRECTIONS = {"bonferroni": "Bonferroni", "fdr_bh": "Benjamini–Hochberg", "holm": "Holm"}
 #: Ranking schemes (label, column of the ``rankings`` frame), DESIGN.md §4.
 SCHEMES = (
     ("aggregate-then-rank", "rank_by_mean"),
@@ -121,6 +138,13 @@ def _new_figure(width: float, height: float) -> tuple[Figure, Axes]:
     return fig, fig.add_subplot()
 
 
+def _caption(fig: Figure, text: str) -> None:
+    """Explanatory footnote under the figure (wrapped to its width), gid ``"caption"``."""
+    width = max(30, int(fig.get_figwidth() * 14))
+    wrapped = "\n".join(textwrap.wrap(text, width=width, break_on_hyphens=False))
+    fig.supxlabel(wrapped, fontsize="small", color="0.3").set_gid(CAPTION)
+
+
 def _no_data(ax: Axes, note: str) -> None:
     ax.text(0.5, 0.5, note, ha="center", va="center", transform=ax.transAxes, color="0.35")
     ax.set_xticks([])
@@ -165,15 +189,57 @@ def heatmap_cells(pairwise: pd.DataFrame, order: Sequence[str]) -> pd.DataFrame:
     return cells.reset_index(drop=True)
 
 
-def significance_heatmap(
-    pairwise: pd.DataFrame, order: Sequence[str], *, title: str = ""
-) -> Figure:
-    """Heatmap of Holm-adjusted one-sided p-values, "row better than column".
+def _p_norm(alpha: float) -> FuncNorm:
+    """Colour scale of p: log-spaced, ``P_FLOOR``..alpha on [0, 0.5), alpha..1 on [0.5, 1].
 
-    Models of ``order`` on both axes; cell colour = ``p_holm`` on a log scale (viridis, floored
-    at 1e-4), grey for untested pairs, white on the diagonal; a "●" Text (gid
-    ``"significant"``) in every cell where :func:`heatmap_cells` says ``significant``.
+    ``f(p) = 0.5 · log(p / floor) / log(alpha / floor)`` below alpha and
+    ``0.5 + 0.5 · log(p / alpha) / log(1 / alpha)`` from alpha on, so that alpha falls exactly
+    on the boundary between the two halves of :func:`_p_cmap` (p is clipped to [floor, 1]).
     """
+    floor = min(P_FLOOR, alpha / 10)
+
+    def forward(p: np.ndarray) -> np.ndarray:
+        p = np.clip(np.asarray(p, dtype=float), floor, 1.0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            low = 0.5 * np.log(p / floor) / np.log(alpha / floor)
+            high = 0.5 + 0.5 * np.log(p / alpha) / np.log(1.0 / alpha)
+        return np.where(p < alpha, low, high)
+
+    def inverse(f: np.ndarray) -> np.ndarray:
+        f = np.clip(np.asarray(f, dtype=float), 0.0, 1.0)
+        low = floor * (alpha / floor) ** (2 * f)
+        high = alpha * (1.0 / alpha) ** (2 * f - 1)
+        return np.where(f < 0.5, low, high)
+
+    return FuncNorm((forward, inverse), vmin=floor, vmax=1.0, clip=True)
+
+
+def _p_cmap() -> ListedColormap:
+    """Two-part map: saturated blues below alpha (darkest = smallest p), pale greys above."""
+    blues = mpl.colormaps["Blues"](np.linspace(1.0, 0.45, 256))
+    greys = mpl.colormaps["Greys"](np.linspace(0.22, 0.04, 256))
+    return ListedColormap(np.vstack([blues, greys]), name="p_split").with_extremes(bad="white")
+
+
+def significance_heatmap(
+    pairwise: pd.DataFrame, order: Sequence[str], *, title: str = "", alpha: float = 0.05
+) -> Figure:
+    """Heatmap of Holm-adjusted one-sided p-values, "row model better than column model".
+
+    Models of ``order`` on both axes (rows: the model tested as better, columns: the model it
+    is compared with). Cell colour = ``p_holm`` on the two-part scale of :func:`_p_norm`:
+    blues for p < ``alpha`` (the smaller, the darker; floored at 1e-4), pale greys for
+    p ≥ ``alpha``; alpha is marked on the colour bar. Untested pairs are hatched, the diagonal
+    is white; a "●" Text (gid ``"significant"``) sits in every cell where :func:`heatmap_cells`
+    says ``significant``. A caption under the figure states the test.
+
+    Raises
+    ------
+    InputError
+        If ``alpha`` is not in (0, 1).
+    """
+    if not 0.0 < alpha < 1.0:
+        raise InputError(f"significance_heatmap: alpha is {alpha}; expected 0 < alpha < 1.")
     cells = heatmap_cells(pairwise, order)
     models = _heatmap_models(pairwise, order)
     n = len(models)
@@ -181,26 +247,39 @@ def significance_heatmap(
     p = np.full((n, n), np.nan)
     for c in cells.itertuples(index=False):
         p[index[c.row], index[c.col]] = c.p_holm
-    fig, ax = _new_figure(_model_span(n) + 1.4, _model_span(n))
+    fig, ax = _new_figure(_model_span(n) + 1.6, _model_span(n) + 0.5)
     metric = _metric_of(pairwise)
-    ax.set_title(title or f"One-sided Wilcoxon: A better than B ({metric or 'metric'})")
+    ax.set_title(title or f"One-sided Wilcoxon, Holm-adjusted p ({metric or 'metric'})")
     if n == 0:
         _no_data(ax, "no models")
         return fig
-    cmap = mpl.colormaps["viridis"].with_extremes(bad=GREY)
-    norm = LogNorm(vmin=P_FLOOR, vmax=1.0, clip=True)
-    image = ax.imshow(np.ma.masked_invalid(np.clip(p, P_FLOOR, 1.0)), cmap=cmap, norm=norm)
+    cmap, norm = _p_cmap(), _p_norm(alpha)
+    image = ax.imshow(np.ma.masked_invalid(p), cmap=cmap, norm=norm)
     diagonal = np.ma.masked_where(~np.eye(n, dtype=bool), np.ones((n, n)))
     ax.imshow(diagonal, cmap=ListedColormap(["white"]))
+    untested = cells[cells["p_holm"].isna()]
+    for c in untested.itertuples(index=False):
+        ax.add_patch(
+            Rectangle(
+                (index[c.col] - 0.5, index[c.row] - 0.5),
+                1,
+                1,
+                fill=False,
+                hatch="////",
+                edgecolor="0.6",
+                linewidth=0,
+                gid="untested",
+            )
+        )
     for c in cells[cells["significant"]].itertuples(index=False):
-        luminance = np.dot(cmap(norm(max(c.p_holm, P_FLOOR)))[:3], (0.299, 0.587, 0.114))
+        luminance = np.dot(cmap(norm(c.p_holm))[:3], (0.299, 0.587, 0.114))
         ax.text(
             index[c.col],
             index[c.row],
             "●",
             ha="center",
             va="center",
-            fontsize=9,
+            fontsize=9 if n <= 12 else 7,
             color="white" if luminance < 0.5 else "black",
             gid=SIGNIFICANT,
         )
@@ -212,13 +291,23 @@ def significance_heatmap(
     ax.grid(which="minor", color="white", linewidth=1.0)
     ax.tick_params(which="minor", length=0)
     ax.spines[:].set_visible(False)
-    ax.set_xlabel("model B")
-    ax.set_ylabel("model A")
+    ax.set_xlabel("column model (compared with)")
+    ax.set_ylabel("row model (tested as better)")
     bar = fig.colorbar(image, ax=ax, extend="min", shrink=0.8)
-    bar.set_label("Holm-adjusted p\n(● significant, grey: not tested)")
-    ticks = (P_FLOOR, 1e-3, 1e-2, 0.05, 1.0)  # plain labels: no mathtext "10^-k"
-    bar.set_ticks(ticks, labels=[f"{t:g}" for t in ticks])
+    bar.set_label("Holm-adjusted p")
+    floor = float(norm.vmin)
+    ticks = sorted({floor, *(t for t in (1e-3, 1e-2) if floor < t < alpha), alpha, 0.5, 1.0})
+    labels = [f"α = {t:g}" if t == alpha else f"{t:g}" for t in ticks]  # no mathtext 10^-k
+    bar.set_ticks(ticks, labels=labels)
     bar.ax.minorticks_off()
+    bar.ax.axhline(alpha, color="black", linewidth=1.5)
+    note = (
+        "Cell: one-sided Wilcoxon signed-rank test “row model better than column model”, "
+        f"Holm-adjusted p (● p < {alpha:g})."
+    )
+    if len(untested):
+        note += " Hatched: not tested."
+    _caption(fig, note)
     return fig
 
 
@@ -266,13 +355,16 @@ def case_distribution(
 ) -> Figure:
     """Box plot per model with every per-case value of :func:`case_points` on top.
 
-    Boxes show median and quartiles, whiskers 1.5 IQR, no fliers (every point is drawn).
-    Values set by the missing-value policy are drawn as vermillion crosses. The points layer
-    is rasterized above 5,000 points to keep SVGs small.
+    Boxes show median and quartiles, whiskers 1.5 IQR, no fliers (every point is drawn). A
+    white diamond (gid ``"mean"``) marks each model's mean over its points, the quantity the
+    rankings use. Values set by the missing-value policy are drawn as vermillion crosses
+    (gid ``"imputed"``) above the regular points (gid ``"cases"``), with their count per model
+    ("×k", gid ``"imputed_count"``) over the plot. The point layers are rasterized above
+    :data:`RASTERIZE_ABOVE` points to keep SVGs small. The legend sits right of the axes.
     """
     points = case_points(values, order)
     models = list(dict.fromkeys(points["model"]))
-    fig, ax = _new_figure(_model_span(len(models)), 4.2)
+    fig, ax = _new_figure(_model_span(len(models)) + 0.6, 4.6)
     if points.empty:
         _no_data(ax, "no per-case values")
     else:
@@ -289,20 +381,66 @@ def case_distribution(
             capprops={"color": "#0072B2"},
         )
         rasterize = len(points) > RASTERIZE_ABOVE
-        for imputed, style in (
-            (False, {"color": "0.25", "marker": "o", "alpha": 0.45, "label": "case"}),
-            (True, {"color": "#D55E00", "marker": "x", "alpha": 0.9, "label": "set by policy"}),
-        ):
-            layer = points[points["imputed"] == imputed]
-            if len(layer):
-                ax.scatter(
-                    layer["x"], layer["value"], s=7, linewidths=0.8, zorder=3, **style
-                ).set_rasterized(rasterize)
-        if points["imputed"].any():
-            ax.legend(loc="best", fontsize="small", frameon=False)
+        regular = points[~points["imputed"]]
+        imputed = points[points["imputed"]]
+        n_imputed = imputed.groupby("model", sort=False).size()
+        if len(regular):
+            ax.scatter(
+                regular["x"],
+                regular["value"],
+                s=7,
+                color="0.25",
+                alpha=0.45,
+                linewidths=0,
+                zorder=3,
+                label="case",
+                gid="cases",
+            ).set_rasterized(rasterize)
+        if len(imputed):
+            ax.scatter(
+                imputed["x"],
+                imputed["value"],
+                s=16,
+                marker="x",
+                color=VERMILLION,
+                linewidths=1.0,
+                zorder=4,
+                label=f"set by policy (n = {len(imputed):,}; ×k per model on top)",
+                gid="imputed",
+            ).set_rasterized(rasterize)
+            top = blended_transform_factory(ax.transData, ax.transAxes)
+            for i, model in enumerate(models):
+                if n_imputed.get(model, 0):
+                    ax.text(
+                        i,
+                        1.01,
+                        f"×{n_imputed[model]:,}",
+                        transform=top,
+                        ha="center",
+                        va="bottom",
+                        fontsize="x-small",
+                        color=VERMILLION,
+                        clip_on=False,
+                        gid="imputed_count",
+                    )
+        means = points.groupby("model", sort=False)["value"].mean()
+        ax.scatter(
+            [models.index(m) for m in means.index],
+            means.to_numpy(),
+            s=36,
+            marker="D",
+            facecolor="white",
+            edgecolor="black",
+            linewidths=1.0,
+            zorder=5,
+            label="mean",
+            gid="mean",
+        )
+        fig.legend(loc="outside lower center", ncols=3, fontsize="small", frameon=False)
         _model_xaxis(ax, models)
     ax.set_ylabel(_metric_label(metric))
-    ax.set_title(title or f"Per-case {metric or 'values'} ({len(points):,} values)")
+    pad = 14.0 if points["imputed"].any() else 6.0  # room for the "×k" counts on top
+    ax.set_title(title or f"Per-case {metric or 'values'} ({len(points):,} values)", pad=pad)
     ax.grid(axis="y", color="0.9")
     ax.set_axisbelow(True)
     return fig
@@ -399,42 +537,91 @@ def rank_blobs(
 # ---------------------------------------------------------------------------- tau
 
 
+def _tau_structures(tau_samples: pd.DataFrame) -> list[str]:
+    structures = list(dict.fromkeys(tau_samples["structure"].astype(object)))
+    structures.sort(key=lambda s: s != "average")  # stable: keeps the order of the others
+    return structures
+
+
+def tau_summary(tau_samples: pd.DataFrame) -> pd.DataFrame:
+    """Per-structure summary of the bootstrap τ drawn by :func:`tau_violin`.
+
+    One row per structure, ``"average"`` first then the others in order of appearance.
+    ``n`` counts the defined (finite) τ, ``n_undefined`` the NaN ones (all models tied);
+    ``median``, ``q025`` and ``q975`` are ``numpy.quantile`` (linear) at 0.5, 0.025 and 0.975
+    of the defined τ, NaN when there are none.
+
+    Returns
+    -------
+    DataFrame with columns structure, n, n_undefined, median, q025, q975.
+    """
+    _one_slice(tau_samples, ("dataset", "metric"), "tau_summary")
+    rows = []
+    for structure in _tau_structures(tau_samples):
+        tau = tau_samples.loc[tau_samples["structure"] == structure, "tau"].to_numpy(float)
+        finite = tau[np.isfinite(tau)]
+        q = np.quantile(finite, (0.5, 0.025, 0.975)) if len(finite) else np.full(3, np.nan)
+        rows.append((structure, len(finite), len(tau) - len(finite), *map(float, q)))
+    columns = ["structure", "n", "n_undefined", "median", "q025", "q975"]
+    return pd.DataFrame(rows, columns=columns).astype({"structure": object})
+
+
 def tau_violin(tau_samples: pd.DataFrame, *, title: str = "") -> Figure:
     """Violins of Kendall's τ-b between the full-data and each bootstrap ranking.
 
     One violin per structure, ``"average"`` first then the others in order of appearance;
-    NaN τ (undefined: all models tied) are left out and counted in the tick label. A structure
-    whose τ are all equal is drawn as a short line (a kernel density needs spread); one with no
-    defined τ is labelled but not drawn.
+    NaN τ (undefined: all models tied) are left out and counted in the tick label. A black
+    bar spans the 2.5–97.5 % quantiles and a white dot marks the median (:func:`tau_summary`).
+    A structure whose τ are all equal is drawn as a short line (a kernel density needs
+    spread); one with no defined τ is labelled but not drawn. The y axis runs from
+    ``max(min τ − 0.05, −1)`` (−1 when no τ is defined) to 1.
     """
-    _one_slice(tau_samples, ("dataset", "metric"), "tau_violin")
-    structures = list(dict.fromkeys(tau_samples["structure"].astype(object)))
-    structures.sort(key=lambda s: s != "average")  # stable: keeps the order of the others
-    fig, ax = _new_figure(max(5.0, 1.6 + 0.55 * len(structures)), 4.0)
+    summary = tau_summary(tau_samples)
+    structures = summary["structure"].tolist()
+    fig, ax = _new_figure(max(5.0, 1.6 + 0.55 * len(structures)), 4.3)
     labels = []
-    for i, structure in enumerate(structures):
-        tau = tau_samples.loc[tau_samples["structure"] == structure, "tau"].to_numpy(float)
+    for i, row in enumerate(summary.itertuples(index=False)):
+        tau = tau_samples.loc[tau_samples["structure"] == row.structure, "tau"].to_numpy(float)
         finite = tau[np.isfinite(tau)]
-        n_nan = len(tau) - len(finite)
-        labels.append(f"{structure}\n({n_nan} undefined)" if n_nan else structure)
+        n_nan = row.n_undefined
+        labels.append(f"{row.structure}\n({n_nan} undefined)" if n_nan else row.structure)
         if len(finite) and np.ptp(finite) > 0:
-            parts = ax.violinplot(finite, positions=[i], widths=0.8, showmedians=True)
+            parts = ax.violinplot(finite, positions=[i], widths=0.8, showextrema=False)
             for body in parts["bodies"]:
-                body.set(facecolor=OKABE_ITO[0], edgecolor=OKABE_ITO[0], alpha=0.5)
-            for key in ("cbars", "cmins", "cmaxes", "cmedians"):
-                parts[key].set_color("black")
+                body.set(facecolor=OKABE_ITO[0], edgecolor=OKABE_ITO[0], alpha=0.45)
         elif len(finite):
             ax.hlines(finite[0], i - 0.3, i + 0.3, color=OKABE_ITO[0], linewidth=2.5)
     if structures:
+        x = np.arange(len(structures))
+        ax.vlines(x, summary["q025"], summary["q975"], color="black", linewidth=1.5, zorder=3)
+        ax.scatter(
+            x,
+            summary["median"],
+            s=22,
+            color="white",
+            edgecolor="black",
+            linewidths=1.0,
+            zorder=4,
+            gid="median",
+        )
         _model_xaxis(ax, labels)
     else:
         _no_data(ax, "no bootstrap τ")
-    ax.set_ylim(-1.05, 1.05)
+    finite_all = tau_samples["tau"].to_numpy(float)
+    finite_all = finite_all[np.isfinite(finite_all)]
+    low = max(float(finite_all.min()) - 0.05, -1.0) if len(finite_all) else -1.0
+    ax.set_ylim(low, 1.0 + 0.02 * (1.0 - low))
     ax.set_ylabel("Kendall's τ-b to the full-data ranking")
     metric = _metric_of(tau_samples)
     ax.set_title(title or f"Kendall's τ under the bootstrap ({metric or 'metric'})")
     ax.grid(axis="y", color="0.92")
     ax.set_axisbelow(True)
+    n_resamples = int(summary["n"].add(summary["n_undefined"]).max()) if structures else 0
+    _caption(
+        fig,
+        f"Violin: τ-b over {n_resamples:,} bootstrap resamples per structure; "
+        "white dot: median; black bar: 2.5–97.5 % quantiles.",
+    )
     return fig
 
 
@@ -506,15 +693,67 @@ def ranking_robustness(rankings: pd.DataFrame, order: Sequence[str], *, title: s
 # ---------------------------------------------------------------------------- subgroups
 
 
+def _subgroup_models(order: Sequence[str], *present: pd.Series) -> list[str]:
+    """Models of ``order`` in ``present`` with the pseudo-model ``"average"`` moved last."""
+    models = _models(order, *present)
+    return [m for m in models if m != AVERAGE_MODEL] + [m for m in models if m == AVERAGE_MODEL]
+
+
+def pretty_grouping(grouping: str) -> str:
+    """Readable name of a grouping: ``"age:decades"`` → ``"age (decades)"``, ``"sex"`` as is."""
+    name, _, spec = str(grouping).partition(":")
+    return f"{name.strip()} ({spec.strip()})" if spec.strip() else name.strip()
+
+
+def subgroup_styles(subgroups: pd.DataFrame) -> pd.DataFrame:
+    """Colour, marker and legend label of every group of one grouping.
+
+    The styles depend only on the full ordered list of groups in ``subgroups`` (order of
+    appearance, i.e. bin order, skipped groups included), never on which groups a figure
+    draws, so a group looks the same in every figure of its grouping. Real group ``j`` of
+    ``g`` gets ``MARKERS[j mod 12]`` and, when the groups are ordered bins (labels like
+    ``"[30, 40)"``) or more than six, viridis sampled at ``0.85 · j / (g − 1)`` (the yellow end
+    is left out: invisible on white); otherwise the j-th Okabe–Ito colour (yellow left out).
+    The special groups ``(unassigned)`` and ``(no metadata)`` (never drawn) are grey. ``n`` is
+    the largest n over the models (0 when none) and ``label`` is ``"<group> n=<n>"``.
+
+    Returns
+    -------
+    DataFrame with columns group, color (hex), marker, n, label.
+    """
+    columns = ["group", "color", "marker", "n", "label"]
+    if subgroups.empty:
+        return pd.DataFrame(columns=columns)
+    groups = list(dict.fromkeys(subgroups["group"].astype(object)))
+    real = [g for g in groups if g not in SPECIAL_GROUPS]
+    ordered = len(real) > 6 or (bool(real) and all(_BIN_LABEL.match(str(g)) for g in real))
+    if ordered:
+        shades = np.linspace(0.0, 0.85, len(real)) if len(real) > 1 else [0.0]
+        palette = [mpl.colors.to_hex(mpl.colormaps["viridis"](t)) for t in shades]
+    else:
+        palette = [OKABE_ITO[j] for j in range(len(real))]  # at most 6: never the yellow
+    n_max = subgroups.groupby("group", sort=False)["n"].max()
+    rows = []
+    for g in groups:
+        n = int(np.nan_to_num(n_max.get(g, 0)))
+        if g in SPECIAL_GROUPS:
+            rows.append((g, "#808080", "x", n, f"{g} n={n}"))
+        else:
+            j = real.index(g)
+            rows.append((g, palette[j], MARKERS[j % len(MARKERS)], n, f"{g} n={n}"))
+    return pd.DataFrame(rows, columns=columns).astype({"group": object})
+
+
 def subgroup_points(
     subgroups: pd.DataFrame, subgroup_tests: pd.DataFrame, order: Sequence[str]
 ) -> pd.DataFrame:
     """Mean per (model, group) of one (dataset, structure, metric, grouping), dodged.
 
-    Skipped groups (too small) are left out. Groups keep their order of appearance in
-    ``subgroups``; group ``j`` of ``g`` sits at ``x = position + (j - (g - 1)/2) · w`` with
-    ``w = 0.6 / g``. ``subgroup_tests`` is only checked to be one slice; its significant pairs
-    are :func:`subgroup_marks`.
+    Skipped groups (too small) are left out. Models follow ``order`` except the pseudo-model
+    ``"average"`` (mean over the models), which comes last. Groups keep their order of
+    appearance in ``subgroups`` (skipped ones included); group ``j`` of ``g`` sits at
+    ``x = position + (j - (g - 1)/2) · w`` with ``w = 0.6 / g``. ``subgroup_tests`` is only
+    checked to be one slice; its significant pairs are :func:`subgroup_marks`.
 
     Returns
     -------
@@ -526,7 +765,7 @@ def subgroup_points(
     columns = ["model", "group", "x", "mean", "n"]
     if subgroups.empty:
         return pd.DataFrame(columns=columns)
-    models = _models(order, subgroups["model"])
+    models = _subgroup_models(order, subgroups["model"])
     position = {m: i for i, m in enumerate(models)}
     groups = list(dict.fromkeys(subgroups["group"].astype(object)))
     width = 0.6 / len(groups)
@@ -542,7 +781,8 @@ def subgroup_marks(subgroup_tests: pd.DataFrame, order: Sequence[str]) -> pd.Dat
     """Significant pairwise Mann–Whitney tests to mark, one row per marker.
 
     Rows of ``subgroup_tests`` with ``test == "mannwhitneyu"`` and ``significant`` True for a
-    model of ``order``, in model order (the omnibus Kruskal–Wallis rows are not marked).
+    model of ``order``, in model order with ``"average"`` last (the omnibus Kruskal–Wallis
+    rows are not marked).
 
     Returns
     -------
@@ -551,7 +791,7 @@ def subgroup_marks(subgroup_tests: pd.DataFrame, order: Sequence[str]) -> pd.Dat
     columns = ["model", "group_a", "group_b", "p_adj"]
     if subgroup_tests.empty:
         return pd.DataFrame(columns=columns)
-    models = _models(order, subgroup_tests["model"])
+    models = _subgroup_models(order, subgroup_tests["model"])
     keep = (
         subgroup_tests["test"].eq("mannwhitneyu")
         & subgroup_tests["significant"].eq(True)
@@ -564,47 +804,69 @@ def subgroup_marks(subgroup_tests: pd.DataFrame, order: Sequence[str]) -> pd.Dat
     return marks.sort_values("_pos", kind="stable").loc[:, columns].reset_index(drop=True)
 
 
+def _correction_names(subgroup_tests: pd.DataFrame) -> str:
+    """Readable multiple-testing correction(s) of the Mann–Whitney rows, e.g. "Bonferroni"."""
+    if "correction" not in subgroup_tests.columns:
+        return "adjusted"
+    rows = subgroup_tests[subgroup_tests["test"].eq("mannwhitneyu")]
+    names = dict.fromkeys(str(c) for c in rows["correction"].dropna() if str(c) != "none")
+    return "/".join(_CORRECTIONS.get(c, c) for c in names) or "adjusted"
+
+
 def subgroup_plot(
     subgroups: pd.DataFrame,
     subgroup_tests: pd.DataFrame,
     order: Sequence[str],
     *,
     title: str = "",
+    alpha: float = 0.05,
 ) -> Figure:
     """Mean per group for each model (dodged markers), significant pairs bracketed with "*".
 
-    Each significant Mann–Whitney pair of :func:`subgroup_marks` gets a bracket over its two
-    group markers and a "*" Text (gid ``"significant"``); brackets of one model stack upwards.
-    An empty slice gives a figure with a "no subgroup data" note.
+    Group colours and markers come from :func:`subgroup_styles` (fixed per group of the
+    grouping), legend labels carry the group size. The pseudo-model ``"average"`` is labelled
+    "all models" and set apart, last, by a dashed divider. Each significant Mann–Whitney pair
+    of :func:`subgroup_marks` gets a bracket over its two group markers and a "*" Text (gid
+    ``"significant"``); brackets of one model stack upwards. A caption explains the marks
+    (``alpha`` is the level the analysis used). The grouping name is shown readably
+    (:func:`pretty_grouping`), also where it occurs as "by <grouping>" in ``title``. An empty
+    slice gives a figure with a "no subgroup data" note.
     """
     points = subgroup_points(subgroups, subgroup_tests, order)
     marks = subgroup_marks(subgroup_tests, order)
+    styles = subgroup_styles(subgroups).set_index("group")
     models = list(dict.fromkeys(points["model"]))
-    fig, ax = _new_figure(_model_span(len(models)) + 1.3, 4.2)
+    fig, ax = _new_figure(_model_span(len(models)) + 1.9, 4.6)
     grouping = str(subgroups["grouping"].iloc[0]) if len(subgroups) else ""
+    pretty = pretty_grouping(grouping) if grouping else ""
     metric = _metric_of(subgroups)
-    ax.set_title(title or f"Subgroups by {grouping or 'group'} ({metric or 'metric'})")
+    if title and grouping:
+        title = title.replace(f"by {grouping}", f"by {pretty}")
+    ax.set_title(title or f"Subgroups by {pretty or 'group'} ({metric or 'metric'})")
     ax.set_ylabel(f"mean {_metric_label(metric)}")
     if points.empty:
         _no_data(ax, "no subgroup data")
         return fig
     by_model = points.groupby("model", sort=False)
     for _, part in by_model:
-        ax.plot(part["x"], part["mean"], color="0.75", linewidth=1)
-    groups = list(dict.fromkeys(points["group"]))
-    for j, group in enumerate(groups):
+        ax.plot(part["x"], part["mean"], color="0.75", linewidth=1, zorder=2)
+    for group in dict.fromkeys(points["group"]):
         part = points[points["group"] == group]
+        style = styles.loc[group]
         ax.scatter(
             part["x"],
             part["mean"],
-            label=str(group),
+            label=style["label"],
             zorder=3,
             s=30,
-            color=OKABE_ITO[j % len(OKABE_ITO)],
-            marker=MARKERS[j % len(MARKERS)],
+            color=style["color"],
+            marker=style["marker"],
+            edgecolors="white" if style["marker"] not in ("x", "+") else None,
+            linewidths=0.4,
+            gid=f"group:{group}",
         )
     span = float(np.ptp(points["mean"])) or max(abs(float(points["mean"].iloc[0])), 1.0) * 0.1
-    step = 0.12 * span
+    step = 0.16 * span
     top = by_model["mean"].max()
     x_of = {(p.model, p.group): p.x for p in points.itertuples(index=False)}
     stacked: dict[str, int] = {}
@@ -620,18 +882,30 @@ def subgroup_plot(
             color="black",
             linewidth=0.8,
         )
-        ax.text(sum(xs) / 2, y, "*", ha="center", va="bottom", fontsize=12, gid=SIGNIFICANT)
+        ax.text(sum(xs) / 2, y, "*", ha="center", va="bottom", fontsize=11, gid=SIGNIFICANT)
     ax.margins(y=0.15)
-    _model_xaxis(ax, models)
+    _model_xaxis(ax, [AVERAGE_LABEL if m == AVERAGE_MODEL else m for m in models])
+    if AVERAGE_MODEL in models and len(models) > 1:
+        ax.axvline(len(models) - 1.5, color="0.45", linestyle="--", linewidth=1, gid="divider")
+        ax.get_xticklabels()[-1].set_fontweight("bold")
     ax.legend(
-        title=grouping or None,
+        title=pretty or None,
         loc="upper left",
-        bbox_to_anchor=(1, 1),
+        bbox_to_anchor=(1.01, 1),
         frameon=False,
         fontsize="small",
     )
     ax.grid(axis="y", color="0.92")
     ax.set_axisbelow(True)
+    note = ["Lines join one model's group means; groups too small for a model are not drawn."]
+    if AVERAGE_MODEL in models:
+        note.append(f'"{AVERAGE_LABEL}": per-case mean over the models.')
+    if len(subgroup_tests) and subgroup_tests["test"].eq("mannwhitneyu").any():
+        note.append(
+            f"* pairwise Mann–Whitney U, {_correction_names(subgroup_tests)} within model, "
+            f"p_adj < {alpha:g}."
+        )
+    _caption(fig, " ".join(note))
     return fig
 
 
@@ -694,6 +968,9 @@ def speed_plot(speed: pd.DataFrame, *, title: str = "", min_speed: float | None 
 def save_figure(fig: Figure, stem: Path, formats: Sequence[str] = _SAVE_FORMATS) -> list[Path]:
     """Write ``fig`` as ``stem.<format>`` for each format (svg, pdf, png at 200 dpi).
 
+    Rasterized layers (many case points) are embedded at 200 dpi in PDFs and at
+    :data:`SVG_RASTER_DPI` in SVGs, which are meant for screens and should stay small.
+
     Output is reproducible: no dates or software stamps in the metadata, a fixed
     ``svg.hashsalt`` (so SVG ids are the same on every call) and ``svg.fonttype = "none"``
     (text stays text). The figure's layout is computed at its own dpi and then frozen (its
@@ -723,6 +1000,7 @@ def save_figure(fig: Figure, stem: Path, formats: Sequence[str] = _SAVE_FORMATS)
         fig.set_layout_engine("none")
         for fmt in formats:
             path = stem.parent / f"{stem.name}.{fmt}"
-            fig.savefig(path, format=fmt, dpi=200, metadata=_METADATA[fmt])
+            dpi = SVG_RASTER_DPI if fmt == "svg" else 200  # SVG: dpi of rasterized layers only
+            fig.savefig(path, format=fmt, dpi=dpi, metadata=_METADATA[fmt])
             paths.append(path)
     return paths

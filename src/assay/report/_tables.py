@@ -1,0 +1,721 @@
+"""Tables of the report site: cell formatting and one builder per table (no HTML here).
+
+Every builder returns a :class:`Table` of :class:`Cell` objects that the templates render
+(``templates/_macros.html``). Units are explicit: ``n`` and "missing cases" count cases,
+"values set worst" counts structure × case values.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from assay.report._data import ReportData
+from assay.report._render import ALL_MODELS, _slice, _structures, all_models
+from assay.stats import AVERAGE, higher_is_better_for
+
+#: Columns of the missing-value policy counts (``Analysis.changes``), in display order.
+CHANGE_COLUMNS = (
+    "n_values",
+    "n_missing",
+    "n_implicit_missing",
+    "n_failed",
+    "n_not_applicable",
+    "n_set_worst",
+    "n_dropped",
+    "n_contaminated",
+)
+
+#: Statuses of a score row that mean "no usable prediction for this case".
+NO_PREDICTION = ("missing_prediction", "failed")
+
+#: Footnote of a table where a co-winner is listed below a model that is not one.
+TROPHY_NOTE = (
+    "🏆 below a non-winner: not significantly worse than the best by the one-sided Wilcoxon "
+    "test, although its mean is lower (the test compares paired per-case differences, not "
+    "means)"
+)
+
+#: Ranking schemes as the robustness figure names them: (label, ``rankings`` column, tooltip).
+SCHEMES = (
+    ("aggregate-then-rank", "rank_by_mean", "rank of the mean over cases"),
+    ("rank-then-aggregate", "rank_by_case_rank", "rank of the mean per-case rank"),
+    ("test-then-rank", "rank_by_tests", "rank by the number of significant pairwise wins"),
+)
+
+SET_WORST_TIP = (
+    "structure × case values set to the metric's worst value by the missing-value policy "
+    "(one case can contribute one value per structure)"
+)
+MISSING_CASES_TIP = (
+    "cases with at least one score row of status missing_prediction or failed for this model"
+)
+_SAFE_URL = re.compile(r"^(https?://|mailto:)", re.IGNORECASE)
+
+
+# --------------------------------------------------------------------------- formatting
+
+
+def _isnan(value: Any) -> bool:
+    if value is None or value is pd.NA:
+        return True
+    try:
+        return math.isnan(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def _digits(metric: str) -> int:
+    """3 decimals for overlap scores (Dice, NSD), 2 for distances (lower is better)."""
+    return 3 if higher_is_better_for(metric) else 2
+
+
+def _num(value: Any, digits: int) -> str:
+    return "—" if _isnan(value) else f"{float(value):.{digits}f}"
+
+
+def _count(value: Any) -> str:
+    return "—" if _isnan(value) else str(int(value))
+
+
+def _rank(value: Any) -> str:
+    if _isnan(value):
+        return "—"
+    v = float(value)
+    return str(int(v)) if v.is_integer() else f"{v:.2f}"
+
+
+def _p(value: Any) -> str:
+    if _isnan(value):
+        return "—"
+    return "<0.001" if float(value) < 0.001 else f"{float(value):.3f}"
+
+
+def _key(value: Any) -> str:
+    """``data-sort`` value of a numeric cell; empty (sorted last) for NaN."""
+    return "" if _isnan(value) else repr(float(value))
+
+
+def _url(value: Any) -> str | None:
+    """``value`` when it is an http(s) or mailto URL (never ``javascript:``), else None."""
+    return str(value) if isinstance(value, str) and _SAFE_URL.match(value) else None
+
+
+def _true(value: Any) -> bool:
+    return (not _isnan(value)) and bool(value)
+
+
+def _text(value: Any) -> str:
+    """A text cell's content: ``"—"`` for None, NaN and the empty string."""
+    return "—" if _isnan(value) or str(value).strip() == "" else str(value)
+
+
+# --------------------------------------------------------------------------- page model
+
+
+@dataclass
+class Cell:
+    """One table cell: ``text`` shown, ``sort`` its ``data-sort`` (None: sort by text).
+
+    ``kind`` selects the template's rendering: ``text``, ``rank`` (a co-winner badge when
+    ``win``), ``ci`` (numbers plus a bar at ``bar = (left %, width %, mean %)``), ``links``
+    (``links = [(label, url)]``). ``title`` becomes the cell's tooltip.
+    """
+
+    text: str = ""
+    sort: str | None = None
+    kind: str = "text"
+    win: bool = False
+    bar: tuple[float, float, float] | None = None
+    links: list[tuple[str, str]] = field(default_factory=list)
+    cls: str = ""
+    title: str = ""
+
+
+@dataclass
+class Table:
+    """A sortable table: ``columns`` are (label, numeric, tooltip); ``notes`` are footnotes
+    shown under it (a ``🏆`` in a note is drawn as the co-winner badge)."""
+
+    columns: list[tuple[str, bool, str]]
+    rows: list[list[Cell]]
+    cls: str = ""
+    caption: str = ""
+    notes: list[str] = field(default_factory=list)
+
+
+def _n(v: Any) -> Cell:
+    return Cell(_count(v), _key(v))
+
+
+def _v(v: Any, digits: int) -> Cell:
+    return Cell(_num(v, digits), _key(v))
+
+
+def _warn_count(k: int) -> Cell:
+    """A count that deserves attention when positive (``⚠ k``)."""
+    return Cell(f"⚠ {k}" if k > 0 else "0", str(k), cls="warn" if k > 0 else "")
+
+
+# --------------------------------------------------------------------------- shared facts
+
+
+def average_label(params: Any) -> tuple[str, str]:
+    """Column label and footnote of the ``average`` structure under the analysis' convention.
+
+    ``params["aggregation"]`` ``"touchstone"``: the mean of the structure means; anything
+    else (``"default"``): the mean over cases of each case's mean over the structures it has,
+    which is not the mean of a row of structure means when cases lack structures.
+    """
+    convention = params.get("aggregation") if isinstance(params, Mapping) else None
+    if convention == "touchstone":
+        return (
+            "average (of structures)",
+            "average (of structures): the mean of the structure means (Touchstone's convention).",
+        )
+    return (
+        "average (per case)",
+        "average (per case): the mean over cases of each case's mean over the structures it "
+        "contains — not the mean of the structure means, because cases differ in which "
+        "structures they contain.",
+    )
+
+
+def missing_cases(
+    data: ReportData, metric: str, dataset: str, structure: str = AVERAGE
+) -> dict[str, int]:
+    """model -> distinct cases with a ``missing_prediction`` or ``failed`` score row.
+
+    Counted in ``data.scores`` for ``dataset`` and ``metric``; for a structure other than
+    ``average`` only its rows count, for ``average`` any structure's.
+    """
+    sc = data.scores
+    need = {"dataset", "metric", "model", "case_id", "status"}
+    if sc.empty or not need <= set(sc.columns):
+        return {}
+    mask = (sc["dataset"] == dataset) & (sc["metric"] == metric)
+    mask &= sc["status"].isin(NO_PREDICTION)
+    if structure != AVERAGE and "structure" in sc.columns:
+        mask &= sc["structure"] == structure
+    counts = sc.loc[mask].groupby("model", observed=True)["case_id"].nunique()
+    return {str(m): int(k) for m, k in counts.items()}
+
+
+def case_coverage(data: ReportData, dataset: str) -> tuple[int, int]:
+    """(cases with at least one evaluated structure, cases in the scores) of ``dataset``.
+
+    Evaluated: the case has an ``average`` row in some analysis' ``values``; the total is the
+    distinct ``case_id`` of ``data.scores`` for the dataset.
+    """
+    sc = data.scores
+    total: set[str] = set()
+    if not sc.empty and {"dataset", "case_id"} <= set(sc.columns):
+        total = set(map(str, sc.loc[sc["dataset"] == dataset, "case_id"]))
+    evaluated: set[str] = set()
+    for a in data.analyses.values():
+        vals = _slice(a.values, dataset=dataset, structure=AVERAGE)
+        if "case_id" in vals.columns:
+            evaluated |= set(map(str, vals["case_id"]))
+    return len(evaluated), len(total | evaluated)
+
+
+def _trophy_notes(frame: pd.DataFrame) -> list[str]:
+    """:data:`TROPHY_NOTE` when, in the row order of ``frame``, a winner follows a ranked
+    model that is not one (contaminated rows are ignored)."""
+    seen_loser = False
+    for row in frame.to_dict("records"):
+        if _true(row.get("contaminated")):
+            continue
+        if _true(row.get("winner")):
+            if seen_loser:
+                return [TROPHY_NOTE]
+        elif not _isnan(row.get("rank")):
+            seen_loser = True
+    return []
+
+
+def _ci_scale(frame: pd.DataFrame) -> tuple[float, float]:
+    """Common axis of the CI bars of one table: the CI range padded by 5 %."""
+    lows = pd.to_numeric(frame.get("ci_low"), errors="coerce")
+    highs = pd.to_numeric(frame.get("ci_high"), errors="coerce")
+    means = pd.to_numeric(frame.get("mean"), errors="coerce")
+    values = pd.concat([lows, highs, means]).dropna()  # NaN CIs get no bar
+    if values.empty:
+        return 0.0, 1.0
+    lo, hi = float(values.min()), float(values.max())
+    pad = 0.05 * (hi - lo) if hi > lo else max(abs(lo) * 0.05, 1e-9)
+    return lo - pad, hi + pad
+
+
+def _ci_cell(row: Mapping[str, Any], digits: int, scale: tuple[float, float]) -> Cell:
+    low, high, mean = row.get("ci_low"), row.get("ci_high"), row.get("mean")
+    if _isnan(low) or _isnan(high):
+        return Cell("—", "", kind="ci")
+    lo, hi = scale
+    span = hi - lo
+
+    def pct(x: float) -> float:
+        return round(min(max(100.0 * (float(x) - lo) / span, 0.0), 100.0), 2)
+
+    left = pct(low)
+    width = max(round(pct(high) - left, 2), 0.5)
+    bar = (left, width, pct(mean) if not _isnan(mean) else left)
+    return Cell(f"{_num(low, digits)} – {_num(high, digits)}", _key(low), kind="ci", bar=bar)
+
+
+def _rank_cell(row: Mapping[str, Any]) -> Cell:
+    if _true(row.get("contaminated")):
+        return Cell("excl.", "", kind="rank", cls="excl")
+    return Cell(
+        _rank(row.get("rank")), _key(row.get("rank")), kind="rank", win=_true(row["winner"])
+    )
+
+
+def _links_cell(data: ReportData, model: str) -> Cell:
+    card = data.cards.get(model)
+    links = []
+    if card is not None:
+        for label, value in (("paper", card.paper), ("code", card.code)):
+            url = _url(value)
+            if url:
+                links.append((label, url))
+    return Cell(" ".join(label for label, _ in links), kind="links", links=links)
+
+
+def _ordered(frame: pd.DataFrame, order: Sequence[str]) -> pd.DataFrame:
+    """Rows of ``frame`` in ``order`` of their model (others last, by name)."""
+    pos = {m: i for i, m in enumerate(order)}
+    key = frame["model"].map(lambda m: (pos.get(str(m), len(pos)), str(m)))
+    return frame.assign(_key=key).sort_values("_key").drop(columns="_key")
+
+
+# --------------------------------------------------------------------------- index
+
+
+def leaderboard(data: ReportData, metric: str, dataset: str) -> Table:
+    """Leaderboard of the ``average`` structure, models by rank."""
+    a = data.analyses[metric]
+    agg = _slice(a.aggregates, dataset=dataset, structure=AVERAGE)
+    agg = _ordered(agg, data.model_order(metric, dataset))
+    missing = missing_cases(data, metric, dataset)
+    d = _digits(metric)
+    scale = _ci_scale(agg)
+    rows = []
+    for row in agg.to_dict("records"):
+        model = str(row["model"])
+        card = data.cards.get(model)
+        rows.append(
+            [
+                _rank_cell(row),
+                Cell(model, cls="model"),
+                Cell((card.organisation if card is not None else None) or "—"),
+                _v(row["mean"], d),
+                _ci_cell(row, d, scale),
+                _v(row["median"], d),
+                _n(row["n"]),
+                _n(row["n_set_worst"]),
+                _warn_count(missing.get(model, 0)),
+                _links_cell(data, model),
+            ]
+        )
+    columns = [
+        ("Rank", True, "trophy: best mean or not significantly worse (one-sided Wilcoxon, Holm)"),
+        ("Model", False, ""),
+        ("Organisation", False, ""),
+        ("Mean", True, ""),
+        ("95% CI", True, "percentile bootstrap over cases"),
+        ("Median", True, ""),
+        ("n", True, "cases"),
+        ("values set worst", True, SET_WORST_TIP),
+        ("missing cases", True, MISSING_CASES_TIP),
+        ("Links", False, ""),
+    ]
+    caption = f"Mean, CI, median and ranks: {average_label(a.params)[1]}"
+    return Table(columns, rows, cls="leaderboard", caption=caption, notes=_trophy_notes(agg))
+
+
+def matrix(data: ReportData, metric: str, dataset: str) -> Table:
+    """Model × structure table of means, the ``average`` column labelled by convention."""
+    a = data.analyses[metric]
+    agg = _slice(a.aggregates, dataset=dataset)
+    structures = _structures(agg)
+    d = _digits(metric)
+    rows = []
+    for model in data.model_order(metric, dataset):
+        cells = [Cell(model, cls="model")]
+        for structure in structures:
+            part = agg[(agg["model"] == model) & (agg["structure"] == structure)]
+            if part.empty:
+                cells.append(Cell("—", ""))
+                continue
+            row = part.iloc[0]
+            cell = _v(row["mean"], d)
+            if _true(row.get("contaminated")):
+                cell.text += " (excl.)"
+                cell.cls = "excl"
+            elif _true(row.get("winner")):
+                cell.cls = "best"
+            cells.append(cell)
+        rows.append(cells)
+    label, note = average_label(a.params)
+    columns = [("Model", False, "")]
+    columns += [(label, True, note) if s == AVERAGE else (s, True, "") for s in structures]
+    caption = "bold: co-winner on that structure"
+    notes = [note] if AVERAGE in structures else []
+    return Table(columns, rows, cls="matrix", caption=caption, notes=notes)
+
+
+def consensus(data: ReportData, metric: str) -> Table | None:
+    """Consensus ranking across datasets (None when there is none)."""
+    cons = data.analyses[metric].consensus
+    part = _slice(cons, structure=AVERAGE)
+    if part.empty:
+        return None
+    part = part.sort_values(["consensus_rank", "model"])
+    rows = [
+        [
+            _v(r["consensus_rank"], 0),
+            Cell(str(r["model"])),
+            _v(r["mean_rank"], 2),
+            _n(r["n_datasets"]),
+        ]
+        for r in part.to_dict("records")
+    ]
+    columns = [("Consensus rank", True, ""), ("Model", False, ""), ("Mean rank", True, "")]
+    return Table([*columns, ("Datasets", True, "datasets the model is ranked on")], rows)
+
+
+# --------------------------------------------------------------------------- structure pages
+
+
+def structure_table(data: ReportData, metric: str, dataset: str, structure: str) -> Table:
+    """Main results of one (dataset, structure, metric): rank, mean, CI, spread, counts."""
+    a = data.analyses[metric]
+    agg = _slice(a.aggregates, dataset=dataset, structure=structure)
+    agg = _ordered(agg, data.model_order(metric, dataset, structure))
+    missing = missing_cases(data, metric, dataset, structure)
+    d = _digits(metric)
+    scale = _ci_scale(agg)
+    rows = [
+        [
+            _rank_cell(row),
+            Cell(str(row["model"]), cls="model"),
+            _v(row["mean"], d),
+            _ci_cell(row, d, scale),
+            _v(row["median"], d),
+            Cell(f"{_num(row['q1'], d)} – {_num(row['q3'], d)}", _key(row["q1"])),
+            _n(row["n"]),
+            _n(row["n_set_worst"]),
+            _warn_count(missing.get(str(row["model"]), 0)),
+        ]
+        for row in agg.to_dict("records")
+    ]
+    columns = [
+        ("Rank", True, "aggregate-then-rank (by mean); trophy: co-winner"),
+        ("Model", False, ""),
+        ("Mean", True, ""),
+        ("95% CI", True, "percentile bootstrap over cases"),
+        ("Median", True, ""),
+        ("IQR", True, "first – third quartile"),
+        ("n", True, "cases"),
+        ("values set worst", True, SET_WORST_TIP),
+        ("missing cases", True, MISSING_CASES_TIP),
+    ]
+    notes = _trophy_notes(agg)
+    if structure == AVERAGE:
+        notes.insert(0, average_label(a.params)[1])
+    return Table(columns, rows, cls="results", notes=notes)
+
+
+def rankings_table(data: ReportData, metric: str, dataset: str, structure: str) -> Table:
+    """Rank of each model under each scheme, P(rank 1) and the bootstrap rank interval."""
+    a = data.analyses[metric]
+    order = data.model_order(metric, dataset, structure)
+    rk = _slice(a.rankings, dataset=dataset, structure=structure)
+    rk = rk.drop_duplicates("model").set_index("model") if not rk.empty else rk
+    st = _slice(a.stability, dataset=dataset, structure=structure)
+    st = st.drop_duplicates("model").set_index("model") if not st.empty else st
+    rows = []
+    for model in order:
+        r = rk.loc[model] if model in rk.index else {}
+        s = st.loc[model] if model in st.index else {}
+        cells = [Cell(model, cls="model")]
+        for _, column, _ in SCHEMES:
+            value = r.get(column) if len(r) else None
+            cells.append(Cell(_rank(value), _key(value)))
+        p1 = s.get("p_rank1") if len(s) else None
+        low = s.get("rank_ci_low") if len(s) else None
+        high = s.get("rank_ci_high") if len(s) else None
+        interval = "—" if _isnan(low) else f"{_rank(low)}–{_rank(high)}"
+        cells += [_v(p1, 3), Cell(interval, _key(low))]
+        rows.append(cells)
+    columns = [("Model", False, "")]
+    columns += [(label, True, tip) for label, _, tip in SCHEMES]
+    columns += [
+        ("P(rank 1)", True, "bootstrap frequency of rank 1 (aggregate-then-rank)"),
+        ("rank 95 % interval", True, "2.5 % – 97.5 % quantiles of the bootstrap rank"),
+    ]
+    return Table(columns, rows, cls="rankings")
+
+
+def pairwise_table(data: ReportData, metric: str, dataset: str, structure: str) -> Table:
+    """Significant one-sided pairwise differences of one (dataset, structure, metric)."""
+    pw = _slice(data.analyses[metric].pairwise, dataset=dataset, structure=structure)
+    pw = pw.loc[pw["significant"].map(_true)] if not pw.empty else pw
+    d = _digits(metric)
+    rows = [
+        [
+            Cell(str(r["model_a"])),
+            Cell(str(r["model_b"])),
+            _n(r["n_paired"]),
+            _v(r["median_difference"], d),
+            Cell(_p(r["p_value"]), _key(r["p_value"])),
+            Cell(_p(r["p_holm"]), _key(r["p_holm"])),
+        ]
+        for r in pw.sort_values(["p_holm", "model_a", "model_b"]).to_dict("records")
+    ]
+    columns = [
+        ("Better", False, "model_a"),
+        ("than", False, "model_b"),
+        ("Pairs", True, "paired cases"),
+        ("Median difference", True, ""),
+        ("p", True, "one-sided Wilcoxon signed-rank"),
+        ("p (Holm)", True, ""),
+    ]
+    return Table(columns, rows, cls="pairs")
+
+
+# --------------------------------------------------------------------------- stability
+
+
+def stability_tables(data: ReportData, metric: str, dataset: str) -> tuple[Table, Table]:
+    """Kendall τ per structure and P(rank 1) of the ``average`` structure."""
+    a = data.analyses[metric]
+    tau = _slice(a.stability_tau, dataset=dataset)
+    tau = tau.assign(_o=tau["structure"].map(lambda s: (s != AVERAGE, str(s)))).sort_values("_o")
+    tau_rows = [
+        [
+            Cell(str(r["structure"])),
+            _n(r["n_models"]),
+            _n(r["n_cases"]),
+            _n(r["n_resamples"]),
+            _v(r["tau_mean"], 3),
+            _v(r["tau_median"], 3),
+            Cell(f"{_num(r['tau_q025'], 3)} – {_num(r['tau_q975'], 3)}", _key(r["tau_q025"])),
+            _n(r["n_tau_undefined"]),
+        ]
+        for r in tau.to_dict("records")
+    ]
+    tau_cols = [
+        ("Structure", False, ""),
+        ("Models", True, ""),
+        ("Cases", True, ""),
+        ("Resamples", True, ""),
+        ("Mean τ", True, "Kendall τ-b between the full-data and bootstrap rankings"),
+        ("Median τ", True, ""),
+        ("95% interval", True, ""),
+        ("Undefined", True, "resamples where τ is undefined"),
+    ]
+    st = _slice(a.stability, dataset=dataset, structure=AVERAGE)
+    st = _ordered(st, data.model_order(metric, dataset))
+    d = _digits(metric)
+    st_rows = [
+        [
+            _v(r["rank"], 0),
+            Cell(str(r["model"]), cls="model"),
+            _v(r["mean"], d),
+            _v(r["p_rank1"], 3),
+            _v(r["mean_rank"], 2),
+            _v(r["median_rank"], 1),
+            Cell(f"{_rank(r['rank_ci_low'])}–{_rank(r['rank_ci_high'])}", _key(r["rank_ci_low"])),
+        ]
+        for r in st.to_dict("records")
+    ]
+    st_cols = [
+        ("Rank", True, ""),
+        ("Model", False, ""),
+        ("Mean", True, ""),
+        ("P(rank 1)", True, "bootstrap frequency of rank 1"),
+        ("Mean rank", True, ""),
+        ("Median rank", True, ""),
+        ("rank 95 % interval", True, ""),
+    ]
+    return Table(tau_cols, tau_rows), Table(st_cols, st_rows, cls="p-rank1")
+
+
+# --------------------------------------------------------------------------- subgroups
+
+
+def subgroup_structure(subgroups: pd.DataFrame, dataset: str, grouping: str) -> str | None:
+    """The structure the site shows subgroups of: ``average`` (else the first one, if any)."""
+    structures = _structures(_slice(subgroups, dataset=dataset, grouping=grouping))
+    return structures[0] if structures else None
+
+
+def subgroup_tables(
+    data: ReportData, metric: str, dataset: str, grouping: str
+) -> tuple[Table, Table]:
+    """Wide means table (rows = models, columns = groups, cells "mean (n)") and the
+    significant between-group tests, both of the ``average`` structure only.
+
+    Kruskal–Wallis rows are left out for a model whose grouping has two tested groups (one
+    Mann–Whitney pair): with two groups they carry the same information.
+    """
+    a = data.analyses[metric]
+    d = _digits(metric)
+    structure = subgroup_structure(a.subgroups, dataset, grouping) or AVERAGE
+    where = {"dataset": dataset, "grouping": grouping, "structure": structure}
+    sg = all_models(_slice(a.subgroups, **where))
+    groups = list(dict.fromkeys(map(str, sg["group"]))) if not sg.empty else []
+    order = [*data.model_order(metric, dataset), ALL_MODELS]
+    models = [m for m in order if m in set(map(str, sg.get("model", [])))]
+    models += sorted(set(map(str, sg.get("model", []))) - set(models))
+    by_cell = {(str(r["model"]), str(r["group"])): r for r in sg.to_dict("records")}
+    means = []
+    for model in models:
+        cells = [Cell(model, cls="model all" if model == ALL_MODELS else "model")]
+        for group in groups:
+            r = by_cell.get((model, group))
+            if r is None:
+                cells.append(Cell("—", ""))
+                continue
+            text = f"{_num(r['mean'], d)} ({_count(r['n'])})"
+            cell = Cell(text, _key(r["mean"]))
+            if _true(r.get("skipped")):
+                cell.cls, cell.title = "excl", f"not tested: {_text(r.get('reason'))}"
+                cell.text += " †"
+            cells.append(cell)
+        means.append(cells)
+    means_cols = [("Model", False, f"{ALL_MODELS}: every model's cases together")]
+    means_cols += [(g, True, f"mean ({grouping} = {g}), n cases in brackets") for g in groups]
+    skipped = any(_true(v) for v in sg.get("skipped", []))
+    means_notes = ["†: group too small, not tested."] if skipped else []
+    tests = all_models(_slice(a.subgroup_tests, **where))
+    if not tests.empty:
+        pairs = tests.loc[tests["test"] != "kruskal"].groupby("model")["test"].size()
+        two_groups = {str(m) for m, k in pairs.items() if k == 1}
+        drop = (tests["test"] == "kruskal") & tests["model"].astype(str).isin(two_groups)
+        tests = tests.loc[~drop & tests["significant"].map(_true)]
+    sig = [
+        [
+            Cell(str(r["model"]), cls="model"),
+            Cell("Kruskal–Wallis" if r["test"] == "kruskal" else "Mann–Whitney U"),
+            Cell(_text(r["group_a"]) if r["test"] != "kruskal" else "all groups"),
+            Cell(_text(r["group_b"])),
+            _n(r["n_a"]),
+            _n(r["n_b"]) if r["test"] != "kruskal" else Cell("—", ""),
+            Cell(_p(r["p"]), _key(r["p"])),
+            Cell(_p(r["p_adj"]), _key(r["p_adj"])),
+        ]
+        for r in tests.to_dict("records")
+    ]
+    sig_cols = [
+        ("Model", False, ""),
+        ("Test", False, ""),
+        ("Group A", False, ""),
+        ("Group B", False, ""),
+        ("n A", True, "cases"),
+        ("n B", True, "cases"),
+        ("p", True, "uncorrected"),
+        ("p corrected", True, "Mann–Whitney: corrected within model"),
+    ]
+    sub = a.params.get("subgroups") if isinstance(a.params, Mapping) else None
+    correction = sub.get("correction") if isinstance(sub, Mapping) else None
+    how = str(correction) if correction else "correction not recorded"
+    caption = (
+        "Kruskal–Wallis p are uncorrected (shown only for groupings of more than two groups); "
+        f"Mann–Whitney U p are corrected within each model ({how}) over its pairs of groups. "
+        "Significant tests only."
+    )
+    return (
+        Table(means_cols, means, cls="subgroup-means", notes=means_notes),
+        Table(sig_cols, sig, cls="significant-pairs", caption=caption),
+    )
+
+
+# --------------------------------------------------------------------------- speed, methods
+
+
+def speed_table(data: ReportData, dataset: str) -> Table:
+    """Inference speed of one dataset, fastest first."""
+    sp = _slice(data.speed, dataset=dataset).sort_values("cm3_per_s", ascending=False)
+    rows = [
+        [
+            Cell(str(r["model"]), cls="model"),
+            _n(r["n_cases"]),
+            _v(r["seconds"], 2),
+            _v(r["volume_cm3"], 2),
+            _v(r["cm3_per_s"], 2),
+        ]
+        for r in sp.to_dict("records")
+    ]
+    columns = [
+        ("Model", False, ""),
+        ("Cases", True, ""),
+        ("Seconds", True, "total inference time"),
+        ("Volume (cm³)", True, "total image volume"),
+        ("cm³/s", True, "volume processed per second"),
+    ]
+    return Table(columns, rows, cls="speed")
+
+
+def changes_table(data: ReportData, metric: str) -> Table:
+    """Missing-value policy counts (structure × case values) per model, summed over structures."""
+    ch = data.analyses[metric].changes
+    cols = [c for c in CHANGE_COLUMNS if c in ch.columns]
+    rows = []
+    if not ch.empty:
+        summed = ch.groupby(["dataset", "model"], sort=True)[cols].sum().reset_index()
+        for r in summed.to_dict("records"):
+            rows.append([Cell(str(r["dataset"])), Cell(str(r["model"]), cls="model")])
+            rows[-1] += [_n(r[c]) for c in cols]
+    columns = [("Dataset", False, ""), ("Model", False, "")]
+    columns += [
+        (c.removeprefix("n_").replace("_", " "), True, f"{c}: structure × case values")
+        for c in cols
+    ]
+    return Table(columns, rows, cls="changes")
+
+
+def missing_predictions(data: ReportData) -> list[str]:
+    """One line per (dataset, model) lacking predictions: ``"k of N cases have no
+    prediction"``; N = the dataset's distinct cases in ``data.scores``."""
+    sc = data.scores
+    need = {"dataset", "model", "case_id", "status"}
+    if sc.empty or not need <= set(sc.columns):
+        return []
+    lines = []
+    for dataset, part in sc.groupby("dataset", sort=True, observed=True):
+        total = part["case_id"].nunique()
+        bad = part.loc[part["status"].isin(NO_PREDICTION)]
+        counts = bad.groupby("model", sort=True, observed=True)["case_id"].nunique()
+        for model, k in counts.items():
+            if k > 0:
+                lines.append(f"{model} on {dataset}: {k} of {total} cases have no prediction")
+    return lines
+
+
+def params_items(value: Any, key: str = "") -> Any:
+    """Params as nested (key, value) lists for the template; leaves as readable strings.
+
+    Empty mappings and lists and None read ``"none"``, as does a zero count (a key starting
+    ``n_`` or containing ``capped``); lists are joined by commas; booleans read ``yes``/``no``.
+    """
+    if isinstance(value, Mapping):
+        if not value:
+            return "none"
+        return [(str(k), params_items(v, str(k))) for k, v in value.items()]
+    if isinstance(value, list | tuple | set):
+        items = sorted(map(str, value)) if isinstance(value, set) else [str(v) for v in value]
+        return ", ".join(items) if items else "none"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    is_count = key.startswith("n_") or "capped" in key
+    if value is None or (is_count and isinstance(value, int | float) and value == 0):
+        return "none"
+    return str(value)
