@@ -43,16 +43,51 @@ def higher_is_better_for(metric: str, override: bool | None = None) -> bool:
     return metric not in LOWER_IS_BETTER
 
 
+def _sign_flip_p(d: np.ndarray, alternative: str) -> float:
+    """Exact permutation p of the signed-rank statistic over all sign flips of ``d``.
+
+    :math:`W^+ = \\sum_i r_i [d_i > 0]` with :math:`r` the average ranks of :math:`|d|`
+    (zeros dropped beforehand: flipping a zero changes nothing, so the fraction is the same
+    over :math:`2^{n}` or :math:`2^{n - n_0}` patterns). ``greater``: the fraction of the
+    :math:`2^n` patterns with :math:`W^+ \\ge W^+_{obs}`; ``less``: :math:`\\le`; with
+    scipy's relative tolerance of 100 machine epsilons, as ``scipy.stats.permutation_test``.
+    """
+    ranks = stats.rankdata(np.abs(d))
+    observed = float(ranks[d > 0].sum())
+    m = d.size
+    patterns = (np.arange(2**m)[:, None] >> np.arange(m)) & 1
+    null = patterns @ ranks
+    gamma = abs(np.finfo(np.float64).eps * 100 * observed)
+    if alternative == "greater":
+        count = np.count_nonzero(null >= observed - gamma)
+    else:
+        count = np.count_nonzero(null <= observed + gamma)
+    return float(count / 2**m)
+
+
 def _check_alpha(alpha: float) -> None:
     if not 0.0 < alpha < 1.0:
         raise InputError(f"alpha must be in (0, 1), got {alpha!r}.")
 
 
+#: scipy (``method="auto"``) runs an exact sign-flip permutation test when the differences
+#: have ties or zeros and n <= 13 (2**13 sign patterns).
+PERMUTATION_MAX_N = 13
+
+
 def _one_sided_p(a: np.ndarray, b: np.ndarray, alternative: str) -> float:
-    """scipy's one-sided Wilcoxon p for paired a, b; 1.0 when n == 0 or all differences are 0."""
+    """scipy's one-sided Wilcoxon p for paired a, b; 1.0 when n == 0 or all differences are 0.
+
+    Where scipy would run its exact permutation test (ties or zeros, n <= 13), the same p is
+    computed by :func:`_sign_flip_p`, vectorised (scipy's loop takes ~0.7 s per pair).
+    """
     d = a - b
     if d.size == 0 or not np.any(d != 0):
         return 1.0
+    nonzero = d[d != 0]
+    ties = nonzero.size < d.size or np.unique(np.abs(nonzero)).size < nonzero.size
+    if ties and d.size <= PERMUTATION_MAX_N:
+        return _sign_flip_p(nonzero, alternative)
     with warnings.catch_warnings():
         # scipy warns for small n (normal approximation) and for zeros/ties switching method;
         # these are properties of the data, not errors, and must not escape.
