@@ -95,7 +95,9 @@ def test_leaderboard_rows_are_the_analysis_numbers(data, metric):
     )
 
 
-def test_leaderboard_flags_a_co_winner_ranked_below_a_non_winner_and_elides_ranks(data):
+def test_leaderboard_flags_a_co_winner_ranked_below_a_non_winner_and_elides_ranks(
+    data, monkeypatch
+):
     """Winners set by hand (formatting logic only): a 🏆 at rank 4 below the non-winner at
     rank 3 gets † and the footnote; in a top-2 structure table rank 3 is
     elided with a … row before the rank-4 co-winner (as Touchstone shows a top five)."""
@@ -114,12 +116,8 @@ def test_leaderboard_flags_a_co_winner_ranked_below_a_non_winner_and_elides_rank
     rows = _overall_rows(text, "dsc")
     assert [r[0] for r in rows] == ["🏆 1", "2", "3", "🏆 4†"]
     assert "† co-winner ranked below a model that is not" in text
-    old = lb.TOP
-    lb.TOP = 2
-    try:
-        liver = leaderboard_markdown(edited).split("<summary>liver</summary>")[1]
-    finally:
-        lb.TOP = old
+    monkeypatch.setattr(lb, "TOP", 2)
+    liver = leaderboard_markdown(edited).split("<summary>liver</summary>")[1]
     table = [r for r in liver.split("</details>")[0].splitlines() if r.startswith("| ")][1:]
     assert [r.split("|")[1].strip() for r in table] == ["🏆 1", "2", "…", "🏆 4†"]
 
@@ -335,3 +333,27 @@ def test_dataset_card(tmp_path):
         load_dataset_card(path)
     example = Path(__file__).parents[1] / "examples" / "touchstone_dataset.yaml"
     assert "CC BY-NC-ND 4.0" in (load_dataset_card(example).licence or "")
+
+
+def test_leaderboard_tied_ranks_are_not_elided(data, monkeypatch):
+    """Ranks 1, 1, 3 shown in a top-3 table: the jump from 1 to 3 is a tie, not a gap, so
+    no … row; the model ranked 4 is left out (not a winner) with nothing after it."""
+    from dataclasses import replace
+
+    import assay.report._leaderboard as lb
+
+    analysis = data.analyses["dsc"]
+    agg = analysis.aggregates.copy()
+    liver = agg["structure"] == "liver"
+    agg.loc[liver, "rank"] = agg.loc[liver, "model"].map(
+        {"alpha": 1.0, "beta": 1.0, "gamma": 3.0, "delta": 4.0}
+    )
+    agg.loc[liver, "winner"] = agg.loc[liver, "model"].isin(["alpha", "beta"])
+    edited = type(data)(
+        title="t", analyses={"dsc": replace(analysis, aggregates=agg)}, scores=data.scores,
+        cards=data.cards,
+    )  # fmt: skip
+    monkeypatch.setattr(lb, "TOP", 3)
+    section = leaderboard_markdown(edited).split("<summary>liver</summary>")[1]
+    table = [r for r in section.split("</details>")[0].splitlines() if r.startswith("| ")][1:]
+    assert [r.split("|")[1].strip() for r in table] == ["🏆 1", "🏆 1", "3"]

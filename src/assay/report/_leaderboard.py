@@ -117,23 +117,24 @@ def _table(
     ranks = part["rank"].to_numpy(dtype=float)
     # a co-winner ranked below a model that is not one: the test and the means disagree
     below = winner & (ranks > np.min(np.where(winner, np.inf, ranks), initial=np.inf))
+    position = np.arange(len(part))
     if top is not None:
         keep = (ranks <= top) | winner
-        part, winner, below = part[keep], winner[keep], below[keep]
+        part, winner, below, position = part[keep], winner[keep], below[keep], position[keep]
     head = f"{metric_label(metric)} mean ± SD [95 % CI]"
     lines = [
         f"| rank | model | organisation | {head} | paper | code |",
         "|:-----|:------|:-------------|:------------------:|:-----:|:----:|",
     ]
-    previous = 0.0
-    for row, won, late in zip(part.itertuples(), winner, below, strict=True):
+    previous = -1
+    for row, won, late, at in zip(part.itertuples(), winner, below, position, strict=True):
         card = data.cards.get(str(row.model))
+        if at > previous + 1:  # rows left out above this one
+            lines.append("| … | | | | | |")
+        previous = at
         if _is_true(row.contaminated) or pd.isna(row.rank):
             rank = "excl."
         else:
-            if row.rank > previous + 1 and top is not None:
-                lines.append("| … | | | | | |")
-            previous = float(row.rank)
             rank = ("🏆 " if won else "") + str(int(row.rank)) + ("†" if late else "")
         ci = (
             ""
