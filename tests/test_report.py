@@ -357,3 +357,35 @@ def test_leaderboard_tied_ranks_are_not_elided(data, monkeypatch):
     section = leaderboard_markdown(edited).split("<summary>liver</summary>")[1]
     table = [r for r in section.split("</details>")[0].splitlines() if r.startswith("| ")][1:]
     assert [r.split("|")[1].strip() for r in table] == ["🏆 1", "🏆 1", "3"]
+
+
+TOUCHSTONE = Path(__file__).resolve().parents[1].parent / "shared/data/touchstone_totalsegmentator"
+
+
+@pytest.mark.skipif(not TOUCHSTONE.is_dir(), reason=f"real Touchstone data not at {TOUCHSTONE}")
+def test_touchstone_bundle_reanalyzes_and_leaderboard_flags_missing_cases(tmp_path):
+    """Real data (19 models × 743 cases): the bundle re-verifies; STU-Net-H and STU-Net-L lack
+    87 of the 743 cases (656 published rows, see the data README) and are flagged ⚠; the
+    overall table's first row is the analysis' rank-1 model with its trophy."""
+    from assay.models import load_model_cards
+    from assay.store import import_touchstone
+
+    root = Path(__file__).resolve().parents[1]
+    store = ResultStore(tmp_path / "ts.db")
+    cards = load_model_cards(root / "examples/touchstone_models.yaml")
+    import_touchstone(store, TOUCHSTONE / "results", dataset="ts", cards=cards,
+                      metadata=TOUCHSTONE / "metaTotalSeg.csv")  # fmt: skip
+    data, metadata = collect_report_data(
+        store, ["ts"], options={"n_bootstrap": 200, "groups": {"gender": "gender"}},
+        dataset_cards={"ts": load_dataset_card(root / "examples/touchstone_dataset.yaml")},
+    )  # fmt: skip
+    write_bundle(data, tmp_path / "bundle", metadata=metadata)
+    check = reanalyze(tmp_path / "bundle")
+    assert check.ok, check.differences[:5]
+    text = leaderboard_markdown(data)
+    assert "STU-Net-H: 87 of 743 cases" in text and "STU-Net-L: 87 of 743 cases" in text
+    agg = data.analyses["dsc"].aggregates
+    best = agg[(agg["structure"] == "average") & (agg["rank"] == 1)]["model"].item()
+    first = _overall_rows(text, "dsc")[0]
+    assert first[0] == "🏆 1" and first[1] == best
+    assert "CC BY-NC-ND 4.0" in text
