@@ -97,6 +97,10 @@ def score_command(
     ] = "default",
     db: Annotated[str, typer.Option(help="SQLite file or SQLAlchemy URL.")] = "assay.db",
     workers: Annotated[int, typer.Option(min=1, help="Local worker processes.")] = 1,
+    scheduler: Annotated[
+        str | None,
+        typer.Option(help="Dask scheduler address (tcp://HOST:PORT) to score on a cluster."),
+    ] = None,
     force: Annotated[bool, typer.Option(help="Recompute cases already stored.")] = False,
     layout: Annotated[
         str | None, typer.Option(help="Reference layout: structures or labelmap (auto).")
@@ -165,6 +169,7 @@ def score_command(
                     prediction_labels=pred_label_map,
                     schema=label_schema,
                     resample=resample,
+                    scheduler=scheduler,
                 )
         except KeyboardInterrupt:
             err.print("[yellow]interrupted:[/] finished cases are stored; re-run to resume.")

@@ -26,7 +26,9 @@ from assay.scoring._records import CaseRecord, ScoreRow
 class CaseTask:
     """Everything needed to score one case (picklable, sent to workers).
 
-    ``prediction`` is None when the model has no prediction for the case. ``problem`` and
+    ``prediction`` is None when the model has no prediction for the case; ``failure`` says why
+    when producing it failed (a model command that crashed or timed out: every structure is
+    then ``failed`` with that message). ``problem`` and
     ``reference_problem`` hold discovery problems of the prediction or reference case (an
     unknown structure file name, two files for one structure) to record with the case; with a
     reference problem, structures without a reference file fail instead of counting as empty.
@@ -40,6 +42,7 @@ class CaseTask:
     resample: str | None = None
     problem: str = ""
     reference_problem: str = ""
+    failure: str = ""
 
 
 @dataclass(frozen=True)
@@ -86,7 +89,11 @@ def score_case(task: CaseTask) -> CaseRecord:
     case_status = "ok"
     try:
         ref_grid, ref_masks = _load_reference(task, notes)
-        if task.prediction is None or _no_files(task.prediction):
+        if task.failure:
+            case_status = "failed"
+            for s in task.structures:
+                results[s] = ("failed", {}, task.failure)
+        elif task.prediction is None or _no_files(task.prediction):
             case_status = "missing_prediction"
             msg = (
                 f"No prediction for {where}: expected it next to the other predictions; "

@@ -108,6 +108,8 @@ def score(
     resample: str | None = None,
     on_case: Callable[[CaseRecord], None] | None = None,
     on_start: Callable[[int], None] | None = None,
+    failures: Mapping[str, str] | None = None,
+    scheduler: str | None = None,
 ) -> ScoreReport:
     """Score every reference case against ``predictions`` and store one row per metric.
 
@@ -130,6 +132,10 @@ def score(
     resample : ``"nearest"`` to resample predictions on a different grid (else failure).
     on_case : called with each stored :class:`CaseRecord` (progress).
     on_start : called once with the number of cases to compute.
+    failures : case id -> why its prediction could not be made (e.g. the model command
+        crashed); those cases are stored as ``failed`` with the message.
+    scheduler : address of a Dask distributed scheduler (``tcp://host:8786``) to score on
+        instead of local processes; its workers must see the same paths.
     """
     t0 = time.perf_counter()
     prof = get_profile(profile) if isinstance(profile, str) else profile
@@ -200,12 +206,14 @@ def score(
     if on_start is not None:
         on_start(len(todo))
 
+    failures = failures or {}
     tasks = (
-        _task(c, ref_cases, pred_cases, ref_problems, pred_problems, structures, prof, resample)
+        _task(c, ref_cases, pred_cases, ref_problems, pred_problems, structures, prof,
+              resample, failures.get(c, ""))
         for c in todo
-    )
+    )  # fmt: skip
     n_scored = 0
-    for record in map_unordered(score_case, tasks, workers):
+    for record in map_unordered(score_case, tasks, workers, scheduler=scheduler):
         db.write_case(run_id, dataset, model, record)
         n_scored += 1
         if on_case is not None:
@@ -249,6 +257,7 @@ def _task(
     structures: tuple[str, ...],
     profile: Profile,
     resample: str | None,
+    failure: str = "",
 ) -> CaseTask:
     return CaseTask(
         case_id=case_id,
@@ -259,6 +268,7 @@ def _task(
         profile=profile,
         resample=resample,
         problem=pred_problems.get(case_id, ""),
+        failure=failure,
     )
 
 
