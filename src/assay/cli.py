@@ -619,6 +619,96 @@ def reanalyze_command(
     raise typer.Exit(1)
 
 
+@app.command("run")
+def run_command(
+    config: Annotated[Path, typer.Argument(help="BENCHMARK.yaml (datasets, models, options).")],
+    db: Annotated[
+        str | None, typer.Option(help="SQLite file or SQLAlchemy URL (overrides the config).")
+    ] = None,
+    scheduler: Annotated[
+        str | None,
+        typer.Option(help="Dask scheduler address (tcp://HOST:PORT): run on that cluster."),
+    ] = None,
+) -> None:
+    """Run a whole benchmark: predictions, scoring, analysis and report, resumably."""
+    from assay.runs import load_benchmark, run_benchmark
+
+    with _fatal_errors():
+        bench = load_benchmark(config)
+        try:
+            with _progress() as progress:
+                summary = run_benchmark(
+                    bench, db=db, scheduler=scheduler, progress=_RichStages(progress)
+                )
+        except KeyboardInterrupt:
+            err.print("[yellow]interrupted:[/] finished work is kept; re-run to resume.")
+            raise typer.Exit(130) from None
+    _print_run_summary(summary)
+    if summary.report is not None:
+        _print_report_files(summary.report)
+
+
+class _RichStages:
+    """The pipeline's progress on one rich progress bar per stage."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.task: Any = None
+        self.description = ""
+
+    def stage(self, description: str, total: int | None) -> None:
+        if self.task is not None and description == self.description:
+            self.progress.update(self.task, total=total)  # the same stage now knows its size
+            return
+        if self.task is not None:  # close the previous stage
+            done = next(t for t in self.progress.tasks if t.id == self.task)
+            n = max(int(done.completed), 1)
+            self.progress.update(self.task, total=done.total or n, completed=done.total or n)
+        self.description = description
+        self.task = self.progress.add_task(escape(description), total=total)
+
+    def advance(self, n: int = 1) -> None:
+        if self.task is not None:
+            self.progress.advance(self.task, n)
+
+    def note(self, text: str) -> None:
+        self.progress.console.print(f"[yellow]{escape(text)}[/]", highlight=False)
+
+
+def _print_run_summary(summary: Any) -> None:
+    table = Table(title="Benchmark run")
+    for col in ("dataset", "model", "status", "cases", "ok", "partial", "failed", "missing",
+                "cm³/s"):  # fmt: skip
+        table.add_column(col, justify="left" if col in ("dataset", "model", "status") else "right")
+    for o in summary.outcomes:
+        st = o.case_statuses
+        speed = "-" if o.speed_cm3_per_s is None else f"{o.speed_cm3_per_s:.1f}"
+        table.add_row(
+            escape(o.dataset), escape(o.model), o.status, str(o.n_cases), str(st.get("ok", 0)),
+            str(st.get("partial", 0)), str(st.get("failed", 0)),
+            str(st.get("missing_prediction", 0)), speed,
+        )  # fmt: skip
+    out.print(table)
+    for o in summary.outcomes:
+        if o.spot is not None and not o.spot.ok:
+            out.print(f"[red]spot check:[/] {escape(o.spot.finding)}", highlight=False)
+        if o.slow:
+            out.print(f"[yellow]slow:[/] {escape(o.slow)}", highlight=False)
+        reasons: dict[str, list[str]] = {}
+        for case, message in o.failures:
+            reasons.setdefault(message.splitlines()[0] if message else "no message", []).append(
+                case
+            )
+        for message, cases in sorted(reasons.items(), key=lambda kv: -len(kv[1])):
+            shown = ", ".join(cases[:5]) + (" ..." if len(cases) > 5 else "")
+            out.print(
+                escape(f"  {o.dataset} / {o.model}: {len(cases)} case(s) [{shown}]: {message}"),
+                highlight=False,
+            )
+    for note in summary.notes:
+        out.print(f"[dim]{escape(note)}[/]", highlight=False)
+
+
 @app.command("demo")
 def demo_command(
     out_dir: Annotated[

@@ -7,7 +7,12 @@
 * :class:`DatasetCard` / :func:`load_dataset_card` — licence, citation and version.
 """
 
-from assay.datasets._card import DatasetCard, load_dataset_card
+from assay.datasets._card import (
+    DatasetCard,
+    content_hash,
+    dataset_card_from_mapping,
+    load_dataset_card,
+)
 from assay.datasets._layout import (
     LAYOUTS,
     CaseSource,
@@ -31,6 +36,8 @@ __all__ = [
     "LabelMapFile",
     "LabelSchema",
     "StructureFiles",
+    "content_hash",
+    "dataset_card_from_mapping",
     "detect_layout",
     "discover_cases",
     "load_dataset_card",

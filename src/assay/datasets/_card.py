@@ -1,9 +1,10 @@
-"""Dataset cards: what a test set is, where it comes from, and under which terms."""
+"""Dataset cards: what a test set is, where it lies, where it comes from, under which terms."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -11,14 +12,31 @@ import yaml
 
 from assay.errors import InputError
 
-_FIELDS = ("name", "version", "description", "licence", "citation", "url")
+_TEXT_FIELDS = ("version", "description", "licence", "citation", "url")
+_PATH_FIELDS = ("root", "labels", "schema", "metadata")
+_FIELDS = ("name", *_TEXT_FIELDS, *_PATH_FIELDS, "layout", "id_column", "image", "provenance")
+
+#: Where a case's input image lies, relative to ``root`` (AbdomenAtlas / TotalSegmentator).
+DEFAULT_IMAGE = "{case}/ct.nii.gz"
 
 
 @dataclass(frozen=True)
 class DatasetCard:
-    """What a benchmark states about one test set (licence and citation for the report).
+    """What a benchmark states about one test set.
 
-    Unknown fields are None, never guessed.
+    Parameters
+    ----------
+    name, version, description, licence, citation, url : identity and terms (for reports).
+    root : folder of the reference segmentations (``structures`` or ``labelmap`` layout).
+    layout : ``structures`` / ``labelmap`` (None: detected).
+    labels, schema : label-map spec and extra structure names (files), when needed.
+    metadata : per-case metadata CSV; ``id_column`` names its case-id column (default first).
+    image : template of a case's input image relative to ``root`` (``{case}`` = case id),
+        for models that are run.
+    provenance : ``{source dataset: [case ids]}`` the cases come from (contamination checks).
+
+    Relative paths in a card file are relative to that file. Unknown fields are None, never
+    guessed.
     """
 
     name: str
@@ -27,16 +45,29 @@ class DatasetCard:
     licence: str | None = None
     citation: str | None = None
     url: str | None = None
+    root: Path | None = None
+    layout: str | None = None
+    labels: Path | None = None
+    schema: Path | None = None
+    metadata: Path | None = None
+    id_column: str | None = None
+    image: str = DEFAULT_IMAGE
+    provenance: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "version": self.version,
-            "description": self.description,
-            "licence": self.licence,
-            "citation": self.citation,
-            "url": self.url,
-        }
+        out: dict[str, Any] = {k: getattr(self, k) for k in ("name", *_TEXT_FIELDS)}
+        for k in (*_PATH_FIELDS, "layout", "id_column"):
+            value = getattr(self, k)
+            out[k] = None if value is None else str(value)
+        out["image"] = self.image
+        out["provenance"] = {k: list(v) for k, v in self.provenance.items()}
+        return out
+
+    def image_path(self, case_id: str) -> Path:
+        """The input image of ``case_id`` (``root / image`` with ``{case}`` filled in)."""
+        if self.root is None:
+            raise InputError(f"Dataset card {self.name!r} has no 'root' folder.")
+        return self.root / self.image.format(case=case_id)
 
 
 def load_dataset_card(path: str | Path) -> DatasetCard:
@@ -45,7 +76,8 @@ def load_dataset_card(path: str | Path) -> DatasetCard:
     Raises
     ------
     InputError
-        Unreadable YAML, no ``name``, or an unknown field (the message lists the known ones).
+        Unreadable YAML, no ``name``, an unknown field (the message lists the known ones),
+        or a ``root``/``metadata`` path that does not exist.
     """
     path = Path(path)
     try:
@@ -54,13 +86,60 @@ def load_dataset_card(path: str | Path) -> DatasetCard:
         raise InputError(f"Cannot read dataset card {path}: {exc}. Check the file.") from exc
     if not isinstance(raw, Mapping) or not raw.get("name"):
         raise InputError(f"Dataset card {path} must be a YAML mapping with at least a 'name'.")
+    return dataset_card_from_mapping(raw, where=str(path), base=path.parent)
+
+
+def dataset_card_from_mapping(raw: Mapping[str, Any], *, where: str, base: Path) -> DatasetCard:
+    """A :class:`DatasetCard` from a mapping (a card file or an inline config entry)."""
     unknown = sorted(set(map(str, raw)) - set(_FIELDS))
     if unknown:
         raise InputError(
-            f"Unknown field(s) {', '.join(unknown)} in dataset card {path}; "
+            f"Unknown field(s) {', '.join(unknown)} in dataset card {where}; "
             f"known: {', '.join(_FIELDS)}."
         )
+    if not raw.get("name"):
+        raise InputError(f"Dataset card {where} needs a 'name'.")
+    paths: dict[str, Path | None] = {}
+    for key in _PATH_FIELDS:
+        value = raw.get(key)
+        paths[key] = None if value is None else (base / str(value)).resolve()
+        if paths[key] is not None and not paths[key].exists():  # type: ignore[union-attr]
+            raise InputError(
+                f"Dataset card {where}: {key} {paths[key]} does not exist; fix the path "
+                "(relative paths are relative to the card file)."
+            )
+    provenance = raw.get("provenance") or {}
+    if not isinstance(provenance, Mapping):
+        raise InputError(
+            f"Dataset card {where}: 'provenance' must map source datasets to case-id lists."
+        )
     return DatasetCard(
-        **{k: (None if raw.get(k) is None else str(raw[k]).strip()) for k in _FIELDS[1:6]},
         name=str(raw["name"]),
+        **{k: (None if raw.get(k) is None else str(raw[k]).strip()) for k in _TEXT_FIELDS},
+        **paths,
+        layout=raw.get("layout"),
+        id_column=raw.get("id_column"),
+        image=str(raw.get("image") or DEFAULT_IMAGE),
+        provenance={str(k): tuple(map(str, v or ())) for k, v in provenance.items()},
     )
+
+
+def content_hash(card: DatasetCard) -> str:
+    """SHA-256 over the reference files (relative path, size and bytes) and the metadata.
+
+    Files are visited in sorted order, so the hash identifies the test set's content
+    whatever the machine; a changed, added or removed file changes it.
+    """
+    if card.root is None:
+        raise InputError(f"Dataset card {card.name!r} has no 'root' folder to hash.")
+    digest = hashlib.sha256()
+    files = sorted(p for p in card.root.rglob("*") if p.is_file() and not p.name.startswith("."))
+    if card.metadata is not None:
+        files.append(card.metadata)
+    for file in files:
+        name = file.relative_to(card.root) if file.is_relative_to(card.root) else file.name
+        digest.update(f"{name}\0{file.stat().st_size}\0".encode())
+        with file.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()

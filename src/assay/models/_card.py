@@ -10,8 +10,12 @@ from typing import Any
 import yaml
 
 from assay.errors import InputError
+from assay.models._runner import RunnerSpec
 
-_FIELDS = ("name", "framework", "organisation", "paper", "code", "training_data", "notes")
+_FIELDS = (
+    "name", "framework", "organisation", "paper", "code", "training_data", "notes", "version",
+    "predictions", "runner", "prediction_layout", "prediction_labels", "min_speed_cm3_s",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -19,7 +23,11 @@ class ModelCard:
     """What a benchmark states about one model.
 
     ``training_data`` lists dataset names (and optionally ``dataset:case_id`` entries) used to
-    train the model, for contamination checks. Unknown fields are None, never guessed.
+    train the model, for contamination checks. For ``assay run`` a card gives either
+    ``predictions`` (a folder of computed predictions) or a ``runner``
+    (:class:`~assay.models.RunnerSpec`: a command run per case), the predictions' layout
+    and labels when they differ from the reference, and an optional minimum inference speed
+    (cm³/s) below which the model is flagged slow. Unknown fields are None, never guessed.
     """
 
     name: str
@@ -29,8 +37,18 @@ class ModelCard:
     code: str | None = None
     training_data: tuple[str, ...] = field(default_factory=tuple)
     notes: str | None = None
+    version: str | None = None
+    predictions: Path | None = None
+    runner: RunnerSpec | None = None
+    prediction_layout: str | None = None
+    prediction_labels: Path | None = None
+    min_speed_cm3_s: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
+        runner = None
+        if self.runner is not None:
+            runner = {"command": self.runner.command, "timeout_s": self.runner.timeout_s,
+                      "env": dict(self.runner.env), "cwd": self.runner.cwd}  # fmt: skip
         return {
             "name": self.name,
             "framework": self.framework,
@@ -39,6 +57,14 @@ class ModelCard:
             "code": self.code,
             "training_data": list(self.training_data),
             "notes": self.notes,
+            "version": self.version,
+            "predictions": None if self.predictions is None else str(self.predictions),
+            "runner": runner,
+            "prediction_layout": self.prediction_layout,
+            "prediction_labels": (
+                None if self.prediction_labels is None else str(self.prediction_labels)
+            ),
+            "min_speed_cm3_s": self.min_speed_cm3_s,
         }
 
 
@@ -66,25 +92,73 @@ def load_model_cards(path: str | Path) -> dict[str, ModelCard]:
         where = f"model {folder!r} in {path}"
         if not isinstance(card, Mapping) or not card.get("name"):
             raise InputError(f"Card for {where} needs at least a 'name'.")
-        unknown = sorted(set(card) - set(_FIELDS))
-        if unknown:
-            raise InputError(
-                f"Unknown field(s) {', '.join(unknown)} for {where}; known: {', '.join(_FIELDS)}."
-            )
-        training = card.get("training_data") or ()
-        if isinstance(training, str):
-            training = (training,)
-        cards[str(folder)] = ModelCard(
-            name=str(card["name"]),
-            framework=card.get("framework"),
-            organisation=card.get("organisation"),
-            paper=card.get("paper"),
-            code=card.get("code"),
-            training_data=tuple(str(t) for t in training),
-            notes=card.get("notes"),
-        )
+        cards[str(folder)] = model_card_from_mapping(card, where=where, base=path.parent)
     names = [c.name for c in cards.values()]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise InputError(f"Model cards {path} give the same name to several folders: {dupes}.")
     return cards
+
+
+def load_model_card(path: str | Path) -> ModelCard:
+    """Read one model card from a YAML file (``name`` required)."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise InputError(f"Cannot read model card {path}: {exc}. Check the file.") from exc
+    if not isinstance(raw, Mapping):
+        raise InputError(f"Model card {path} must be a YAML mapping with at least a 'name'.")
+    return model_card_from_mapping(raw, where=f"model card {path}", base=path.parent)
+
+
+def model_card_from_mapping(card: Mapping[str, Any], *, where: str, base: Path) -> ModelCard:
+    """A :class:`ModelCard` from a mapping; relative paths are relative to ``base``.
+
+    Raises
+    ------
+    InputError
+        No ``name``, an unknown field, a ``predictions`` folder that does not exist, or an
+        invalid runner; each message names ``where``, the field and the fix.
+    """
+    if not card.get("name"):
+        raise InputError(f"Card for {where} needs at least a 'name'.")
+    unknown = sorted(set(map(str, card)) - set(_FIELDS))
+    if unknown:
+        raise InputError(
+            f"Unknown field(s) {', '.join(unknown)} for {where}; known: {', '.join(_FIELDS)}."
+        )
+    training = card.get("training_data") or ()
+    if isinstance(training, str):
+        training = (training,)
+    predictions = labels = None
+    if card.get("predictions") is not None:
+        predictions = (base / str(card["predictions"])).resolve()
+        if not predictions.is_dir():
+            raise InputError(
+                f"{where}: predictions folder {predictions} does not exist; fix 'predictions' "
+                "(relative to the card file) or give a 'runner' instead."
+            )
+    if card.get("prediction_labels") is not None:
+        labels = (base / str(card["prediction_labels"])).resolve()
+    runner = None
+    if card.get("runner") is not None:
+        if not isinstance(card["runner"], Mapping):
+            raise InputError(f"{where}: 'runner' must be a mapping with at least a 'command'.")
+        runner = RunnerSpec.from_mapping(card["runner"], where=f"{where}, runner", base=base)
+    speed = card.get("min_speed_cm3_s")
+    return ModelCard(
+        name=str(card["name"]),
+        framework=card.get("framework"),
+        organisation=card.get("organisation"),
+        paper=card.get("paper"),
+        code=card.get("code"),
+        training_data=tuple(str(t) for t in training),
+        notes=card.get("notes"),
+        version=None if card.get("version") is None else str(card["version"]),
+        predictions=predictions,
+        runner=runner,
+        prediction_layout=card.get("prediction_layout"),
+        prediction_labels=labels,
+        min_speed_cm3_s=None if speed is None else float(speed),
+    )

@@ -1,0 +1,212 @@
+"""``BENCHMARK.yaml``: one file that describes a whole benchmark run.
+
+::
+
+    name: Synthetic abdomen benchmark        # title of the report
+    output: out                              # predictions of run models, report (relative)
+    db: assay.db                             # SQLite file (relative) or SQLAlchemy URL
+    profile: default                         # metric protocol
+    workers: 2                               # local processes (scoring, inference, figures)
+    datasets: [datasets/synthetic.yaml]      # dataset card files or inline mappings
+    models: [models/baseline.yaml, ...]      # model card files or inline mappings
+    spot_check: {cases: 3, min_dice: 0.1}    # or false
+    analysis: {metrics: [dsc, nsd], policy: worst, bootstrap: 2000, seed: 0,
+               groups: [sex, "age:decades"], min_group_size: 10, worst_values: {hd95: 500}}
+    report: true                             # or false
+
+Every problem is found before any work starts: an unknown key, a missing file or folder, a
+model with neither predictions nor a runner; the message names the file, the key and the fix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from assay.datasets import DatasetCard, dataset_card_from_mapping, load_dataset_card
+from assay.errors import InputError
+from assay.metrics import PROFILES
+from assay.models import ModelCard
+from assay.models._card import load_model_card, model_card_from_mapping
+from assay.stats import parse_group_spec
+
+_KEYS = ("name", "output", "db", "profile", "workers", "datasets", "models", "spot_check",
+         "analysis", "report")  # fmt: skip
+_ANALYSIS_KEYS = ("metrics", "policy", "aggregation", "bootstrap", "seed", "ci", "alpha",
+                  "groups", "min_group_size", "correction", "worst_values")  # fmt: skip
+_SPOT_KEYS = ("cases", "min_dice")
+
+
+@dataclass(frozen=True)
+class SpotCheck:
+    """Score the first ``cases`` cases of each model before the full run; flag a model whose
+    mean Dice is below ``min_dice`` (or whose outputs look mirrored or swapped)."""
+
+    cases: int = 3
+    min_dice: float = 0.1
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """A validated benchmark configuration (see the module docstring)."""
+
+    path: Path
+    name: str
+    output: Path
+    db: str
+    profile: str
+    workers: int
+    datasets: tuple[DatasetCard, ...]
+    models: tuple[ModelCard, ...]
+    spot_check: SpotCheck | None = field(default_factory=SpotCheck)
+    analysis: Mapping[str, Any] = field(default_factory=dict)
+    report: bool = True
+
+
+def load_benchmark(path: str | Path) -> Benchmark:
+    """Read and validate ``BENCHMARK.yaml``; relative paths are relative to it.
+
+    Raises
+    ------
+    InputError
+        Unreadable YAML, an unknown key, a missing dataset/model card or folder, a dataset
+        without ``root``, a model with neither ``predictions`` nor ``runner`` (or both), two
+        models or datasets with one name, an unknown profile or analysis option.
+    """
+    path = Path(path).resolve()
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise InputError(f"Cannot read benchmark config {path}: {exc}. Check the file.") from exc
+    if not isinstance(raw, Mapping):
+        raise InputError(f"Benchmark config {path} must be a YAML mapping (see assay run --help).")
+    _check_keys(raw, _KEYS, f"benchmark config {path}")
+    base = path.parent
+    for key in ("datasets", "models"):
+        if not isinstance(raw.get(key), Sequence) or isinstance(raw.get(key), str | bytes):
+            raise InputError(f"{path}: '{key}' must be a non-empty list of card files or mappings.")
+        if not raw[key]:
+            raise InputError(f"{path}: '{key}' is empty; list at least one.")
+    datasets = tuple(_dataset(entry, path, base, i) for i, entry in enumerate(raw["datasets"]))
+    models = tuple(_model(entry, path, base, i) for i, entry in enumerate(raw["models"]))
+    for kind, names in (
+        ("dataset", [d.name for d in datasets]),
+        ("model", [m.name for m in models]),
+    ):
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise InputError(f"{path}: {kind} name(s) {dupes} appear twice; names must be unique.")
+    profile = str(raw.get("profile", "default"))
+    if profile not in PROFILES:
+        raise InputError(f"{path}: profile {profile!r} is unknown; known: {', '.join(PROFILES)}.")
+    analysis = _analysis(raw.get("analysis") or {}, path)
+    if analysis.get("groups"):
+        bare = [d.name for d in datasets if d.metadata is None]
+        if bare:
+            raise InputError(
+                f"{path}: analysis.groups needs case metadata, but dataset(s) {bare} have no "
+                "'metadata' file in their card; add it or drop the groups."
+            )
+    workers = raw.get("workers", 1)
+    if not isinstance(workers, int) or workers < 1:
+        raise InputError(f"{path}: 'workers' must be a positive integer, got {workers!r}.")
+    output = (base / str(raw.get("output", "assay-run"))).resolve()
+    db = str(raw.get("db", "assay.db"))
+    if "://" not in db:
+        db = str((base / db).resolve())
+    return Benchmark(
+        path=path,
+        name=str(raw.get("name") or path.stem),
+        output=output,
+        db=db,
+        profile=profile,
+        workers=workers,
+        datasets=datasets,
+        models=models,
+        spot_check=_spot_check(raw.get("spot_check", {}), path),
+        analysis=analysis,
+        report=bool(raw.get("report", True)),
+    )
+
+
+def _check_keys(raw: Mapping[str, Any], known: Sequence[str], where: str) -> None:
+    unknown = sorted(set(map(str, raw)) - set(known))
+    if unknown:
+        raise InputError(
+            f"Unknown key(s) {', '.join(unknown)} in {where}; known: {', '.join(known)}."
+        )
+
+
+def _dataset(entry: Any, path: Path, base: Path, i: int) -> DatasetCard:
+    if isinstance(entry, str):
+        card = load_dataset_card(_existing(base / entry, path, f"datasets[{i}]"))
+    elif isinstance(entry, Mapping):
+        card = dataset_card_from_mapping(entry, where=f"{path}, datasets[{i}]", base=base)
+    else:
+        raise InputError(f"{path}: datasets[{i}] must be a card file name or a mapping.")
+    if card.root is None:
+        raise InputError(
+            f"{path}: dataset {card.name!r} has no 'root' (the folder of reference masks); "
+            "add it to its card."
+        )
+    return card
+
+
+def _model(entry: Any, path: Path, base: Path, i: int) -> ModelCard:
+    where = f"{path}, models[{i}]"
+    if isinstance(entry, str):
+        card = load_model_card(_existing(base / entry, path, f"models[{i}]"))
+        where = f"model card {base / entry}"
+    elif isinstance(entry, Mapping):
+        card = model_card_from_mapping(entry, where=where, base=base)
+    else:
+        raise InputError(f"{path}: models[{i}] must be a card file name or a mapping.")
+    if (card.predictions is None) == (card.runner is None):
+        raise InputError(
+            f"{where}: model {card.name!r} needs exactly one of 'predictions' (a folder of "
+            "computed predictions) or 'runner' (a command run per case)."
+        )
+    return card
+
+
+def _existing(file: Path, path: Path, key: str) -> Path:
+    if not file.is_file():
+        raise InputError(f"{path}: {key} names {file}, which does not exist; fix the path.")
+    return file
+
+
+def _spot_check(raw: Any, path: Path) -> SpotCheck | None:
+    if raw is False:
+        return None
+    if raw is True or raw is None:
+        return SpotCheck()
+    if not isinstance(raw, Mapping):
+        raise InputError(f"{path}: 'spot_check' must be false or a mapping (cases, min_dice).")
+    _check_keys(raw, _SPOT_KEYS, f"{path}, spot_check")
+    return SpotCheck(cases=int(raw.get("cases", 3)), min_dice=float(raw.get("min_dice", 0.1)))
+
+
+def _analysis(raw: Any, path: Path) -> dict[str, Any]:
+    """Config analysis options -> the keyword arguments of the report's analysis."""
+    if not isinstance(raw, Mapping):
+        raise InputError(f"{path}: 'analysis' must be a mapping.")
+    _check_keys(raw, _ANALYSIS_KEYS, f"{path}, analysis")
+    rename = {"bootstrap": "n_bootstrap", "ci": "ci_method"}
+    out = {rename.get(k, k): v for k, v in raw.items()}
+    groups = out.get("groups")
+    if groups is not None:
+        if isinstance(groups, str) or not isinstance(groups, Sequence | Mapping):
+            raise InputError(f"{path}: analysis.groups must be a list such as [sex, age:decades].")
+        items = groups.items() if isinstance(groups, Mapping) else None
+        out["groups"] = (
+            {str(k): v for k, v in items}
+            if items is not None
+            else dict(parse_group_spec(str(g)) for g in groups)
+        )
+    if "metrics" in out and isinstance(out["metrics"], str):
+        out["metrics"] = [out["metrics"]]
+    return out
