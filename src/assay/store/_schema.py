@@ -7,13 +7,18 @@
 * ``case_metadata`` — per-case metadata of a dataset (age, sex, scanner, ...) as JSON.
 * ``scores`` — the long-format score rows of DESIGN.md §2: one per (case, structure, metric),
   with its status. NaN is stored as NULL (its status says why); ±inf is stored as such.
+
+Text columns have no length limit (PostgreSQL enforces VARCHAR lengths, SQLite does not, and
+names come from users and file names), and floats are IEEE-754 binary64 on every backend
+(``Double``: DOUBLE PRECISION on PostgreSQL, REAL affinity on SQLite), so both keep the same
+rows.
 """
 
 from __future__ import annotations
 
 from sqlalchemy import (
     Column,
-    Float,
+    Double,
     ForeignKey,
     Index,
     MetaData,
@@ -27,38 +32,38 @@ metadata = MetaData()
 runs = Table(
     "runs",
     metadata,
-    Column("run_id", String(32), primary_key=True),
-    Column("dataset", String(200), nullable=False),
-    Column("model", String(200), nullable=False),
-    Column("profile", String(64), nullable=False),
+    Column("run_id", String, primary_key=True),
+    Column("dataset", String, nullable=False),
+    Column("model", String, nullable=False),
+    Column("profile", String, nullable=False),
     Column("manifest", Text, nullable=False),
-    Column("created_at", String(40), nullable=False),
-    Column("updated_at", String(40), nullable=False),
+    Column("created_at", String, nullable=False),
+    Column("updated_at", String, nullable=False),
 )
 
 cases = Table(
     "cases",
     metadata,
-    Column("run_id", String(32), ForeignKey("runs.run_id"), primary_key=True),
-    Column("case_id", String(200), primary_key=True),
-    Column("status", String(32), nullable=False),
+    Column("run_id", String, ForeignKey("runs.run_id"), primary_key=True),
+    Column("case_id", String, primary_key=True),
+    Column("status", String, nullable=False),
     Column("message", Text, nullable=False, default=""),
-    Column("flags", String(200), nullable=False, default=""),
-    Column("seconds", Float, nullable=False),
-    Column("finished_at", String(40), nullable=False),
+    Column("flags", String, nullable=False, default=""),
+    Column("seconds", Double, nullable=False),
+    Column("finished_at", String, nullable=False),
 )
 
 scores = Table(
     "scores",
     metadata,
-    Column("run_id", String(32), ForeignKey("runs.run_id"), primary_key=True),
-    Column("case_id", String(200), primary_key=True),
-    Column("structure", String(100), primary_key=True),
-    Column("metric", String(64), primary_key=True),
-    Column("dataset", String(200), nullable=False),
-    Column("model", String(200), nullable=False),
-    Column("value", Float, nullable=True),
-    Column("status", String(32), nullable=False),
+    Column("run_id", String, ForeignKey("runs.run_id"), primary_key=True),
+    Column("case_id", String, primary_key=True),
+    Column("structure", String, primary_key=True),
+    Column("metric", String, primary_key=True),
+    Column("dataset", String, nullable=False),
+    Column("model", String, nullable=False),
+    Column("value", Double, nullable=True),
+    Column("status", String, nullable=False),
     Column("message", Text, nullable=False, default=""),
 )
 
@@ -67,8 +72,8 @@ Index("ix_scores_dataset_model", scores.c.dataset, scores.c.model)
 case_metadata = Table(
     "case_metadata",
     metadata,
-    Column("dataset", String(200), primary_key=True),
-    Column("case_id", String(200), primary_key=True),
+    Column("dataset", String, primary_key=True),
+    Column("case_id", String, primary_key=True),
     Column("data", Text, nullable=False),  # JSON object: column -> value
 )
 

@@ -10,7 +10,18 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Engine, and_, create_engine, delete, event, insert, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Engine,
+    and_,
+    create_engine,
+    delete,
+    event,
+    insert,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.exc import SQLAlchemyError
 
 from assay.errors import InputError
@@ -27,6 +38,10 @@ def database_url(db: str | Path) -> str:
     path = Path(text).expanduser().resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{path}"
+
+
+#: pg_advisory_xact_lock key held while creating the tables ("assay" in ASCII).
+_SCHEMA_LOCK = 0x6173736179
 
 
 def _now() -> str:
@@ -50,12 +65,26 @@ class ResultStore:
             self.engine: Engine = create_engine(self.url, future=True)
             if self.engine.dialect.name == "sqlite":
                 event.listen(self.engine, "connect", _sqlite_pragmas)
-            metadata.create_all(self.engine)
+            with self.engine.begin() as con:
+                if self.engine.dialect.name == "postgresql":
+                    # Processes opening a new database at once would race to create the
+                    # tables (duplicate-type errors); the lock serializes them until commit.
+                    con.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK})
+                metadata.create_all(con)
         except SQLAlchemyError as exc:
             raise InputError(
                 f"Cannot open results database {self.url!r}: {exc.__class__.__name__}: "
                 f"{str(exc).splitlines()[0]}. Check the path or URL given with --db."
             ) from exc
+
+    def close(self) -> None:
+        """Close the database connections (the store can be used again; it reconnects)."""
+        self.engine.dispose()
+
+    def _sorted(self, column: Any) -> ColumnElement[Any]:
+        """``column`` for ORDER BY in byte (code point) order, as SQLite and Python sort,
+        whatever the PostgreSQL database's collation."""
+        return column.collate("C") if self.engine.dialect.name == "postgresql" else column
 
     # -- runs -------------------------------------------------------------------------------
     def ensure_run(
@@ -109,7 +138,7 @@ class ResultStore:
     def runs(self) -> pd.DataFrame:
         """All runs with their manifests parsed."""
         with self.engine.connect() as con:
-            df = pd.read_sql(select(runs), con)
+            df = pd.read_sql(select(runs).order_by(self._sorted(runs.c.run_id)), con)
         df["manifest"] = [json.loads(m) for m in df["manifest"]]
         return df
 
@@ -146,7 +175,7 @@ class ResultStore:
                 "metric": r.metric,
                 "dataset": dataset,
                 "model": model,
-                "value": None if math.isnan(r.value) else float(r.value),
+                "value": _value(r.value),
                 "status": r.status,
                 "message": _text(r.message),
             }
@@ -174,7 +203,9 @@ class ResultStore:
         if run_ids is not None:
             query = query.where(cases.c.run_id.in_(list(run_ids)))
         with self.engine.connect() as con:
-            return pd.read_sql(query.order_by(cases.c.run_id, cases.c.case_id), con)
+            return pd.read_sql(
+                query.order_by(self._sorted(cases.c.run_id), self._sorted(cases.c.case_id)), con
+            )
 
     # -- case metadata ----------------------------------------------------------------------
     def write_metadata(self, dataset: str, table: pd.DataFrame, *, id_column: str) -> int:
@@ -200,9 +231,9 @@ class ResultStore:
         """A dataset's per-case metadata: ``case_id`` plus one column per field."""
         with self.engine.connect() as con:
             rows = con.execute(
-                select(case_metadata.c.case_id, case_metadata.c.data).where(
-                    case_metadata.c.dataset == dataset
-                )
+                select(case_metadata.c.case_id, case_metadata.c.data)
+                .where(case_metadata.c.dataset == dataset)
+                .order_by(self._sorted(case_metadata.c.case_id))
             ).all()
         return pd.DataFrame([{"case_id": r.case_id, **json.loads(r.data)} for r in rows])
 
@@ -227,9 +258,8 @@ class ResultStore:
             query = query.where(runs.c.profile == profile)
         if run_ids is not None:
             query = query.where(scores.c.run_id.in_(list(run_ids)))
-        query = query.order_by(
-            scores.c.dataset, scores.c.model, scores.c.case_id, scores.c.structure, scores.c.metric
-        )
+        order = ("dataset", "model", "case_id", "structure", "metric")
+        query = query.order_by(*(self._sorted(scores.c[c]) for c in order))
         with self.engine.connect() as con:
             df = pd.read_sql(query, con)
         df["value"] = df["value"].astype("float64")
@@ -237,8 +267,17 @@ class ResultStore:
 
 
 def _text(message: str) -> str:
-    """Free text made storable: undecodable file-name bytes become backslash escapes."""
-    return message.encode("utf-8", "backslashreplace").decode("utf-8")
+    """Free text made storable: undecodable file-name bytes and NUL characters (which
+    PostgreSQL text cannot hold) become backslash escapes, on every backend alike."""
+    return message.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
+
+
+def _value(value: float) -> float | None:
+    """A score as stored: NaN as NULL, -0.0 as 0.0 (SQLite cannot keep the sign of zero, so
+    every backend drops it), anything else as the same binary64."""
+    if math.isnan(value):
+        return None
+    return 0.0 if value == 0 else float(value)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

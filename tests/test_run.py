@@ -1,0 +1,312 @@
+"""``assay run BENCHMARK.yaml`` (DESIGN.md §6): config validation before any work, models run
+per case with faults recorded, spot checks, resumption, Dask, and the report at the end.
+
+Real processes, real NIfTI files, a real SQLite database and a real Dask LocalCluster.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from rich.console import Console
+from typer.testing import CliRunner
+
+from assay import cli
+from assay.errors import InputError
+from assay.io import read_image, write_image
+from assay.runs import load_benchmark, run_benchmark
+from assay.runs._demo import write_demo_config
+from assay.store import ResultStore
+from assay.synthetic import write_benchmark
+
+SMALL = {"shape": (48, 48, 32), "spacing_mm": (8.0, 8.0, 10.0)}
+KEY = ["model", "case_id", "structure", "metric"]
+runner = CliRunner()
+
+CRASH = "import sys; sys.stderr.write('CUDA out of memory\\n'); sys.exit(3)"
+HANG = "import time; time.sleep(60)"
+NOTHING = "pass"
+
+
+@pytest.fixture(autouse=True)
+def wide_console(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cli, "out", Console(width=1000))
+    monkeypatch.setattr(cli, "err", Console(width=1000, stderr=True))
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory: pytest.TempPathFactory):
+    return write_benchmark(
+        tmp_path_factory.mktemp("run") / "data", n_cases=4,
+        models=("near_perfect", "boundary_noise"), **SMALL,
+    )  # fmt: skip
+
+
+def _config(tmp: Path, bench, models: list[dict], **extra) -> Path:
+    """A benchmark.yaml in ``tmp`` with the synthetic dataset and ``models`` inline."""
+    config = {
+        "name": "test benchmark",
+        "output": "out",
+        "db": "out/assay.db",
+        "workers": 1,
+        "datasets": [{"name": "synthetic", "root": str(bench.reference),
+                      "metadata": str(bench.metadata), "licence": "CC0-1.0"}],
+        "models": models,
+        "analysis": {"bootstrap": 100},
+        "report": False,
+        **extra,
+    }  # fmt: skip
+    path = tmp / "benchmark.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def _script_model(tmp: Path, name: str, body: str, timeout_s: float = 30) -> dict:
+    script = tmp / f"{name}.py"
+    script.write_text(body)
+    return {"name": name, "runner": {"command": f"{sys.executable} {script} {{input}} {{output}}",
+                                     "timeout_s": timeout_s}}  # fmt: skip
+
+
+BASELINE = {
+    "name": "baseline",
+    "runner": {"command": f"{sys.executable} -m assay.models.baseline predict -i {{input}} "
+               "-o {output}", "timeout_s": 120},
+}  # fmt: skip
+
+
+# -- configuration errors: before any work ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        ({"colour": "blue"}, "Unknown key(s) colour in benchmark config"),
+        ({"models": [{"name": "m"}]}, "needs exactly one of 'predictions'"),
+        ({"models": [{"name": "m", "predictions": "nowhere"}]}, "predictions folder"),
+        ({"models": [{"name": "m", "runner": {"cmd": "x"}}]}, "cmd"),
+        ({"datasets": [{"name": "d", "root": "missing"}]}, "root"),
+        ({"datasets": [{"name": "d"}]}, "has no 'root'"),
+        ({"profile": "nope"}, "profile 'nope' is unknown"),
+        ({"analysis": {"bootstraps": 3}}, "Unknown key(s) bootstraps in"),
+        ({"spot_check": {"case": 3}}, "Unknown key(s) case in"),
+    ],
+)
+def test_config_errors_name_the_file_and_key(tmp_path, bench, edit, expected):
+    path = _config(tmp_path, bench, [{"name": "m", "predictions": str(bench.predictions[
+        "near_perfect"])}])  # fmt: skip
+    raw = yaml.safe_load(path.read_text())
+    raw.update(edit)
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(InputError) as info:
+        load_benchmark(path)
+    assert expected in str(info.value)
+    assert str(path) in str(info.value) or "card" in str(info.value)
+    result = runner.invoke(cli.app, ["run", str(path)])
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error:") and "Traceback" not in result.output
+    assert not (tmp_path / "out").exists()  # nothing was started
+
+
+def test_groups_without_metadata_is_an_error_before_work(tmp_path, bench):
+    path = _config(tmp_path, bench, [{"name": "m", "predictions": str(
+        bench.predictions["near_perfect"])}], analysis={"groups": ["sex"]})  # fmt: skip
+    raw = yaml.safe_load(path.read_text())
+    del raw["datasets"][0]["metadata"]
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(InputError, match=r"analysis\.groups needs case metadata"):
+        load_benchmark(path)
+
+
+# -- a whole run with model faults -----------------------------------------------------------
+
+
+def test_run_records_faults_and_goes_on_then_resumes_without_redoing(tmp_path, bench):
+    models = [
+        {"name": "near_perfect", "predictions": str(bench.predictions["near_perfect"])},
+        BASELINE,
+        _script_model(tmp_path, "crasher", CRASH),
+        _script_model(tmp_path, "hanger", HANG, timeout_s=2),
+        _script_model(tmp_path, "lazy", NOTHING),
+    ]
+    path = _config(tmp_path, bench, models, spot_check=False)
+    summary = run_benchmark(load_benchmark(path))
+    by = {o.model: o for o in summary.outcomes}
+    assert by["near_perfect"].case_statuses == {"ok": 4}
+    assert by["baseline"].case_statuses == {"ok": 4}
+    assert by["baseline"].speed_cm3_per_s is not None and by["baseline"].speed_cm3_per_s > 0
+    for name, reason in (("crasher", "exit status 3"), ("hanger", "timed out after 2"),
+                         ("lazy", "wrote nothing")):  # fmt: skip
+        assert by[name].case_statuses == {"failed": 4}, name
+        assert all(reason in msg and "inference failed" in msg for _, msg in by[name].failures)
+    crash_msg = by["crasher"].failures[0][1]
+    assert "CUDA out of memory" in crash_msg  # the model's own last stderr line
+    store = ResultStore(tmp_path / "out" / "assay.db")
+    scores = store.scores()
+    assert set(scores["model"]) == {"near_perfect", "baseline", "crasher", "hanger", "lazy"}
+    failed = scores[scores["model"] == "crasher"]
+    assert (failed["status"] == "failed").all() and failed["value"].isna().all()
+    runs = store.runs().set_index("model")
+    manifest = runs.loc["baseline", "manifest"]
+    assert manifest["inference"]["n_cases"] == 4 and manifest["inference"]["seconds"] > 0
+    assert len(manifest["dataset"]["content_hash"]) == 64
+    assert manifest["dataset"]["licence"] == "CC0-1.0"
+    assert manifest["model"]["runner"]["command"].startswith(sys.executable)
+    # the inference log holds one line per case and model run
+    log = tmp_path / "out" / "inference" / "synthetic" / "baseline.jsonl"
+    assert len(log.read_text().splitlines()) == 4
+    before = _rows(store)
+    # resume: nothing is predicted or scored again (failed inference is retried, and fails)
+    again = run_benchmark(load_benchmark(path))
+    assert len(log.read_text().splitlines()) == 4
+    assert {o.model: o.case_statuses for o in again.outcomes} == {
+        o.model: o.case_statuses for o in summary.outcomes
+    }
+    pd.testing.assert_frame_equal(_rows(store), before)
+
+
+def _rows(store: ResultStore) -> pd.DataFrame:
+    frame = store.scores()[[*KEY, "value", "status"]]
+    return frame.sort_values(KEY).reset_index(drop=True)
+
+
+def test_wrong_geometry_output_is_a_failed_case(tmp_path, bench):
+    body = (
+        "import sys, numpy as np, nibabel as nib\n"
+        "from pathlib import Path\n"
+        "img = nib.load(sys.argv[1])\n"
+        "out = Path(sys.argv[2]); out.mkdir(exist_ok=True)\n"
+        "mask = np.zeros((10, 10, 10), np.uint8)\n"
+        "nib.save(nib.Nifti1Image(mask, img.affine), out / 'liver.nii.gz')\n"
+    )
+    path = _config(tmp_path, bench, [_script_model(tmp_path, "warped", body)], spot_check=False)
+    (outcome,) = run_benchmark(load_benchmark(path)).outcomes
+    assert outcome.case_statuses == {"failed": 4}
+    assert all("wrong geometry" in msg for _, msg in outcome.failures)
+
+
+# -- spot checks -----------------------------------------------------------------------------
+
+
+def _derived(bench, out: Path, transform) -> Path:
+    """A copy of near_perfect's predictions with ``transform(structure, array)`` applied."""
+    src = bench.predictions["near_perfect"]
+    for case in sorted(p for p in src.iterdir() if p.is_dir()):
+        (out / case.name).mkdir(parents=True)
+        for f in case.iterdir():
+            image = read_image(f)
+            name, array = transform(f.name.removesuffix(".nii.gz"), image.array)
+            write_image(out / case.name / f"{name}.nii.gz", array.astype(np.uint8), image.affine)
+    return out
+
+
+def test_spot_check_flags_mirrored_outputs(tmp_path, bench):
+    mirrored = _derived(bench, tmp_path / "mirrored", lambda s, a: (s, np.flip(a, axis=0)))
+    path = _config(tmp_path, bench, [{"name": "mirror", "predictions": str(mirrored)}])
+    (outcome,) = run_benchmark(load_benchmark(path)).outcomes
+    assert outcome.status == "spot_check_failed"
+    assert "mirrored" in outcome.spot.finding and "left–right" in outcome.spot.finding
+    assert ResultStore(tmp_path / "out" / "assay.db").scores().empty  # nothing published
+
+
+def test_spot_check_flags_swapped_labels(tmp_path, bench):
+    """Every structure file renamed to the next structure's name: Dice ~0 for each, but
+    each matches the reference of the structure it was named after."""
+    names = ["liver", "spleen", "kidney_left", "kidney_right", "gallbladder", "pancreas",
+             "stomach", "aorta", "postcava"]  # fmt: skip
+    shift = dict(zip(names, names[1:] + names[:1], strict=True))
+    swapped = _derived(bench, tmp_path / "swapped", lambda s, a: (shift[s], a))
+    path = _config(tmp_path, bench, [{"name": "swap", "predictions": str(swapped)}])
+    (outcome,) = run_benchmark(load_benchmark(path)).outcomes
+    assert outcome.status == "spot_check_failed"
+    assert "labels look swapped" in outcome.spot.finding
+
+
+def test_spot_check_passes_reoriented_predictions(tmp_path, bench):
+    """An axis permutation written in the affine is repaired when scoring (flag
+    `reoriented`), so it is not a finding."""
+    flipped = write_benchmark(tmp_path / "f", n_cases=4, models=("flipped_orientation",), **SMALL)
+    path = _config(tmp_path, bench, [{"name": "flipped", "predictions": str(
+        flipped.predictions["flipped_orientation"])}])  # fmt: skip
+    (outcome,) = run_benchmark(load_benchmark(path)).outcomes
+    assert outcome.status == "ok" and outcome.spot is not None and outcome.spot.ok
+    assert outcome.spot.mean_dice > 0.9
+
+
+# -- the demo config, report, CLI, Dask ------------------------------------------------------
+
+
+def test_demo_config_runs_end_to_end_with_report(tmp_path):
+    paths = write_benchmark(tmp_path / "data", n_cases=3,
+                            models=("near_perfect", "boundary_noise"), **SMALL)  # fmt: skip
+    config = write_demo_config(paths, tmp_path, workers=1)
+    raw = yaml.safe_load(config.read_text())
+    raw["analysis"]["bootstrap"] = 100
+    config.write_text(yaml.safe_dump(raw))
+    result = runner.invoke(cli.app, ["run", str(config)])
+    assert result.exit_code == 0, result.output
+    assert "Benchmark run" in result.stdout and "threshold_baseline" in result.stdout
+    report = tmp_path / "run" / "report"
+    assert (report / "index.html").is_file() and (report / "speed.html").is_file()
+    results = json.loads((report / "bundle" / "results.json").read_text())
+    speed = {r["model"]: r for r in results["provenance"]["speed"]}
+    assert speed["threshold_baseline"]["cm3_per_s"] > 0
+    assert runner.invoke(cli.app, ["reanalyze", str(report / "bundle")]).exit_code == 0
+
+
+def test_dask_run_equals_local_run(tmp_path, bench):
+    from distributed import LocalCluster
+
+    models = [{"name": "near_perfect", "predictions": str(bench.predictions["near_perfect"])},
+              BASELINE]  # fmt: skip
+    local_dir, dask_dir = tmp_path / "local", tmp_path / "dask"
+    local_dir.mkdir()
+    dask_dir.mkdir()
+    run_benchmark(load_benchmark(_config(local_dir, bench, models)))
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address=":0") as cluster:  # fmt: skip
+        run_benchmark(load_benchmark(_config(dask_dir, bench, models)),
+                      scheduler=cluster.scheduler_address)  # fmt: skip
+    local = _rows(ResultStore(local_dir / "out" / "assay.db"))
+    remote = _rows(ResultStore(dask_dir / "out" / "assay.db"))
+    pd.testing.assert_frame_equal(local, remote)
+
+
+def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, bench):
+    """SIGKILL `assay run` once the baseline has predicted its first case; re-running
+    completes the remaining cases, and the rows equal an uninterrupted run's."""
+    models = [BASELINE]
+    whole_dir, cut_dir = tmp_path / "whole", tmp_path / "cut"
+    whole_dir.mkdir()
+    cut_dir.mkdir()
+    run_benchmark(load_benchmark(_config(whole_dir, bench, models, spot_check=False)))
+    config = _config(cut_dir, bench, models, spot_check=False)
+    exe = shutil.which("assay", path=str(Path(sys.executable).parent)) or "assay"
+    proc = subprocess.Popen([exe, "run", str(config)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    log = cut_dir / "out" / "inference" / "synthetic" / "baseline.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (log.is_file() and log.read_text().strip()):
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    n_before = len(log.read_text().splitlines())
+    assert 1 <= n_before < 4, "the run should have been cut after its first case"
+    result = runner.invoke(cli.app, ["run", str(config)])
+    assert result.exit_code == 0, result.output
+    assert len(log.read_text().splitlines()) == 4  # only the remaining cases were run
+    pd.testing.assert_frame_equal(
+        _rows(ResultStore(cut_dir / "out" / "assay.db")),
+        _rows(ResultStore(whole_dir / "out" / "assay.db")),
+    )
