@@ -772,6 +772,16 @@ def demo_command(
             store, paths, out_dir / "report", profile=profile, workers=max(workers, 2)
         )
         _print_report_files(report)
+        from assay.runs._demo import write_demo_config
+
+        config = write_demo_config(paths, out_dir, workers=max(workers, 2))
+        out.print(
+            escape(
+                f"benchmark config: {config} (the same benchmark plus a threshold model that is "
+                f"run per case, from one file: assay run {config})"
+            ),
+            highlight=False,
+        )
 
 
 def _demo_report(
