@@ -310,3 +310,35 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, bench):
         _rows(ResultStore(cut_dir / "out" / "assay.db")),
         _rows(ResultStore(whole_dir / "out" / "assay.db")),
     )
+
+
+def test_provenance_turns_training_sources_into_contaminated_test_cases(tmp_path, bench):
+    """A test set built partly from source 'AtlasX' (cases 1-2) and a model trained on
+    AtlasX: those two cases are excluded from that model's values (n_contaminated = 2 per
+    structure with a value there), the other model keeps all four; a source that makes up the
+    whole test set contaminates the whole dataset (not ranked)."""
+    from assay.datasets import DatasetCard
+    from assay.models import ModelCard
+    from assay.report._collect import collect_report_data
+    from assay.runs._pipeline import training_overlap
+
+    part = DatasetCard(name="synthetic", provenance={"AtlasX": ("case_0001", "case_0002")})
+    whole = DatasetCard(name="other", provenance={"AtlasY": ()})
+    trained = ModelCard(name="near_perfect", training_data=("AtlasX", "AtlasY"))
+    clean = ModelCard(name="boundary_noise", training_data=("Elsewhere",))
+    overlap = training_overlap([trained, clean], [part, whole])
+    assert overlap == {
+        "near_perfect": ["AtlasX", "AtlasY", "other", "synthetic:case_0001", "synthetic:case_0002"],
+        "boundary_noise": ["Elsewhere"],
+    }
+    models = [{"name": n, "predictions": str(bench.predictions[n])}
+              for n in ("near_perfect", "boundary_noise")]  # fmt: skip
+    path = _config(tmp_path, bench, models, spot_check=False)
+    run_benchmark(load_benchmark(path))
+    store = ResultStore(tmp_path / "out" / "assay.db")
+    options = {"n_bootstrap": 100, "training_data": overlap}
+    data, _ = collect_report_data(store, ["synthetic"], options=options)
+    agg = data.analyses["dsc"].aggregates.set_index(["model", "structure"])
+    assert agg.loc[("near_perfect", "liver"), "n_contaminated"] == 2
+    assert agg.loc[("near_perfect", "liver"), "n"] == 2
+    assert agg.loc[("boundary_noise", "liver"), "n_contaminated"] == 0

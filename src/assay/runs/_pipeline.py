@@ -330,6 +330,33 @@ def _record(
                      profile=str(row.profile), manifest=manifest)  # fmt: skip
 
 
+def training_overlap(
+    models: Iterable[ModelCard], datasets: Iterable[DatasetCard]
+) -> dict[str, list[str]]:
+    """Each model's training data in terms of the test sets, for contamination checks.
+
+    A model card lists the datasets (``"X"``) and cases (``"X:id"``) it was trained on; a
+    dataset card's ``provenance`` lists, per source dataset, the test cases taken from it
+    (an empty list: the whole test set comes from that source). A model trained on a source
+    is contaminated on those test cases (or on the whole test set); entries naming a test set
+    directly are kept as they are.
+    """
+    datasets = list(datasets)
+    out: dict[str, list[str]] = {}
+    for model in models:
+        entries = set(model.training_data)
+        for dataset in datasets:
+            for source, cases in dataset.provenance.items():
+                if source in model.training_data:
+                    if cases:
+                        entries.update(f"{dataset.name}:{c}" for c in cases)
+                    else:
+                        entries.add(dataset.name)
+        if entries:
+            out[model.name] = sorted(entries)
+    return out
+
+
 def _report(bench: Benchmark, store: ResultStore, scored: list[ModelOutcome], ui: Progress) -> Any:
     from assay.report._build import build_report
     from assay.report._collect import collect_report_data
@@ -338,8 +365,10 @@ def _report(bench: Benchmark, store: ResultStore, scored: list[ModelOutcome], ui
     datasets = sorted({o.dataset for o in scored})
     ui.stage("analysing", None)
     cards = {m.name: m for m in bench.models}
+    options = dict(bench.analysis)
+    options.setdefault("training_data", training_overlap(bench.models, bench.datasets))
     data, metadata = collect_report_data(
-        store, datasets, options=dict(bench.analysis), profile=bench.profile, cards=cards,
+        store, datasets, options=options, profile=bench.profile, cards=cards,
         dataset_cards={d.name: d for d in bench.datasets if d.name in datasets},
         title=bench.name, software=software_versions(),
     )  # fmt: skip
