@@ -655,6 +655,12 @@ class _RichStages:
         self.progress = progress
         self.task: Any = None
         self.description = ""
+        self.total: Any = None
+
+    def overall(self, done: int, total: int) -> None:
+        if self.total is None:
+            self.total = self.progress.add_task("[bold]benchmark", total=total, unit="steps")
+        self.progress.update(self.total, completed=done)
 
     def stage(self, description: str, total: int | None) -> None:
         if self.task is not None and description == self.description:

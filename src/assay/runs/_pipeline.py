@@ -35,14 +35,19 @@ from assay.store import ResultStore, read_metadata
 
 
 class Progress(Protocol):
-    """What the pipeline tells its caller (the CLI draws progress bars from it)."""
+    """What the pipeline tells its caller (the CLI draws progress bars from it): the overall
+    progress in steps (one per (dataset, model), one for the report), and each stage's."""
 
+    def overall(self, done: int, total: int) -> None: ...
     def stage(self, description: str, total: int | None) -> None: ...
     def advance(self, n: int = 1) -> None: ...
     def note(self, text: str) -> None: ...
 
 
 class _Silent:
+    def overall(self, done: int, total: int) -> None:
+        pass
+
     def stage(self, description: str, total: int | None) -> None:
         pass
 
@@ -103,6 +108,8 @@ def run_benchmark(
     profile = get_profile(bench.profile)
     outcomes: list[ModelOutcome] = []
     notes: list[str] = []
+    steps = len(bench.datasets) * len(bench.models) + int(bench.report)
+    ui.overall(0, steps)
     for dataset in bench.datasets:
         schema = LabelSchema.from_file(dataset.schema) if dataset.schema else DEFAULT_SCHEMA
         labels = read_label_map_spec(dataset.labels, schema) if dataset.labels else None
@@ -117,6 +124,7 @@ def run_benchmark(
             table, id_column = read_metadata(dataset.metadata, id_column=dataset.id_column)
             store.write_metadata(dataset.name, table, id_column=id_column)
         for model in bench.models:
+            ui.overall(len(outcomes), steps)
             outcome = ModelOutcome(dataset=dataset.name, model=model.name, n_cases=len(case_ids))
             outcomes.append(outcome)
             failures: dict[str, str] = {}
@@ -163,9 +171,11 @@ def run_benchmark(
                 if r.status in ("failed", "missing_prediction")
             ]
     summary = RunSummary(outcomes=outcomes, notes=notes)
+    ui.overall(len(outcomes), steps)
     scored = [o for o in outcomes if o.status == "ok"]
     if bench.report and scored:
         summary.report = _report(bench, store, scored, ui)
+    ui.overall(steps, steps)
     return summary
 
 
