@@ -646,6 +646,13 @@ def run_command(
     _print_run_summary(summary)
     if summary.report is not None:
         _print_report_files(summary.report)
+    stopped = [o for o in summary.outcomes if o.status != "ok"]
+    if stopped:
+        err.print(
+            f"[red]{len(stopped)} (dataset, model) pair(s) were not scored[/] (see above); the "
+            "others are in the database and the report."
+        )
+        raise typer.Exit(1)
 
 
 class _RichStages:
@@ -689,6 +696,10 @@ def _print_run_summary(summary: Any) -> None:
     for o in summary.outcomes:
         st = o.case_statuses
         speed = "-" if o.speed_cm3_per_s is None else f"{o.speed_cm3_per_s:.1f}"
+        if o.status != "ok":
+            table.add_row(escape(o.dataset), escape(o.model), f"[red]{o.status}[/]",
+                          str(o.n_cases), "not scored", "", "", "", speed)  # fmt: skip
+            continue
         table.add_row(
             escape(o.dataset), escape(o.model), o.status, str(o.n_cases), str(st.get("ok", 0)),
             str(st.get("partial", 0)), str(st.get("failed", 0)),
@@ -700,6 +711,9 @@ def _print_run_summary(summary: Any) -> None:
             out.print(f"[red]spot check:[/] {escape(o.spot.finding)}", highlight=False)
         if o.slow:
             out.print(f"[yellow]slow:[/] {escape(o.slow)}", highlight=False)
+        if o.error:
+            out.print(f"[red]not scored:[/] {escape(o.dataset)} / {escape(o.model)}: "
+                      f"{escape(o.error)}", highlight=False)  # fmt: skip
         reasons: dict[str, list[str]] = {}
         for case, message in o.failures:
             reasons.setdefault(message.splitlines()[0] if message else "no message", []).append(

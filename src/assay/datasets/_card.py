@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -113,30 +113,46 @@ def dataset_card_from_mapping(raw: Mapping[str, Any], *, where: str, base: Path)
         raise InputError(
             f"Dataset card {where}: 'provenance' must map source datasets to case-id lists."
         )
+    image = str(raw.get("image") or DEFAULT_IMAGE)
+    try:
+        image.format(case="x")
+    except (KeyError, IndexError, ValueError) as exc:
+        raise InputError(
+            f"Dataset card {where}: image {image!r} is not a valid template ({exc!r}); use "
+            "{case} for the case id, e.g. '{case}/ct.nii.gz'."
+        ) from None
+    if raw.get("layout") not in (None, "structures", "labelmap"):
+        raise InputError(
+            f"Dataset card {where}: layout {raw['layout']!r} is not 'structures' or 'labelmap'."
+        )
     return DatasetCard(
         name=str(raw["name"]),
         **{k: (None if raw.get(k) is None else str(raw[k]).strip()) for k in _TEXT_FIELDS},
         **paths,
         layout=raw.get("layout"),
         id_column=raw.get("id_column"),
-        image=str(raw.get("image") or DEFAULT_IMAGE),
+        image=image,
         provenance={str(k): tuple(map(str, v or ())) for k, v in provenance.items()},
     )
 
 
-def content_hash(card: DatasetCard) -> str:
-    """SHA-256 over the reference files (relative path, size and bytes) and the metadata.
+def content_hash(card: DatasetCard, files: Iterable[Path] | None = None) -> str:
+    """SHA-256 over the test set's files: relative path, size and bytes of each.
 
-    Files are visited in sorted order, so the hash identifies the test set's content
-    whatever the machine; a changed, added or removed file changes it.
+    ``files`` are the reference masks and the label spec, schema and metadata files (what
+    ``assay run`` discovered); by default every file under ``root`` plus ``metadata``. Files
+    are visited in sorted order, so the hash identifies the content whatever the machine; a
+    changed, added or removed file changes it. Input images are not hashed (models read them,
+    scores do not depend on them).
     """
     if card.root is None:
         raise InputError(f"Dataset card {card.name!r} has no 'root' folder to hash.")
+    if files is None:
+        files = [p for p in card.root.rglob("*") if p.is_file() and not p.name.startswith(".")]
+        if card.metadata is not None:
+            files.append(card.metadata)
     digest = hashlib.sha256()
-    files = sorted(p for p in card.root.rglob("*") if p.is_file() and not p.name.startswith("."))
-    if card.metadata is not None:
-        files.append(card.metadata)
-    for file in files:
+    for file in sorted(set(files)):
         name = file.relative_to(card.root) if file.is_relative_to(card.root) else file.name
         digest.update(f"{name}\0{file.stat().st_size}\0".encode())
         with file.open("rb") as fh:

@@ -145,8 +145,21 @@ def model_card_from_mapping(card: Mapping[str, Any], *, where: str, base: Path) 
     if card.get("runner") is not None:
         if not isinstance(card["runner"], Mapping):
             raise InputError(f"{where}: 'runner' must be a mapping with at least a 'command'.")
-        runner = RunnerSpec.from_mapping(card["runner"], where=f"{where}, runner", base=base)
+        raw_runner = {"cwd": ".", **card["runner"]}  # default: the card's own folder
+        runner = RunnerSpec.from_mapping(raw_runner, where=f"{where}, runner", base=base)
+        if runner.cwd is not None and not Path(runner.cwd).is_dir():
+            raise InputError(
+                f"{where}: runner.cwd {runner.cwd} is not a folder; fix it (relative to the "
+                "card file)."
+            )
     speed = card.get("min_speed_cm3_s")
+    if speed is not None and (isinstance(speed, bool) or not isinstance(speed, int | float)):
+        raise InputError(f"{where}: min_speed_cm3_s must be a number (cm³/s), got {speed!r}.")
+    if card.get("prediction_layout") not in (None, "structures", "labelmap"):
+        raise InputError(
+            f"{where}: prediction_layout {card['prediction_layout']!r} is not 'structures' or "
+            "'labelmap'."
+        )
     return ModelCard(
         name=str(card["name"]),
         framework=card.get("framework"),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import fields
 from typing import Any
 
@@ -97,6 +97,7 @@ def collect_report_data(
     title: str | None = None,
     software: Mapping[str, str] | None = None,
     on_metric: Callable[[str], None] | None = None,
+    run_ids: Collection[str] | None = None,
 ) -> tuple[ReportData, pd.DataFrame | None]:
     """Load scores and run the analysis of every reported metric.
 
@@ -106,12 +107,16 @@ def collect_report_data(
         arguments of :func:`~assay.stats.analyze` (policy, n_bootstrap, seed, groups, ...).
         ``training_data`` defaults to the cards' training data.
     cards : model cards by model name; default: the cards recorded in the runs' manifests.
+    run_ids : only these runs (e.g. the models a benchmark run scored); default: every run
+        of ``datasets`` (of ``profile``).
 
     Returns
     -------
     The report data, and the metadata table used for subgroups (None without groups).
     """
     scores = load_scores(store, datasets, profile)
+    if run_ids is not None:
+        scores = scores[scores["run_id"].isin(set(run_ids))].reset_index(drop=True)
     runs = store.runs()
     runs = runs[runs["run_id"].isin(set(scores["run_id"]))].reset_index(drop=True)
     run_cards = cards_from_runs(runs)

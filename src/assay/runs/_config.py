@@ -112,8 +112,28 @@ def load_benchmark(path: str | Path) -> Benchmark:
                 "'metadata' file in their card; add it or drop the groups."
             )
     workers = raw.get("workers", 1)
-    if not isinstance(workers, int) or workers < 1:
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise InputError(f"{path}: 'workers' must be a positive integer, got {workers!r}.")
+    report = raw.get("report", True)
+    if not isinstance(report, bool):
+        raise InputError(f"{path}: 'report' must be true or false, got {report!r}.")
+    metrics = analysis.get("metrics") or []
+    known = PROFILES[profile].metrics
+    unknown = [m for m in metrics if m not in known]
+    if unknown:
+        raise InputError(
+            f"{path}: analysis.metrics {unknown} are not computed by profile {profile!r}; "
+            f"known: {', '.join(known)}."
+        )
+    for key, allowed in (("policy", ("worst", "exclude", "paper")),
+                         ("aggregation", ("default", "touchstone")),
+                         ("ci_method", ("percentile", "bca")),
+                         ("correction", ("bonferroni", "fdr_bh"))):  # fmt: skip
+        if key in analysis and analysis[key] not in allowed:
+            name = {"ci_method": "ci"}.get(key, key)
+            raise InputError(
+                f"{path}: analysis.{name} {analysis[key]!r} is not one of {', '.join(allowed)}."
+            )
     output = (base / str(raw.get("output", "assay-run"))).resolve()
     db = str(raw.get("db", "assay.db"))
     if "://" not in db:
@@ -129,7 +149,7 @@ def load_benchmark(path: str | Path) -> Benchmark:
         models=models,
         spot_check=_spot_check(raw.get("spot_check", {}), path),
         analysis=analysis,
-        report=bool(raw.get("report", True)),
+        report=report,
     )
 
 
@@ -187,7 +207,12 @@ def _spot_check(raw: Any, path: Path) -> SpotCheck | None:
     if not isinstance(raw, Mapping):
         raise InputError(f"{path}: 'spot_check' must be false or a mapping (cases, min_dice).")
     _check_keys(raw, _SPOT_KEYS, f"{path}, spot_check")
-    return SpotCheck(cases=int(raw.get("cases", 3)), min_dice=float(raw.get("min_dice", 0.1)))
+    cases, min_dice = raw.get("cases", 3), raw.get("min_dice", 0.1)
+    if isinstance(cases, bool) or not isinstance(cases, int) or cases < 1:
+        raise InputError(f"{path}: spot_check.cases must be a positive integer, got {cases!r}.")
+    if isinstance(min_dice, bool) or not isinstance(min_dice, int | float):
+        raise InputError(f"{path}: spot_check.min_dice must be a number, got {min_dice!r}.")
+    return SpotCheck(cases=cases, min_dice=float(min_dice))
 
 
 def _analysis(raw: Any, path: Path) -> dict[str, Any]:

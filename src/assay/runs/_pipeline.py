@@ -8,29 +8,33 @@ executor (local processes, or a Dask cluster with ``scheduler``).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from assay.datasets import (
     DEFAULT_SCHEMA,
+    CaseSource,
     DatasetCard,
+    LabelMapFile,
     LabelSchema,
+    StructureFiles,
     content_hash,
     discover_cases,
     read_label_map_spec,
 )
-from assay.errors import AssayError, LayoutError
+from assay.errors import AssayError, InputError, LayoutError
 from assay.metrics import get_profile
 from assay.models import ModelCard
 from assay.models._runner import InferenceRecord, InferenceTask, run_case
 from assay.runs._config import Benchmark
 from assay.runs._spot_check import SpotCheckResult, spot_check
-from assay.scoring import map_unordered, score
+from assay.scoring import map_unordered, resolve_prediction_labels, run_id_for, score
 from assay.store import ResultStore, read_metadata
 
 
@@ -71,6 +75,8 @@ class ModelOutcome:
     spot: SpotCheckResult | None = None
     speed_cm3_per_s: float | None = None
     slow: str = ""
+    error: str = ""  # a model-level error (its inputs could not be scored at all)
+    run_id: str = ""
 
 
 @dataclass
@@ -110,59 +116,56 @@ def run_benchmark(
     notes: list[str] = []
     steps = len(bench.datasets) * len(bench.models) + int(bench.report)
     ui.overall(0, steps)
-    for dataset in bench.datasets:
-        schema = LabelSchema.from_file(dataset.schema) if dataset.schema else DEFAULT_SCHEMA
-        labels = read_label_map_spec(dataset.labels, schema) if dataset.labels else None
-        problems: dict[str, str] = {}
-        ui.stage(f"{dataset.name}: reading the reference", None)
-        reference = discover_cases(dataset.root, layout=dataset.layout, schema=schema,  # type: ignore[arg-type]
-                                   labels=labels, role="reference", problems=problems)  # fmt: skip
-        case_ids = sorted(set(reference) | set(problems))
-        ui.stage(f"{dataset.name}: hashing {len(case_ids)} cases", None)
-        digest = content_hash(dataset)
+    prepared = [_prepare(dataset, bench, ui) for dataset in bench.datasets]  # before any work
+    for dataset, ref in zip(bench.datasets, prepared, strict=True):
+        ui.stage(f"{dataset.name}: hashing {len(ref.case_ids)} cases", None)
+        digest = content_hash(dataset, files=ref.files)
         if dataset.metadata is not None:
             table, id_column = read_metadata(dataset.metadata, id_column=dataset.id_column)
             store.write_metadata(dataset.name, table, id_column=id_column)
         for model in bench.models:
             ui.overall(len(outcomes), steps)
-            outcome = ModelOutcome(dataset=dataset.name, model=model.name, n_cases=len(case_ids))
+            outcome = ModelOutcome(
+                dataset=dataset.name, model=model.name, n_cases=len(ref.case_ids)
+            )
             outcomes.append(outcome)
             failures: dict[str, str] = {}
             inference: dict[str, Any] | None = None
+            first = ref.case_ids[: bench.spot_check.cases] if bench.spot_check else []
+            rerun: set[str] = set()
             if model.runner is not None:
                 folder = bench.output / "predictions" / dataset.name / model.name
                 log = bench.output / "inference" / dataset.name / f"{model.name}.jsonl"
-                first = case_ids[: bench.spot_check.cases] if bench.spot_check else []
-                records = _infer(model, dataset, first, folder, log, bench, scheduler, ui)
-                if not _spot_ok(outcome, bench, reference, folder, model, schema, first, ui):
+                records, ran = _infer(model, dataset, first, folder, log, bench, scheduler, ui)
+                rerun |= ran
+                ok_first = [c for c in first if records.get(c) and records[c].status == "ok"]
+                if not _spot_ok(outcome, bench, ref, folder, model, ok_first, ui):
                     continue
-                records = _infer(model, dataset, case_ids, folder, log, bench, scheduler, ui)
+                records, ran = _infer(
+                    model, dataset, ref.case_ids, folder, log, bench, scheduler, ui
+                )
+                rerun |= ran
                 failures = {c: f"inference failed: {r.message}" for c, r in records.items()
                             if r.status != "ok"}  # fmt: skip
                 inference = _inference_summary(records, model, outcome)
             else:
                 folder = model.predictions  # type: ignore[assignment]
-                first = case_ids[: bench.spot_check.cases] if bench.spot_check else []
-                if not _spot_ok(outcome, bench, reference, folder, model, schema, first, ui):
+                if not _spot_ok(outcome, bench, ref, folder, model, first, ui):
                     continue
-            pred_labels = (
-                read_label_map_spec(model.prediction_labels, schema)
-                if model.prediction_labels
-                else None
-            )
+            if rerun:  # predictions made anew: their old scores are stale
+                store.delete_cases(run_id_for(dataset.name, model.name, profile), sorted(rerun))
             ui.stage(f"{dataset.name}: scoring {model.name}", None)
             try:
-                report = _score(
-                    dataset, model, folder, profile, store, bench, labels, pred_labels, schema,
-                    failures, scheduler, ui,
-                )  # fmt: skip
+                report = _score(dataset, model, folder, profile, store, bench, ref, failures,
+                                scheduler, ui)  # fmt: skip
             except AssayError as exc:  # this model's inputs are unusable: the others go on
                 outcome.status = "failed"
-                outcome.failures = [("*", str(exc))]
+                outcome.error = str(exc)
                 ui.note(f"{dataset.name} / {model.name}: {exc}")
                 continue
             notes += [f"{dataset.name} / {model.name}: {n}" for n in report.notes]
-            _record(store, report.run_id, model, dataset, digest, inference, failures)
+            outcome.run_id = report.run_id
+            _record(store, report.run_id, model, dataset, digest, inference)
             cases = store.cases([report.run_id])
             outcome.case_statuses = dict(Counter(cases["status"]))
             outcome.failures = [
@@ -179,6 +182,57 @@ def run_benchmark(
     return summary
 
 
+@dataclass(frozen=True)
+class _Reference:
+    """A dataset's reference, discovered once before any work."""
+
+    cases: Mapping[str, CaseSource]
+    case_ids: list[str]
+    files: list[Path]
+    schema: LabelSchema
+    labels: Mapping[int, str] | None
+
+
+def _prepare(dataset: DatasetCard, bench: Benchmark, ui: Progress) -> _Reference:
+    """Discover the reference and check what the models need, before any work starts.
+
+    Raises
+    ------
+    InputError
+        An unreadable label spec or schema, a model's unreadable ``prediction_labels``, or
+        (for a model that is run) a first case without its input image.
+    """
+    ui.stage(f"{dataset.name}: reading the reference", None)
+    schema = LabelSchema.from_file(dataset.schema) if dataset.schema else DEFAULT_SCHEMA
+    labels = read_label_map_spec(dataset.labels, schema) if dataset.labels else None
+    problems: dict[str, str] = {}
+    cases = discover_cases(dataset.root, layout=dataset.layout, schema=schema,  # type: ignore[arg-type]
+                           labels=labels, role="reference", problems=problems)  # fmt: skip
+    case_ids = sorted(set(cases) | set(problems))
+    if not case_ids:
+        raise InputError(f"Dataset {dataset.name!r}: no cases in {dataset.root}.")
+    for model in bench.models:
+        if model.prediction_labels is not None:
+            read_label_map_spec(model.prediction_labels, schema)
+        image = dataset.image_path(case_ids[0])
+        if model.runner is not None and not image.is_file():
+            raise InputError(
+                f"Dataset {dataset.name!r}: the input image of case {case_ids[0]!r} is not at "
+                f"{image}; fix 'image' in the dataset card (relative to root, e.g. "
+                "'{case}/ct.nii.gz', or '../imagesTs/{case}_0000.nii.gz' for nnU-Net), which "
+                f"model {model.name!r} needs."
+            )
+    files = [f for src in cases.values() for f in _source_files(src)]
+    files += [p for p in (dataset.labels, dataset.schema, dataset.metadata) if p is not None]
+    return _Reference(cases=cases, case_ids=case_ids, files=files, schema=schema, labels=labels)
+
+
+def _source_files(source: CaseSource) -> list[Path]:
+    if isinstance(source, LabelMapFile):
+        return [source.path]
+    return list(source.files.values()) if isinstance(source, StructureFiles) else []
+
+
 def _score(
     dataset: DatasetCard,
     model: ModelCard,
@@ -186,19 +240,22 @@ def _score(
     profile: Any,
     store: ResultStore,
     bench: Benchmark,
-    labels: Any,
-    pred_labels: Any,
-    schema: LabelSchema,
+    ref: _Reference,
     failures: dict[str, str],
     scheduler: str | None,
     ui: Progress,
 ) -> Any:
     description = f"{dataset.name}: scoring {model.name}"
+    pred_labels = (
+        read_label_map_spec(model.prediction_labels, ref.schema)
+        if model.prediction_labels is not None
+        else None
+    )
     return score(
         dataset.root, folder, model=model.name, dataset=dataset.name,  # type: ignore[arg-type]
         profile=profile, store=store, workers=bench.workers, layout=dataset.layout,
-        prediction_layout=model.prediction_layout, labels=labels,
-        prediction_labels=pred_labels, schema=schema, failures=failures,
+        prediction_layout=model.prediction_layout, labels=ref.labels,
+        prediction_labels=pred_labels, schema=ref.schema, failures=failures,
         scheduler=scheduler, on_start=lambda n: ui.stage(description, n),
         on_case=lambda _r: ui.advance(),
     )  # fmt: skip
@@ -207,33 +264,46 @@ def _score(
 def _spot_ok(
     outcome: ModelOutcome,
     bench: Benchmark,
-    reference: Any,
+    ref: _Reference,
     folder: Path,
     model: ModelCard,
-    schema: LabelSchema,
     first: list[str],
     ui: Progress,
 ) -> bool:
-    """Run the spot check; False (and the outcome marked) when the model looks misaligned."""
+    """Run the spot check; False (and the outcome marked) when the model looks misaligned.
+
+    Predictions are found and labelled exactly as scoring will (same label fallbacks). A
+    prediction folder that cannot be read at all is a finding too.
+    """
     if bench.spot_check is None or not first:
         return True
     ui.stage(f"{outcome.dataset}: spot check of {model.name}", None)
-    labels = (
-        read_label_map_spec(model.prediction_labels, schema) if model.prediction_labels else None
+    given = (
+        read_label_map_spec(model.prediction_labels, ref.schema)
+        if model.prediction_labels is not None
+        else None
     )
+    labels = resolve_prediction_labels(folder, ref.labels, given, ref.cases)
     try:
-        predictions = discover_cases(folder, layout=model.prediction_layout, schema=schema,
+        predictions = discover_cases(folder, layout=model.prediction_layout, schema=ref.schema,
                                      labels=labels, role="prediction", problems={})  # fmt: skip
-    except LayoutError:
-        return True  # nothing predicted yet for these cases: scoring records it
-    result = spot_check(reference, predictions, first, model=model.name,
-                        min_dice=bench.spot_check.min_dice)  # fmt: skip
+    except LayoutError as exc:
+        if _empty(folder):
+            return True  # nothing predicted: scoring records every case as missing
+        result = SpotCheckResult(0, float("nan"), f"{model.name}: {exc}")
+    else:
+        result = spot_check(ref.cases, predictions, first, model=model.name,
+                            min_dice=bench.spot_check.min_dice)  # fmt: skip
     outcome.spot = result
     if result.ok:
         return True
     outcome.status = "spot_check_failed"
     ui.note(f"spot check failed: {result.finding}")
     return False
+
+
+def _empty(folder: Path) -> bool:
+    return not folder.is_dir() or not any(p for p in folder.iterdir() if not p.name.startswith("."))
 
 
 def _infer(
@@ -245,42 +315,60 @@ def _infer(
     bench: Benchmark,
     scheduler: str | None,
     ui: Progress,
-) -> dict[str, InferenceRecord]:
-    """Run the model on the cases not yet predicted; return every case's latest record."""
+) -> tuple[dict[str, InferenceRecord], set[str]]:
+    """Run the model on the cases not yet predicted by this very runner.
+
+    A case is done when the log holds an ``ok`` record with the same fingerprint (runner,
+    model version, input image) and its output is present. Returns every case's latest
+    record, and the ids run now (their old scores are stale).
+    """
+    spec = model.runner
+    if spec is None:
+        raise ValueError(f"model {model.name!r} has no runner")
     folder.mkdir(parents=True, exist_ok=True)
     log.parent.mkdir(parents=True, exist_ok=True)
     done = _read_log(log)
+    marks = {c: _fingerprint(model, dataset.image_path(c)) for c in case_ids}
     todo = [
         c for c in case_ids
-        if not (done.get(c) and done[c].status == "ok" and _has_output(folder, c))
+        if not (c in done and done[c][0].status == "ok" and done[c][1] == marks[c]
+                and _has_output(folder, c))
     ]  # fmt: skip
     if todo:
         ui.stage(f"{dataset.name}: running {model.name}", len(todo))
-        spec = model.runner
-        if spec is None:
-            raise ValueError(f"model {model.name!r} has no runner")
         tasks: Iterable[InferenceTask] = (
             InferenceTask(case_id=c, image=dataset.image_path(c), output_dir=folder, spec=spec)
             for c in todo
         )
+        if log.is_file() and log.stat().st_size and not log.read_bytes().endswith(b"\n"):
+            with log.open("a", encoding="utf-8") as fh:
+                fh.write("\n")  # end a line cut by an interruption before appending
         with log.open("a", encoding="utf-8") as fh:
             for record in map_unordered(run_case, tasks, bench.workers, scheduler=scheduler):
-                fh.write(json.dumps(asdict(record), default=str) + "\n")
+                line = {**asdict(record), "fingerprint": marks[record.case_id]}
+                fh.write(json.dumps(line, default=str) + "\n")
                 fh.flush()
-                done[record.case_id] = record
+                done[record.case_id] = (record, marks[record.case_id])
                 ui.advance()
                 if record.status != "ok":
                     ui.note(f"{model.name} / {record.case_id}: {record.status}: {record.message}")
-    return {c: done[c] for c in case_ids if c in done}
+    return {c: done[c][0] for c in case_ids if c in done}, set(todo)
 
 
-def _read_log(log: Path) -> dict[str, InferenceRecord]:
-    out: dict[str, InferenceRecord] = {}
+def _fingerprint(model: ModelCard, image: Path) -> str:
+    """What a prediction was made from: the runner, the model version and the input image."""
+    key = {"runner": model.as_dict()["runner"], "version": model.version, "image": str(image)}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _read_log(log: Path) -> dict[str, tuple[InferenceRecord, str]]:
+    out: dict[str, tuple[InferenceRecord, str]] = {}
     if log.is_file():
         for line in log.read_text(encoding="utf-8").splitlines():
             try:
                 raw = json.loads(line)
-                out[raw["case_id"]] = InferenceRecord(**raw)
+                mark = str(raw.pop("fingerprint", ""))
+                out[raw["case_id"]] = (InferenceRecord(**raw), mark)
             except (ValueError, KeyError, TypeError):
                 continue  # a line cut by an interruption: that case runs again
     return out
@@ -325,7 +413,6 @@ def _record(
     dataset: DatasetCard,
     digest: str,
     inference: dict[str, Any] | None,
-    failures: dict[str, str],
 ) -> None:
     """Add the cards, the dataset's content hash and the inference timing to the manifest."""
     manifest = store.manifest(run_id) or {}
@@ -379,6 +466,7 @@ def _report(bench: Benchmark, store: ResultStore, scored: list[ModelOutcome], ui
     options.setdefault("training_data", training_overlap(bench.models, bench.datasets))
     data, metadata = collect_report_data(
         store, datasets, options=options, profile=bench.profile, cards=cards,
+        run_ids=[o.run_id for o in scored],
         dataset_cards={d.name: d for d in bench.datasets if d.name in datasets},
         title=bench.name, software=software_versions(),
     )  # fmt: skip

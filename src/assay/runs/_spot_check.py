@@ -57,6 +57,7 @@ def spot_check(
     flipped: list[list[float]] = [[], [], []]
     swaps: dict[tuple[str, str], list[float]] = {}
     n = 0
+    first_error = ""
     for case in case_ids:
         if case not in predictions or case not in reference:
             continue
@@ -64,7 +65,8 @@ def spot_check(
             ref = _masks(reference[case], None)
             grid = read_image(_first_file(reference[case]))
             pred = _masks(predictions[case], grid)
-        except (AssayError, OSError, ValueError):
+        except (AssayError, OSError, ValueError) as exc:
+            first_error = first_error or f"case {case!r}: {exc}"
             continue
         n += 1
         for name, r in ref.items():
@@ -79,6 +81,17 @@ def spot_check(
                 if name != got and r.any() and p.any():
                     swaps.setdefault((got, name), []).append(dice(p, r))
     if not plain:
+        if first_error:
+            return SpotCheckResult(n, float("nan"), (
+                f"{model}: none of the first {len(case_ids)} case(s) could be compared with "
+                f"the reference ({first_error}). Check the predictions' geometry and format."
+            ))  # fmt: skip
+        if not any(c in predictions for c in case_ids):
+            return SpotCheckResult(n, float("nan"), (
+                f"{model}: no prediction for any of the first case(s) "
+                f"({', '.join(case_ids[:3])}); found {', '.join(sorted(predictions)[:3]) or 'none'}"
+                ". Check that the predictions are named after the reference cases."
+            ))  # fmt: skip
         return SpotCheckResult(n, float("nan"), "")
     mean = float(np.mean(plain))
     if mean >= min_dice:

@@ -3,7 +3,14 @@
 from assay.scoring._case import CaseTask, score_case
 from assay.scoring._executor import WorkerError, map_unordered
 from assay.scoring._records import CaseRecord, ScoreRow
-from assay.scoring._runner import CaseStore, ScoreReport, run_id_for, score, software_versions
+from assay.scoring._runner import (
+    CaseStore,
+    ScoreReport,
+    resolve_prediction_labels,
+    run_id_for,
+    score,
+    software_versions,
+)
 from assay.scoring._summary import AVERAGED, MEANS_NOTE, STATUSES, case_problems, summarize
 
 __all__ = [
@@ -18,6 +25,7 @@ __all__ = [
     "WorkerError",
     "case_problems",
     "map_unordered",
+    "resolve_prediction_labels",
     "run_id_for",
     "score",
     "score_case",

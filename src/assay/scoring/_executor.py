@@ -90,6 +90,12 @@ def _map_dask(fn: Callable[[T], R], tasks: Iterable[T], scheduler: str) -> Itera
                     f"A task killed Dask workers repeatedly ({exc}); finished cases are "
                     "stored. Check the workers' memory and logs, then re-run to resume."
                 ) from exc
+            except Exception as exc:  # a task that could not run on a worker at all
+                raise WorkerError(
+                    f"A task failed on the Dask cluster: {type(exc).__name__}: {exc}. The "
+                    "workers need assay installed and must see the same paths; finished "
+                    "cases are stored, re-run to resume."
+                ) from exc
             fut.release()
             for task in queue:  # refill one
                 running.add(client.submit(fn, task, pure=False))

@@ -147,8 +147,7 @@ def score(
         reference, layout=layout, schema=schema, labels=labels, role="reference",
         problems=ref_problems,
     )  # fmt: skip
-    if prediction_labels is None and not (Path(predictions) / "dataset.json").is_file():
-        prediction_labels = labels if labels is not None else _reference_labels(ref_cases)
+    prediction_labels = resolve_prediction_labels(predictions, labels, prediction_labels, ref_cases)
     try:
         pred_cases = discover_cases(
             predictions, layout=prediction_layout, schema=schema, labels=prediction_labels,
@@ -270,6 +269,19 @@ def _task(
         problem=pred_problems.get(case_id, ""),
         failure=failure,
     )
+
+
+def resolve_prediction_labels(
+    predictions: str | Path,
+    labels: Mapping[int, str] | None,
+    prediction_labels: Mapping[int, str] | None,
+    ref_cases: Mapping[str, CaseSource],
+) -> Mapping[int, str] | None:
+    """The predictions' label spec: given, else their folder's ``dataset.json`` (None here:
+    discovery reads it), else the reference's ``labels``, else the reference label maps'."""
+    if prediction_labels is None and not (Path(predictions) / "dataset.json").is_file():
+        return labels if labels is not None else _reference_labels(ref_cases)
+    return prediction_labels
 
 
 def _reference_labels(ref_cases: Mapping[str, CaseSource]) -> Mapping[int, str] | None:
