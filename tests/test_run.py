@@ -342,3 +342,94 @@ def test_provenance_turns_training_sources_into_contaminated_test_cases(tmp_path
     assert agg.loc[("near_perfect", "liver"), "n_contaminated"] == 2
     assert agg.loc[("near_perfect", "liver"), "n"] == 2
     assert agg.loc[("boundary_noise", "liver"), "n_contaminated"] == 0
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        ({"workers": True}, "'workers' must be a positive integer"),
+        ({"report": "no"}, "'report' must be true or false"),
+        ({"spot_check": {"cases": -1}}, "spot_check.cases must be a positive integer"),
+        ({"analysis": {"metrics": ["dcs"]}}, "analysis.metrics ['dcs'] are not computed"),
+        ({"analysis": {"policy": "median"}}, "analysis.policy 'median' is not one of"),
+        ({"datasets": [{"name": "d", "root": ".", "image": "{case_id}/ct.nii.gz"}]},
+         "is not a valid template"),
+        ({"models": [{"name": "m", "runner": {"command": "x {input}", "cwd": "nowhere"}}]},
+         "runner.cwd"),
+        ({"models": [{"name": "m", "runner": {"command": "x"}, "min_speed_cm3_s": "fast"}]},
+         "min_speed_cm3_s must be a number"),
+    ],
+)  # fmt: skip
+def test_more_config_errors_before_any_work(tmp_path, bench, edit, expected):
+    path = _config(tmp_path, bench, [{"name": "m", "predictions": str(
+        bench.predictions["near_perfect"])}])  # fmt: skip
+    raw = yaml.safe_load(path.read_text())
+    raw.update(edit)
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(InputError) as info:
+        load_benchmark(path)
+    assert expected in str(info.value)
+
+
+def test_missing_input_image_stops_before_any_work(tmp_path, bench):
+    path = _config(tmp_path, bench, [BASELINE], spot_check=False)
+    raw = yaml.safe_load(path.read_text())
+    raw["datasets"][0]["image"] = "{case}/missing.nii.gz"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(InputError, match=r"input image of case 'case_0001' is not at .*missing"):
+        run_benchmark(load_benchmark(path))
+    assert not (tmp_path / "out" / "predictions").exists()
+
+
+def test_a_changed_runner_redoes_and_rescores_its_predictions(tmp_path, bench):
+    """Same model name, new command (an empty-mask model): every case is predicted again and
+    its stored scores are replaced (Dice 0 where the reference has the structure)."""
+    empty = (
+        "import sys, numpy as np, nibabel as nib\n"
+        "from pathlib import Path\n"
+        "img = nib.load(sys.argv[1]); out = Path(sys.argv[2]); out.mkdir(exist_ok=True)\n"
+        "nib.save(nib.Nifti1Image(np.zeros(img.shape, np.uint8), img.affine), "
+        "out / 'liver.nii.gz')\n"
+    )
+    path = _config(tmp_path, bench, [BASELINE], spot_check=False)
+    run_benchmark(load_benchmark(path))
+    store = ResultStore(tmp_path / "out" / "assay.db")
+    liver = lambda: store.scores().query("metric == 'dsc' and structure == 'liver'")  # noqa: E731
+    assert (liver()["value"] > 0.5).all()
+    changed = _script_model(tmp_path, "baseline", empty)
+    raw = yaml.safe_load(path.read_text())
+    raw["models"] = [changed]
+    path.write_text(yaml.safe_dump(raw))
+    run_benchmark(load_benchmark(path))
+    log = tmp_path / "out" / "inference" / "synthetic" / "baseline.jsonl"
+    assert len(log.read_text().splitlines()) == 8  # four cases, run twice
+    assert (liver()["status"] == "empty_prediction").all()  # the new, empty masks
+
+
+def test_spot_check_of_a_label_map_runner_uses_the_reference_labels(tmp_path):
+    """A model run per case that writes a mirrored label map ({output_file}); the reference
+    is a label-map benchmark with a dataset.json: the spot check reads the predictions with
+    the reference's labels (as scoring does) and flags the mirroring."""
+    paths = write_benchmark(tmp_path / "lm", n_cases=3, models=("near_perfect",),
+                            layout="labelmap", **SMALL)  # fmt: skip
+    body = (
+        "import sys, numpy as np, nibabel as nib\n"
+        f"ref = nib.load('{paths.reference}/' + sys.argv[3] + '.nii.gz')\n"
+        "data = np.flip(np.asarray(ref.dataobj), axis=0).astype(np.uint8)\n"
+        "nib.save(nib.Nifti1Image(data, ref.affine), sys.argv[2])\n"
+    )
+    script = tmp_path / "mirror.py"
+    script.write_text(body)
+    model = {"name": "mirror", "runner": {
+        "command": f"{sys.executable} {script} {{input}} {{output_file}} {{case}}"}}  # fmt: skip
+    assert (tmp_path / "lm" / "images" / "case_0001_0000.nii.gz").is_file()
+    config = {
+        "datasets": [{"name": "lm", "root": str(paths.reference),
+                      "image": "../images/{case}_0000.nii.gz"}],
+        "models": [model], "output": "out", "db": "out/a.db", "report": False,
+    }  # fmt: skip
+    path = tmp_path / "b.yaml"
+    path.write_text(yaml.safe_dump(config))
+    (outcome,) = run_benchmark(load_benchmark(path)).outcomes
+    assert outcome.status == "spot_check_failed", outcome
+    assert "mirrored" in outcome.spot.finding
