@@ -255,7 +255,7 @@ def test_env_cwd_and_case_placeholders(bench: Path, tmp_path: Path) -> None:
     [
         ({"command": "m {input}", "gpu": 1}, "Unknown runner key(s) gpu for model 'm'; known: "),
         ({"timeout_s": 3}, "needs a 'command' string"),
-        ({"command": "m {input} {outptu}"}, "unknown placeholder(s) {outptu}"),
+        ({"command": "m {input} {outptu}"}, "placeholder(s) {outptu} not known"),
         ({"command": "m {input}", "timeout_s": 0}, "timeout_s 0 is invalid"),
         ({"command": "m {input}", "timeout_s": "long"}, "timeout_s 'long' is invalid"),
         ({"command": "m {input}", "env": ["A=1"]}, "runner.env of model 'm' must map"),

@@ -433,3 +433,39 @@ def test_spot_check_of_a_label_map_runner_uses_the_reference_labels(tmp_path):
     (outcome,) = run_benchmark(load_benchmark(path)).outcomes
     assert outcome.status == "spot_check_failed", outcome
     assert "mirrored" in outcome.spot.finding
+
+
+def test_batch_runner_runs_once_per_batch_and_equals_per_case_runs(tmp_path, bench):
+    """A folder-to-folder model (nnU-Net style) with batch_size 3 on 4 cases: called twice,
+    every case predicted from its linked `{case}_0000.nii.gz`; the scores equal the per-case
+    baseline's (the same segmentation), and each case gets a share of the batch's time."""
+    calls = tmp_path / "calls.txt"
+    body = (
+        "import pathlib, subprocess, sys\n"
+        "inp, out = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])\n"
+        f"open({str(calls)!r}, 'a').write('call\\n')\n"
+        "for f in sorted(inp.iterdir()):\n"
+        "    case = f.name.removesuffix('_0000.nii.gz')\n"
+        "    subprocess.run([sys.executable, '-m', 'assay.models.baseline', 'predict', '-i',\n"
+        "                    str(f), '-o', str(out / case)], check=True)\n"
+    )
+    script = tmp_path / "batch_model.py"
+    script.write_text(body)
+    command = f"{sys.executable} {script} {{input_dir}} {{output_dir}}"
+    batch = {"name": "baseline", "runner": {"command": command, "batch_size": 3}}
+    per_case_dir, batch_dir = tmp_path / "per_case", tmp_path / "batch"
+    per_case_dir.mkdir()
+    batch_dir.mkdir()
+    run_benchmark(load_benchmark(_config(per_case_dir, bench, [BASELINE], spot_check=False)))
+    (outcome,) = run_benchmark(
+        load_benchmark(_config(batch_dir, bench, [batch], spot_check=False))
+    ).outcomes  # fmt: skip
+    assert calls.read_text().splitlines() == ["call", "call"]
+    assert outcome.case_statuses == {"ok": 4} and outcome.speed_cm3_per_s > 0
+    pd.testing.assert_frame_equal(
+        _rows(ResultStore(batch_dir / "out" / "assay.db")),
+        _rows(ResultStore(per_case_dir / "out" / "assay.db")),
+    )
+    log = batch_dir / "out" / "inference" / "synthetic" / "baseline.jsonl"
+    seconds = [json.loads(line)["seconds"] for line in log.read_text().splitlines()]
+    assert len(seconds) == 4 and all(s > 0 for s in seconds)

@@ -48,7 +48,9 @@ class ModelCard:
         runner = None
         if self.runner is not None:
             runner = {"command": self.runner.command, "timeout_s": self.runner.timeout_s,
-                      "env": dict(self.runner.env), "cwd": self.runner.cwd}  # fmt: skip
+                      "env": dict(self.runner.env), "cwd": self.runner.cwd,
+                      "batch_size": self.runner.batch_size,
+                      "input_name": self.runner.input_name}  # fmt: skip
         return {
             "name": self.name,
             "framework": self.framework,

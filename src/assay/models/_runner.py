@@ -33,10 +33,11 @@ import numpy as np
 from assay.errors import InputError
 from assay.io import GRID_ATOL, image_suffix, read_image
 
-__all__ = ["InferenceRecord", "InferenceTask", "RunnerSpec", "run_case"]
+__all__ = ["BatchTask", "InferenceRecord", "InferenceTask", "RunnerSpec", "run_batch", "run_case"]
 
 PLACEHOLDERS: Final[tuple[str, ...]] = ("input", "output", "output_file", "case")
-_KEYS: Final[tuple[str, ...]] = ("command", "timeout_s", "env", "cwd")
+BATCH_PLACEHOLDERS: Final[tuple[str, ...]] = ("input_dir", "output_dir")
+_KEYS: Final[tuple[str, ...]] = ("command", "timeout_s", "env", "cwd", "batch_size", "input_name")
 _MAX_MESSAGE: Final = 300
 
 
@@ -57,17 +58,31 @@ class RunnerSpec:
         Variables added to the current environment.
     cwd : str or None
         Working directory of the command (None: the current one).
+    batch_size : int or None
+        Run the command once per batch of this many cases instead of once per case (models
+        that load their weights once, such as nnU-Net's folder-to-folder ``predict``). The
+        command then uses ``{input_dir}`` (a folder of links to the batch's images, named
+        ``input_name``) and ``{output_dir}`` (the model's prediction root: it writes
+        ``<case>.nii.gz`` or ``<case>/<structure>.nii.gz``); the timeout applies per case,
+        i.e. ``timeout_s × batch size`` per batch, and each case's seconds are the batch's
+        wall time shared in proportion to the cases' image volumes.
+    input_name : str
+        Name of each case's link in ``{input_dir}`` (default ``{case}_0000.nii.gz``, nnU-Net's
+        single-channel convention).
 
     Raises
     ------
     InputError
-        On an empty command, an unknown placeholder, or a non-positive timeout.
+        On an empty command, an unknown placeholder, per-case placeholders in a batch
+        command (or the reverse), a non-positive timeout or batch size.
     """
 
     command: str
     timeout_s: float = 3600.0
     env: Mapping[str, str] = field(default_factory=dict)
     cwd: str | None = None
+    batch_size: int | None = None
+    input_name: str = "{case}_0000.nii.gz"
 
     def __post_init__(self) -> None:
         if not isinstance(self.command, str) or not self.command.strip():
@@ -85,12 +100,25 @@ class RunnerSpec:
                 f"Runner command {self.command!r} cannot be parsed ({exc}); check its quotes "
                 "and braces (write literal braces as '{{' and '}}')."
             ) from None
-        unknown = sorted(fields - set(PLACEHOLDERS))
+        batch = self.batch_size is not None
+        allowed = BATCH_PLACEHOLDERS if batch else PLACEHOLDERS
+        unknown = sorted(fields - set(allowed))
         if unknown:
+            kind = "a batch command (batch_size set)" if batch else "a per-case command"
             raise InputError(
-                f"Runner command {self.command!r} uses unknown placeholder(s) "
-                f"{', '.join('{' + u + '}' for u in unknown)}; known: "
-                f"{', '.join('{' + p + '}' for p in PLACEHOLDERS)}."
+                f"Runner command {self.command!r} uses placeholder(s) "
+                f"{', '.join('{' + u + '}' for u in unknown)} not known to {kind}; known: "
+                f"{', '.join('{' + p + '}' for p in allowed)}."
+            )
+        if batch and (
+            isinstance(self.batch_size, bool)
+            or not isinstance(self.batch_size, int)
+            or self.batch_size < 1
+        ):
+            raise InputError(f"Runner batch_size {self.batch_size!r} must be a positive integer.")
+        if "{case}" not in self.input_name or "/" in self.input_name:
+            raise InputError(
+                f"Runner input_name {self.input_name!r} must contain {{case}} and no '/'."
             )
         timeout = self.timeout_s
         if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
@@ -154,6 +182,8 @@ class RunnerSpec:
                 timeout_s=timeout,
                 env={str(k): str(v) for k, v in env.items()},
                 cwd=None if cwd is None else str(Path(base) / Path(cwd)),
+                batch_size=raw.get("batch_size"),
+                input_name=str(raw.get("input_name", "{case}_0000.nii.gz")),
             )
         except InputError as exc:
             raise InputError(f"{exc} (runner of {where})") from None
@@ -309,6 +339,70 @@ def _check_outputs(
     return ""
 
 
+def _execute(argv: list[str], spec: RunnerSpec, timeout_s: float) -> tuple[str, float, str]:
+    """Run ``argv`` in its own process group; (status, seconds, message) of the run."""
+    cwd = None if spec.cwd is None else Path(spec.cwd)
+    if cwd is not None and not cwd.is_dir():
+        return "failed", 0.0, f"runner working directory {cwd} does not exist; fix runner.cwd"
+    env = {**os.environ, **spec.env}
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        start = time.perf_counter()
+        try:
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                cwd=cwd,
+                env=env,
+                start_new_session=True,
+            )
+        except FileNotFoundError:
+            return (
+                "failed",
+                time.perf_counter() - start,
+                f"command {argv[0]!r} not found; install the model or fix runner.command "
+                "(use a full path if it is not on PATH)",
+            )
+        except PermissionError:
+            return (
+                "failed",
+                time.perf_counter() - start,
+                f"command {argv[0]!r} is not executable; check its permissions",
+            )
+        except OSError as exc:  # e.g. a script without a '#!' line
+            return (
+                "failed",
+                time.perf_counter() - start,
+                f"cannot start command {argv[0]!r} ({exc.strerror or exc}); check runner.command",
+            )
+        try:
+            code = proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            proc.wait()
+            return (
+                "timeout",
+                time.perf_counter() - start,
+                f"timed out after {timeout_s:g} s; raise runner.timeout_s or check the model",
+            )
+        finally:
+            seconds = time.perf_counter() - start
+            _kill_group(proc)  # leftover background children of the model
+        if code != 0:
+            last = _tail(err) or _tail(out)
+            if code < 0:
+                try:
+                    reason = f"killed by signal {signal.Signals(-code).name}"
+                except ValueError:
+                    reason = f"killed by signal {-code}"
+            else:
+                reason = f"exit status {code}"
+            detail = f"; last stderr line: {last}" if last else "; it printed nothing"
+            return "failed", seconds, f"model command failed: {reason}{detail}"
+    return "ok", seconds, ""
+
+
 def run_case(task: InferenceTask) -> InferenceRecord:
     """Run the model command of `task` on its case and check what it wrote.
 
@@ -338,74 +432,75 @@ def run_case(task: InferenceTask) -> InferenceRecord:
         return InferenceRecord(task.case_id, status, seconds, volume, _one_line(message))
 
     _remove_outputs(folder, file)
+    if not image.is_file():
+        return record("failed", 0.0, f"input image {image} does not exist; fix 'image' in the "
+                      "dataset card")  # fmt: skip
     folder.mkdir(parents=True)
     values = {"input": str(image), "output": str(folder), "output_file": str(file)}
     values["case"] = task.case_id
     argv = [word.format(**values) for word in shlex.split(spec.command)]
-    cwd = None if spec.cwd is None else Path(spec.cwd)
-    if cwd is not None and not cwd.is_dir():
-        return record(
-            "failed", 0.0, f"runner working directory {cwd} does not exist; fix runner.cwd"
-        )
-    env = {**os.environ, **spec.env}
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        start = time.perf_counter()
-        try:
-            proc = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
-                cwd=cwd,
-                env=env,
-                start_new_session=True,
-            )
-        except FileNotFoundError:
-            return record(
-                "failed",
-                time.perf_counter() - start,
-                f"command {argv[0]!r} not found; install the model or fix runner.command "
-                "(use a full path if it is not on PATH)",
-            )
-        except PermissionError:
-            return record(
-                "failed",
-                time.perf_counter() - start,
-                f"command {argv[0]!r} is not executable; check its permissions",
-            )
-        except OSError as exc:  # e.g. a script without a '#!' line
-            return record(
-                "failed",
-                time.perf_counter() - start,
-                f"cannot start command {argv[0]!r} ({exc.strerror or exc}); check runner.command",
-            )
-        try:
-            code = proc.wait(timeout=spec.timeout_s)
-        except subprocess.TimeoutExpired:
-            _kill_group(proc)
-            proc.wait()
-            return record(
-                "timeout",
-                time.perf_counter() - start,
-                f"timed out after {spec.timeout_s:g} s; raise runner.timeout_s or check the model",
-            )
-        finally:
-            seconds = time.perf_counter() - start
-            _kill_group(proc)  # leftover background children of the model
-        if code != 0:
-            last = _tail(err) or _tail(out)
-            if code < 0:
-                try:
-                    reason = f"killed by signal {signal.Signals(-code).name}"
-                except ValueError:
-                    reason = f"killed by signal {-code}"
-            else:
-                reason = f"exit status {code}"
-            detail = f"; last stderr line: {last}" if last else "; it printed nothing"
-            return record("failed", seconds, f"model command failed: {reason}{detail}")
+    status, seconds, message = _execute(argv, spec, spec.timeout_s)
+    if status != "ok":
+        return record(status, seconds, message)
     problem = _check_outputs(folder, file, geometry, spec.command)
     if problem:
         return record("failed", seconds, problem)
     if file.is_file() and folder.is_dir() and not any(folder.iterdir()):
         folder.rmdir()  # a label-map model: drop the empty per-case folder made for {output}
     return record("ok", seconds)
+
+
+@dataclass(frozen=True)
+class BatchTask:
+    """Several cases run by one command (a runner with ``batch_size``)."""
+
+    case_ids: tuple[str, ...]
+    images: tuple[Path, ...]
+    output_dir: Path
+    spec: RunnerSpec
+
+
+def run_batch(task: BatchTask) -> list[InferenceRecord]:
+    """Run a batch command once over ``task``'s cases; one record per case.
+
+    The images are linked into a fresh ``{input_dir}`` (``input_name`` per case); a failed
+    command fails every case of the batch with its reason; otherwise each case's outputs are
+    checked like :func:`run_case` does (nothing written, unreadable, wrong geometry), and its
+    seconds are the batch's wall time times its share of the batch's image volume.
+    """
+    spec = task.spec
+    out = task.output_dir.absolute()
+    out.mkdir(parents=True, exist_ok=True)
+    geometries = [_input_geometry(image.absolute()) for image in task.images]
+    volumes = [_volume_cm3(g) for g in geometries]
+    for case in task.case_ids:
+        _remove_outputs(out / case, out / f"{case}.nii.gz")
+    missing = [str(i) for i in task.images if not i.is_file()]
+    inputs = Path(tempfile.mkdtemp(prefix=".assay-batch-", dir=out.parent))
+    try:
+        for case, image in zip(task.case_ids, task.images, strict=True):
+            if image.is_file():
+                (inputs / spec.input_name.format(case=case)).symlink_to(image.absolute())
+        argv = [w.format(input_dir=str(inputs), output_dir=str(out))
+                for w in shlex.split(spec.command)]  # fmt: skip
+        status, seconds, message = _execute(argv, spec, spec.timeout_s * len(task.case_ids))
+    finally:
+        shutil.rmtree(inputs, ignore_errors=True)
+    total = sum(v for v in volumes if math.isfinite(v))
+    records = []
+    for case, image, geometry, volume in zip(
+        task.case_ids, task.images, geometries, volumes, strict=True
+    ):
+        share = seconds * (volume / total if total > 0 and math.isfinite(volume) else 0.0)
+        folder, file = out / case, out / f"{case}.nii.gz"
+        problem = message
+        if status == "ok":
+            if str(image) in missing:
+                problem = f"input image {image} does not exist; fix 'image' in the dataset card"
+            else:
+                problem = _check_outputs(folder, file, geometry, spec.command)
+        case_status = status if status != "ok" else ("failed" if problem else "ok")
+        if case_status != "ok":
+            _remove_outputs(folder, file)
+        records.append(InferenceRecord(case, case_status, share, volume, _one_line(problem)))
+    return records

@@ -31,7 +31,13 @@ from assay.datasets import (
 from assay.errors import AssayError, InputError, LayoutError
 from assay.metrics import get_profile
 from assay.models import ModelCard
-from assay.models._runner import InferenceRecord, InferenceTask, run_case
+from assay.models._runner import (
+    BatchTask,
+    InferenceRecord,
+    InferenceTask,
+    run_batch,
+    run_case,
+)
 from assay.runs._config import Benchmark
 from assay.runs._spot_check import SpotCheckResult, spot_check
 from assay.scoring import map_unordered, resolve_prediction_labels, run_id_for, score
@@ -336,15 +342,27 @@ def _infer(
     ]  # fmt: skip
     if todo:
         ui.stage(f"{dataset.name}: running {model.name}", len(todo))
-        tasks: Iterable[InferenceTask] = (
-            InferenceTask(case_id=c, image=dataset.image_path(c), output_dir=folder, spec=spec)
-            for c in todo
-        )
+        jobs: Iterable[list[InferenceRecord]]
+        if spec.batch_size is None:
+            tasks = (
+                InferenceTask(case_id=c, image=dataset.image_path(c), output_dir=folder,
+                              spec=spec)
+                for c in todo
+            )  # fmt: skip
+            jobs = ([r] for r in map_unordered(run_case, tasks, bench.workers, scheduler=scheduler))
+        else:
+            size = spec.batch_size
+            batches = (
+                BatchTask(case_ids=tuple(chunk), output_dir=folder, spec=spec,
+                          images=tuple(dataset.image_path(c) for c in chunk))
+                for chunk in (todo[i : i + size] for i in range(0, len(todo), size))
+            )  # fmt: skip
+            jobs = map_unordered(run_batch, batches, bench.workers, scheduler=scheduler)
         if log.is_file() and log.stat().st_size and not log.read_bytes().endswith(b"\n"):
             with log.open("a", encoding="utf-8") as fh:
                 fh.write("\n")  # end a line cut by an interruption before appending
         with log.open("a", encoding="utf-8") as fh:
-            for record in map_unordered(run_case, tasks, bench.workers, scheduler=scheduler):
+            for record in (r for job in jobs for r in job):
                 line = {**asdict(record), "fingerprint": marks[record.case_id]}
                 fh.write(json.dumps(line, default=str) + "\n")
                 fh.flush()
