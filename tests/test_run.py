@@ -469,3 +469,12 @@ def test_batch_runner_runs_once_per_batch_and_equals_per_case_runs(tmp_path, ben
     log = batch_dir / "out" / "inference" / "synthetic" / "baseline.jsonl"
     seconds = [json.loads(line)["seconds"] for line in log.read_text().splitlines()]
     assert len(seconds) == 4 and all(s > 0 for s in seconds)
+
+
+def test_a_card_can_opt_out_of_the_spot_check(tmp_path, bench):
+    """The mirrored model again, with `spot_check: false` in its card: scored (and poor)."""
+    mirrored = _derived(bench, tmp_path / "mirrored", lambda s, a: (s, np.flip(a, axis=0)))
+    model = {"name": "mirror", "predictions": str(mirrored), "spot_check": False}
+    (outcome,) = run_benchmark(load_benchmark(_config(tmp_path, bench, [model]))).outcomes
+    assert outcome.status == "ok" and outcome.spot is None
+    assert outcome.case_statuses == {"ok": 4}

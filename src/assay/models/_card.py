@@ -15,6 +15,7 @@ from assay.models._runner import RunnerSpec
 _FIELDS = (
     "name", "framework", "organisation", "paper", "code", "training_data", "notes", "version",
     "predictions", "runner", "prediction_layout", "prediction_labels", "min_speed_cm3_s",
+    "spot_check",
 )  # fmt: skip
 
 
@@ -27,7 +28,8 @@ class ModelCard:
     ``predictions`` (a folder of computed predictions) or a ``runner``
     (:class:`~assay.models.RunnerSpec`: a command run per case), the predictions' layout
     and labels when they differ from the reference, and an optional minimum inference speed
-    (cm³/s) below which the model is flagged slow. Unknown fields are None, never guessed.
+    (cm³/s) below which the model is flagged slow; ``spot_check: false`` lets a model that
+    is legitimately weak skip the spot check. Unknown fields are None, never guessed.
     """
 
     name: str
@@ -43,6 +45,7 @@ class ModelCard:
     prediction_layout: str | None = None
     prediction_labels: Path | None = None
     min_speed_cm3_s: float | None = None
+    spot_check: bool = True
 
     def as_dict(self) -> dict[str, Any]:
         runner = None
@@ -50,7 +53,8 @@ class ModelCard:
             runner = {"command": self.runner.command, "timeout_s": self.runner.timeout_s,
                       "env": dict(self.runner.env), "cwd": self.runner.cwd,
                       "batch_size": self.runner.batch_size,
-                      "input_name": self.runner.input_name}  # fmt: skip
+                      "input_name": self.runner.input_name,
+                      "workers": self.runner.workers}  # fmt: skip
         return {
             "name": self.name,
             "framework": self.framework,
@@ -67,6 +71,7 @@ class ModelCard:
                 None if self.prediction_labels is None else str(self.prediction_labels)
             ),
             "min_speed_cm3_s": self.min_speed_cm3_s,
+            "spot_check": self.spot_check,
         }
 
 
@@ -176,4 +181,11 @@ def model_card_from_mapping(card: Mapping[str, Any], *, where: str, base: Path) 
         prediction_layout=card.get("prediction_layout"),
         prediction_labels=labels,
         min_speed_cm3_s=None if speed is None else float(speed),
+        spot_check=_flag(card.get("spot_check", True), where, "spot_check"),
     )
+
+
+def _flag(value: Any, where: str, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise InputError(f"{where}: {key} must be true or false, got {value!r}.")
+    return value

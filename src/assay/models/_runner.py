@@ -37,7 +37,9 @@ __all__ = ["BatchTask", "InferenceRecord", "InferenceTask", "RunnerSpec", "run_b
 
 PLACEHOLDERS: Final[tuple[str, ...]] = ("input", "output", "output_file", "case")
 BATCH_PLACEHOLDERS: Final[tuple[str, ...]] = ("input_dir", "output_dir")
-_KEYS: Final[tuple[str, ...]] = ("command", "timeout_s", "env", "cwd", "batch_size", "input_name")
+_KEYS: Final[tuple[str, ...]] = (
+    "command", "timeout_s", "env", "cwd", "batch_size", "input_name", "workers",
+)  # fmt: skip
 _MAX_MESSAGE: Final = 300
 
 
@@ -69,6 +71,10 @@ class RunnerSpec:
     input_name : str
         Name of each case's link in ``{input_dir}`` (default ``{case}_0000.nii.gz``, nnU-Net's
         single-channel convention).
+    workers : int or None
+        How many cases (or batches) of this model run at once (e.g. 1 for a GPU model that
+        needs the whole GPU); None: the benchmark's ``workers``. Concurrent runs share the
+        machine, so the recorded seconds (and speed) depend on it; it is recorded with them.
 
     Raises
     ------
@@ -83,6 +89,7 @@ class RunnerSpec:
     cwd: str | None = None
     batch_size: int | None = None
     input_name: str = "{case}_0000.nii.gz"
+    workers: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.command, str) or not self.command.strip():
@@ -116,6 +123,9 @@ class RunnerSpec:
             or self.batch_size < 1
         ):
             raise InputError(f"Runner batch_size {self.batch_size!r} must be a positive integer.")
+        w = self.workers
+        if w is not None and (isinstance(w, bool) or not isinstance(w, int) or w < 1):
+            raise InputError(f"Runner workers {w!r} must be a positive integer.")
         if "{case}" not in self.input_name or "/" in self.input_name:
             raise InputError(
                 f"Runner input_name {self.input_name!r} must contain {{case}} and no '/'."
@@ -184,6 +194,7 @@ class RunnerSpec:
                 cwd=None if cwd is None else str(Path(base) / Path(cwd)),
                 batch_size=raw.get("batch_size"),
                 input_name=str(raw.get("input_name", "{case}_0000.nii.gz")),
+                workers=raw.get("workers"),
             )
         except InputError as exc:
             raise InputError(f"{exc} (runner of {where})") from None

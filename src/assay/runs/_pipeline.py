@@ -154,6 +154,10 @@ def run_benchmark(
                 failures = {c: f"inference failed: {r.message}" for c, r in records.items()
                             if r.status != "ok"}  # fmt: skip
                 inference = _inference_summary(records, model, outcome)
+                inference["concurrency"] = (
+                    f"Dask cluster {scheduler}" if scheduler
+                    else f"{model.runner.workers or bench.workers} local process(es)"
+                )  # fmt: skip
             else:
                 folder = model.predictions  # type: ignore[assignment]
                 if not _spot_ok(outcome, bench, ref, folder, model, first, ui):
@@ -281,7 +285,7 @@ def _spot_ok(
     Predictions are found and labelled exactly as scoring will (same label fallbacks). A
     prediction folder that cannot be read at all is a finding too.
     """
-    if bench.spot_check is None or not first:
+    if bench.spot_check is None or not first or not model.spot_check:
         return True
     ui.stage(f"{outcome.dataset}: spot check of {model.name}", None)
     given = (
@@ -340,6 +344,7 @@ def _infer(
         if not (c in done and done[c][0].status == "ok" and done[c][1] == marks[c]
                 and _has_output(folder, c))
     ]  # fmt: skip
+    workers = spec.workers or bench.workers
     if todo:
         ui.stage(f"{dataset.name}: running {model.name}", len(todo))
         jobs: Iterable[list[InferenceRecord]]
@@ -349,7 +354,7 @@ def _infer(
                               spec=spec)
                 for c in todo
             )  # fmt: skip
-            jobs = ([r] for r in map_unordered(run_case, tasks, bench.workers, scheduler=scheduler))
+            jobs = ([r] for r in map_unordered(run_case, tasks, workers, scheduler=scheduler))
         else:
             size = spec.batch_size
             batches = (
@@ -357,7 +362,7 @@ def _infer(
                           images=tuple(dataset.image_path(c) for c in chunk))
                 for chunk in (todo[i : i + size] for i in range(0, len(todo), size))
             )  # fmt: skip
-            jobs = map_unordered(run_batch, batches, bench.workers, scheduler=scheduler)
+            jobs = map_unordered(run_batch, batches, workers, scheduler=scheduler)
         if log.is_file() and log.stat().st_size and not log.read_bytes().endswith(b"\n"):
             with log.open("a", encoding="utf-8") as fh:
                 fh.write("\n")  # end a line cut by an interruption before appending
