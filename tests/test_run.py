@@ -478,3 +478,33 @@ def test_a_card_can_opt_out_of_the_spot_check(tmp_path, bench):
     (outcome,) = run_benchmark(load_benchmark(_config(tmp_path, bench, [model]))).outcomes
     assert outcome.status == "ok" and outcome.spot is None
     assert outcome.case_statuses == {"ok": 4}
+
+
+def test_content_hash_changes_with_content_and_the_cache_gives_the_same_hash(tmp_path):
+    from assay.datasets import DatasetCard, content_hash
+
+    root = tmp_path / "ref"
+    (root / "c1").mkdir(parents=True)
+    (root / "c1" / "liver.nii.gz").write_bytes(b"abc")
+    (root / "c1" / "spleen.nii.gz").write_bytes(b"def")
+    card = DatasetCard(name="d", root=root)
+    plain = content_hash(card)
+    cache = tmp_path / "cache.json"
+    assert content_hash(card, cache=cache) == plain == content_hash(card, cache=cache)
+    assert len(json.loads(cache.read_text())) == 2
+    (root / "c1" / "spleen.nii.gz").write_bytes(b"deF")  # same size, new bytes and mtime
+    changed = content_hash(card, cache=cache)
+    assert changed != plain and changed == content_hash(card)
+    (root / "c1" / "spleen.nii.gz").unlink()
+    assert content_hash(card) not in (plain, changed)
+
+
+def test_retry_failed_false_keeps_failures_on_resume(tmp_path, bench):
+    models = [_script_model(tmp_path, "crasher", CRASH)]
+    path = _config(tmp_path, bench, models, spot_check=False, retry_failed=False)
+    run_benchmark(load_benchmark(path))
+    log = tmp_path / "out" / "inference" / "synthetic" / "crasher.jsonl"
+    assert len(log.read_text().splitlines()) == 4
+    (outcome,) = run_benchmark(load_benchmark(path)).outcomes
+    assert len(log.read_text().splitlines()) == 4  # not run again
+    assert outcome.case_statuses == {"failed": 4}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -136,14 +137,17 @@ def dataset_card_from_mapping(raw: Mapping[str, Any], *, where: str, base: Path)
     )
 
 
-def content_hash(card: DatasetCard, files: Iterable[Path] | None = None) -> str:
-    """SHA-256 over the test set's files: relative path, size and bytes of each.
+def content_hash(
+    card: DatasetCard, files: Iterable[Path] | None = None, *, cache: Path | None = None
+) -> str:
+    """SHA-256 over the test set's files: relative path, size and content digest of each.
 
     ``files`` are the reference masks and the label spec, schema and metadata files (what
     ``assay run`` discovered); by default every file under ``root`` plus ``metadata``. Files
     are visited in sorted order, so the hash identifies the content whatever the machine; a
-    changed, added or removed file changes it. Input images are not hashed (models read them,
-    scores do not depend on them).
+    changed, added or removed file changes it. Input images are not hashed (scores do not
+    depend on them). ``cache`` (a JSON file) keeps each file's SHA-256 keyed by its absolute
+    path, size and modification time, so a re-run reads only files that changed.
     """
     if card.root is None:
         raise InputError(f"Dataset card {card.name!r} has no 'root' folder to hash.")
@@ -151,11 +155,30 @@ def content_hash(card: DatasetCard, files: Iterable[Path] | None = None) -> str:
         files = [p for p in card.root.rglob("*") if p.is_file() and not p.name.startswith(".")]
         if card.metadata is not None:
             files.append(card.metadata)
+    known: dict[str, str] = {}
+    if cache is not None and cache.is_file():
+        try:
+            known = json.loads(cache.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            known = {}
+    fresh: dict[str, str] = {}
     digest = hashlib.sha256()
     for file in sorted(set(files)):
+        stat = file.stat()
+        key = f"{file.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+        file_digest = known.get(key) or _file_sha256(file)
+        fresh[key] = file_digest
         name = file.relative_to(card.root) if file.is_relative_to(card.root) else file.name
-        digest.update(f"{name}\0{file.stat().st_size}\0".encode())
-        with file.open("rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(block)
+        digest.update(f"{name}\0{stat.st_size}\0{file_digest}\0".encode())
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_text(json.dumps({**known, **fresh}), encoding="utf-8")
     return digest.hexdigest()
+
+
+def _file_sha256(file: Path) -> str:
+    h = hashlib.sha256()
+    with file.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

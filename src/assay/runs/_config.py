@@ -13,6 +13,7 @@
     analysis: {metrics: [dsc, nsd], policy: worst, bootstrap: 2000, seed: 0,
                groups: [sex, "age:decades"], min_group_size: 10, worst_values: {hd95: 500}}
     report: true                             # or false
+    retry_failed: true                       # re-run failed/timed-out model cases on resume
 
 Every problem is found before any work starts: an unknown key, a missing file or folder, a
 model with neither predictions nor a runner; the message names the file, the key and the fix.
@@ -35,6 +36,7 @@ from assay.models._card import load_model_card, model_card_from_mapping
 from assay.stats import parse_group_spec
 
 _KEYS = ("name", "output", "db", "profile", "workers", "datasets", "models", "spot_check",
+         "retry_failed",
          "analysis", "report")  # fmt: skip
 _ANALYSIS_KEYS = ("metrics", "policy", "aggregation", "bootstrap", "seed", "ci", "alpha",
                   "groups", "min_group_size", "correction", "worst_values")  # fmt: skip
@@ -65,6 +67,7 @@ class Benchmark:
     spot_check: SpotCheck | None = field(default_factory=SpotCheck)
     analysis: Mapping[str, Any] = field(default_factory=dict)
     report: bool = True
+    retry_failed: bool = True
 
 
 def load_benchmark(path: str | Path) -> Benchmark:
@@ -114,9 +117,10 @@ def load_benchmark(path: str | Path) -> Benchmark:
     workers = raw.get("workers", 1)
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise InputError(f"{path}: 'workers' must be a positive integer, got {workers!r}.")
-    report = raw.get("report", True)
-    if not isinstance(report, bool):
-        raise InputError(f"{path}: 'report' must be true or false, got {report!r}.")
+    report, retry = raw.get("report", True), raw.get("retry_failed", True)
+    for key, value in (("report", report), ("retry_failed", retry)):
+        if not isinstance(value, bool):
+            raise InputError(f"{path}: '{key}' must be true or false, got {value!r}.")
     metrics = analysis.get("metrics") or []
     known = PROFILES[profile].metrics
     unknown = [m for m in metrics if m not in known]
@@ -150,6 +154,7 @@ def load_benchmark(path: str | Path) -> Benchmark:
         spot_check=_spot_check(raw.get("spot_check", {}), path),
         analysis=analysis,
         report=report,
+        retry_failed=retry,
     )
 
 

@@ -125,7 +125,7 @@ def run_benchmark(
     prepared = [_prepare(dataset, bench, ui) for dataset in bench.datasets]  # before any work
     for dataset, ref in zip(bench.datasets, prepared, strict=True):
         ui.stage(f"{dataset.name}: hashing {len(ref.case_ids)} cases", None)
-        digest = content_hash(dataset, files=ref.files)
+        digest = content_hash(dataset, files=ref.files, cache=bench.output / "hash-cache.json")
         if dataset.metadata is not None:
             table, id_column = read_metadata(dataset.metadata, id_column=dataset.id_column)
             store.write_metadata(dataset.name, table, id_column=id_column)
@@ -329,8 +329,9 @@ def _infer(
     """Run the model on the cases not yet predicted by this very runner.
 
     A case is done when the log holds an ``ok`` record with the same fingerprint (runner,
-    model version, input image) and its output is present. Returns every case's latest
-    record, and the ids run now (their old scores are stale).
+    model version, input image) and its output is present, or (``retry_failed: false``) a
+    failed one with the same fingerprint. Returns every case's latest record, and the ids
+    run now (their old scores are stale).
     """
     spec = model.runner
     if spec is None:
@@ -339,11 +340,15 @@ def _infer(
     log.parent.mkdir(parents=True, exist_ok=True)
     done = _read_log(log)
     marks = {c: _fingerprint(model, dataset.image_path(c)) for c in case_ids}
-    todo = [
-        c for c in case_ids
-        if not (c in done and done[c][0].status == "ok" and done[c][1] == marks[c]
-                and _has_output(folder, c))
-    ]  # fmt: skip
+
+    def finished(c: str) -> bool:
+        if c not in done or done[c][1] != marks[c]:
+            return False  # never run, or run by another runner/version/image
+        if done[c][0].status == "ok":
+            return _has_output(folder, c)
+        return not bench.retry_failed  # a failure stands unless retries are wanted
+
+    todo = [c for c in case_ids if not finished(c)]
     workers = spec.workers or bench.workers
     if todo:
         ui.stage(f"{dataset.name}: running {model.name}", len(todo))
