@@ -72,6 +72,16 @@ def _config(tmp: Path, bench, models: list[dict], **extra) -> Path:
     return path
 
 
+def _edited_config(tmp: Path, bench, edit: dict) -> Path:
+    """A valid one-model config with the top-level keys of ``edit`` replaced."""
+    path = _config(tmp, bench, [{"name": "m", "predictions": str(
+        bench.predictions["near_perfect"])}])  # fmt: skip
+    raw = yaml.safe_load(path.read_text())
+    raw.update(edit)
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
 def _script_model(tmp: Path, name: str, body: str, timeout_s: float = 30) -> dict:
     script = tmp / f"{name}.py"
     script.write_text(body)
@@ -104,11 +114,7 @@ BASELINE = {
     ],
 )
 def test_config_errors_name_the_file_and_key(tmp_path, bench, edit, expected):
-    path = _config(tmp_path, bench, [{"name": "m", "predictions": str(bench.predictions[
-        "near_perfect"])}])  # fmt: skip
-    raw = yaml.safe_load(path.read_text())
-    raw.update(edit)
-    path.write_text(yaml.safe_dump(raw))
+    path = _edited_config(tmp_path, bench, edit)
     with pytest.raises(InputError) as info:
         load_benchmark(path)
     assert expected in str(info.value)
@@ -361,11 +367,7 @@ def test_provenance_turns_training_sources_into_contaminated_test_cases(tmp_path
     ],
 )  # fmt: skip
 def test_more_config_errors_before_any_work(tmp_path, bench, edit, expected):
-    path = _config(tmp_path, bench, [{"name": "m", "predictions": str(
-        bench.predictions["near_perfect"])}])  # fmt: skip
-    raw = yaml.safe_load(path.read_text())
-    raw.update(edit)
-    path.write_text(yaml.safe_dump(raw))
+    path = _edited_config(tmp_path, bench, edit)
     with pytest.raises(InputError) as info:
         load_benchmark(path)
     assert expected in str(info.value)

@@ -296,6 +296,36 @@ def import_touchstone_command(
         )
 
 
+# Options shared by `analyze` and `report` (the analysis parameters).
+_ProfileFilter = Annotated[str | None, typer.Option(help="Only runs of this profile.")]
+_Policy = Annotated[str, typer.Option(help="Missing values: worst, exclude, paper.")]
+_Aggregation = Annotated[str, typer.Option(help="Average column convention: default, touchstone.")]
+_Bootstrap = Annotated[int, typer.Option(min=100, help="Bootstrap resamples.")]
+_Seed = Annotated[int, typer.Option(help="Bootstrap seed.")]
+_CI = Annotated[str, typer.Option(help="CI method: percentile, bca.")]
+_Alpha = Annotated[float, typer.Option(help="Significance level.")]
+_Groups = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--groups",
+        help="Subgroups: sex | age:decades | age:0,40,60,120 | name: QUERY (repeatable).",
+    ),
+]
+_MinGroupSize = Annotated[int, typer.Option(help="Smallest group analysed.")]
+_Correction = Annotated[str, typer.Option(help="Subgroup pairs: bonferroni, fdr_bh.")]
+_WorstValue = Annotated[
+    list[str] | None,
+    typer.Option(help="Worst value METRIC=VALUE for missing cases and +inf, e.g. hd95=500."),
+]
+
+
+def _check_analysis_choices(policy: str, aggregation: str, ci: str, correction: str) -> None:
+    _choice("policy", policy, ("worst", "exclude", "paper"))
+    _choice("aggregation", aggregation, ("default", "touchstone"))
+    _choice("ci", ci, ("percentile", "bca"))
+    _choice("correction", correction, ("bonferroni", "fdr_bh"))
+
+
 @app.command("analyze")
 def analyze_command(
     dataset: Annotated[
@@ -304,44 +334,28 @@ def analyze_command(
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for the CSV/JSON outputs.")],
     db: Annotated[str, typer.Option(help="SQLite file or SQLAlchemy URL.")] = "assay.db",
     metric: Annotated[str, typer.Option(help="Metric: dsc, nsd, hd95, ...")] = "dsc",
-    profile: Annotated[str | None, typer.Option(help="Only runs of this profile.")] = None,
-    policy: Annotated[str, typer.Option(help="Missing values: worst, exclude, paper.")] = "worst",
-    aggregation: Annotated[
-        str, typer.Option(help="Average column convention: default, touchstone.")
-    ] = "default",
-    bootstrap: Annotated[int, typer.Option(min=100, help="Bootstrap resamples.")] = 2000,
-    seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
-    ci: Annotated[str, typer.Option(help="CI method: percentile, bca.")] = "percentile",
-    alpha: Annotated[float, typer.Option(help="Significance level.")] = 0.05,
-    groups: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--groups",
-            help="Subgroups: sex | age:decades | age:0,40,60,120 | name: QUERY (repeatable).",
-        ),
-    ] = None,
-    min_group_size: Annotated[int, typer.Option(help="Smallest group analysed.")] = 10,
-    correction: Annotated[str, typer.Option(help="Subgroup pairs: bonferroni, fdr_bh.")] = (
-        "bonferroni"
-    ),
+    profile: _ProfileFilter = None,
+    policy: _Policy = "worst",
+    aggregation: _Aggregation = "default",
+    bootstrap: _Bootstrap = 2000,
+    seed: _Seed = 0,
+    ci: _CI = "percentile",
+    alpha: _Alpha = 0.05,
+    groups: _Groups = None,
+    min_group_size: _MinGroupSize = 10,
+    correction: _Correction = "bonferroni",
     models: Annotated[
         Path | None,
         typer.Option(help="Model cards (training data for contamination checks)."),
     ] = None,
-    worst_value: Annotated[
-        list[str] | None,
-        typer.Option(help="Worst value METRIC=VALUE for missing cases and +inf, e.g. hd95=500."),
-    ] = None,
+    worst_value: _WorstValue = None,
 ) -> None:
     """Leaderboards with CIs, significance, winners, rank stability and subgroups."""
     from assay.report._collect import load_metadata, load_scores
     from assay.stats import analyze, parse_group_spec
 
     with _fatal_errors():
-        _choice("policy", policy, ("worst", "exclude", "paper"))
-        _choice("aggregation", aggregation, ("default", "touchstone"))
-        _choice("ci", ci, ("percentile", "bca"))
-        _choice("correction", correction, ("bonferroni", "fdr_bh"))
+        _check_analysis_choices(policy, aggregation, ci, correction)
         store = ResultStore(db, create=False)
         scores = load_scores(store, dataset, profile)
         spec = dict(parse_group_spec(g) for g in groups or [])
@@ -366,14 +380,11 @@ def _training_data(
     """Model -> declared training data, from --models cards, else from the runs' manifests."""
     if cards_path is not None:
         return {c.name: list(c.training_data) for c in load_model_cards(cards_path).values()}
+    from assay.report._collect import cards_from_runs
+
     runs = store.runs()
-    runs = runs[runs["run_id"].isin(set(scores["run_id"]))]
-    out: dict[str, list[str]] = {}
-    for row in runs.itertuples():
-        card = row.manifest.get("model", {}) if isinstance(row.manifest, dict) else {}
-        if card.get("training_data"):
-            out[str(row.model)] = list(card["training_data"])
-    return out
+    cards = cards_from_runs(runs[runs["run_id"].isin(set(scores["run_id"]))])
+    return {name: list(c.training_data) for name, c in cards.items() if c.training_data}
 
 
 def _worst_values(items: list[str]) -> dict[str, float]:
@@ -483,26 +494,16 @@ def report_command(
     metric: Annotated[
         list[str] | None, typer.Option(help="Metric(s) to report (default: dsc and nsd).")
     ] = None,
-    profile: Annotated[str | None, typer.Option(help="Only runs of this profile.")] = None,
-    policy: Annotated[str, typer.Option(help="Missing values: worst, exclude, paper.")] = "worst",
-    aggregation: Annotated[
-        str, typer.Option(help="Average column convention: default, touchstone.")
-    ] = "default",
-    bootstrap: Annotated[int, typer.Option(min=100, help="Bootstrap resamples.")] = 2000,
-    seed: Annotated[int, typer.Option(help="Bootstrap seed.")] = 0,
-    ci: Annotated[str, typer.Option(help="CI method: percentile, bca.")] = "percentile",
-    alpha: Annotated[float, typer.Option(help="Significance level.")] = 0.05,
-    groups: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--groups",
-            help="Subgroups: sex | age:decades | age:0,40,60,120 | name: QUERY (repeatable).",
-        ),
-    ] = None,
-    min_group_size: Annotated[int, typer.Option(help="Smallest group analysed.")] = 10,
-    correction: Annotated[str, typer.Option(help="Subgroup pairs: bonferroni, fdr_bh.")] = (
-        "bonferroni"
-    ),
+    profile: _ProfileFilter = None,
+    policy: _Policy = "worst",
+    aggregation: _Aggregation = "default",
+    bootstrap: _Bootstrap = 2000,
+    seed: _Seed = 0,
+    ci: _CI = "percentile",
+    alpha: _Alpha = 0.05,
+    groups: _Groups = None,
+    min_group_size: _MinGroupSize = 10,
+    correction: _Correction = "bonferroni",
     models: Annotated[
         Path | None,
         typer.Option(help="Model cards YAML (organisation, links, training data)."),
@@ -511,10 +512,7 @@ def report_command(
         list[Path] | None,
         typer.Option(help="Dataset card YAML (name, version, licence, citation); repeatable."),
     ] = None,
-    worst_value: Annotated[
-        list[str] | None,
-        typer.Option(help="Worst value METRIC=VALUE for missing cases and +inf, e.g. hd95=500."),
-    ] = None,
+    worst_value: _WorstValue = None,
     title: Annotated[str | None, typer.Option(help="Title of the site.")] = None,
     workers: Annotated[int, typer.Option(min=1, help="Processes drawing figures.")] = 2,
 ) -> None:
@@ -523,10 +521,7 @@ def report_command(
     from assay.stats import parse_group_spec
 
     with _fatal_errors():
-        _choice("policy", policy, ("worst", "exclude", "paper"))
-        _choice("aggregation", aggregation, ("default", "touchstone"))
-        _choice("ci", ci, ("percentile", "bca"))
-        _choice("correction", correction, ("bonferroni", "fdr_bh"))
+        _check_analysis_choices(policy, aggregation, ci, correction)
         cards = dict(load_model_cards(models)) if models is not None else None
         dataset_cards = {c.name: c for c in map(load_dataset_card, dataset_card or [])}
         options = {

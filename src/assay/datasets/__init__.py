@@ -11,6 +11,7 @@ from assay.datasets._card import (
     DatasetCard,
     content_hash,
     dataset_card_from_mapping,
+    file_sha256,
     load_dataset_card,
 )
 from assay.datasets._layout import (
@@ -40,6 +41,7 @@ __all__ = [
     "dataset_card_from_mapping",
     "detect_layout",
     "discover_cases",
+    "file_sha256",
     "load_dataset_card",
     "normalise_name",
     "read_label_map_spec",

@@ -166,7 +166,7 @@ def content_hash(
     for file in sorted(set(files)):
         stat = file.stat()
         key = f"{file.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
-        file_digest = known.get(key) or _file_sha256(file)
+        file_digest = known.get(key) or file_sha256(file)
         fresh[key] = file_digest
         name = file.relative_to(card.root) if file.is_relative_to(card.root) else file.name
         digest.update(f"{name}\0{stat.st_size}\0{file_digest}\0".encode())
@@ -176,7 +176,8 @@ def content_hash(
     return digest.hexdigest()
 
 
-def _file_sha256(file: Path) -> str:
+def file_sha256(file: Path) -> str:
+    """SHA-256 of a file's bytes (hex), read in 1 MiB blocks."""
     h = hashlib.sha256()
     with file.open("rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):

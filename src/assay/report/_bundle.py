@@ -16,7 +16,6 @@ the Parquet file disagree).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from collections.abc import Mapping
@@ -28,6 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from assay.datasets import file_sha256
 from assay.errors import InputError
 from assay.report._data import ReportData
 from assay.stats import Analysis, analyze
@@ -121,7 +121,7 @@ def write_bundle(
         "options": _jsonable(dict(data.options)),
         "provenance": {
             "software": dict(data.software),
-            "files": {p.name: _sha256(p) for p in files},
+            "files": {p.name: file_sha256(p) for p in files},
             "runs": _records(data.runs) if not data.runs.empty else [],
             "datasets": {k: v.as_dict() for k, v in data.datasets.items()},
             "models": {k: v.as_dict() for k, v in data.cards.items()},
@@ -160,7 +160,7 @@ def reanalyze(bundle_dir: str | Path, *, update: bool = False) -> Reanalysis:
         path = folder / name
         if not path.is_file():
             diffs.append(f"{name}: listed in results.json but missing from the bundle")
-        elif _sha256(path) != digest:
+        elif file_sha256(path) != digest:
             diffs.append(f"{name}: checksum differs from results.json (the file was edited)")
     diffs += _csv_vs_parquet(folder, scores)
     options = results.get("options", {})
@@ -187,7 +187,7 @@ def reanalyze(bundle_dir: str | Path, *, update: bool = False) -> Reanalysis:
     if update:
         results["analysis"] = {m: _analysis_json(a) for m, a in analyses.items()}
         results["provenance"]["files"] = {
-            name: _sha256(folder / name) for name in recorded if (folder / name).is_file()
+            name: file_sha256(folder / name) for name in recorded if (folder / name).is_file()
         }
         results["updated"] = datetime.now(UTC).isoformat(timespec="seconds")
         (folder / "results.json").write_text(
@@ -349,11 +349,3 @@ def _analysis_json(analysis: Analysis) -> dict[str, Any]:
     for frame in FRAME_KEYS:
         out[frame] = _records(getattr(analysis, frame))
     return out
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import fields
 from typing import Any
 
 import pandas as pd
@@ -20,7 +19,8 @@ from assay.store import ResultStore
 #: Metrics reported when none are named: the overlap metrics present in the scores.
 DEFAULT_METRICS = ("dsc", "nsd")
 
-_CARD_FIELDS = tuple(f.name for f in fields(ModelCard))
+#: Descriptive card fields read back from run manifests (not predictions/runner settings).
+_CARD_FIELDS = ("framework", "organisation", "paper", "code", "training_data", "notes", "version")
 
 
 def analysis_defaults() -> dict[str, Any]:

@@ -12,6 +12,9 @@ from assay.datasets import DatasetCard
 from assay.models import ModelCard
 from assay.stats import Analysis
 
+#: Score statuses that mean "no usable prediction for this case".
+NO_PREDICTION = ("missing_prediction", "failed")
+
 #: Columns of :attr:`ReportData.speed` (inference speed, Touchstone's cm³/s).
 SPEED_COLUMNS = ("dataset", "model", "n_cases", "seconds", "volume_cm3", "cm3_per_s")
 
@@ -50,23 +53,28 @@ class ReportData:
         """Datasets in the report, sorted."""
         return sorted({d for a in self.analyses.values() for d in a.aggregates["dataset"]})
 
-    def missing_cases(self) -> pd.DataFrame:
+    def missing_cases(self, structure: str | None = None) -> pd.DataFrame:
         """Cases without a usable prediction, per (dataset, model, metric).
 
         Columns dataset, model, metric, n_cases (distinct cases of the model's rows),
-        n_missing (cases with any structure ``missing_prediction`` or ``failed``) and
-        n_values (such structure values).
+        n_missing (cases with a :data:`NO_PREDICTION` status in any structure, or in
+        ``structure`` only) and n_values (such score rows).
         """
+        columns = ["dataset", "model", "metric", "n_cases", "n_missing", "n_values"]
         s = self.scores
-        bad = s["status"].isin(["missing_prediction", "failed"])
         keys = ["dataset", "model", "metric"]
+        if s.empty or not {*keys, "case_id", "status", "structure"} <= set(s.columns):
+            return pd.DataFrame(columns=columns)
+        if structure is not None:
+            s = s[s["structure"] == structure]
+        bad = s["status"].isin(NO_PREDICTION)
         out = s.groupby(keys).agg(n_cases=("case_id", "nunique")).reset_index()
         hit = (
             s[bad].groupby(keys).agg(n_missing=("case_id", "nunique"), n_values=("case_id", "size"))
         )
         out = out.merge(hit.reset_index(), on=keys, how="left")
         out[["n_missing", "n_values"]] = out[["n_missing", "n_values"]].fillna(0).astype(int)
-        return out
+        return out[columns]
 
     def model_order(self, metric: str, dataset: str, structure: str = "average") -> list[str]:
         """Models by rank on (dataset, structure) for ``metric`` (unranked last), then name."""

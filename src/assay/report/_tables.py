@@ -18,21 +18,11 @@ import pandas as pd
 from assay.report._data import ReportData
 from assay.report._render import ALL_MODELS, _slice, _structures, all_models
 from assay.stats import AVERAGE, higher_is_better_for
+from assay.stats._policy import CHANGE_COLUMNS as POLICY_CHANGE_COLUMNS
 
 #: Columns of the missing-value policy counts (``Analysis.changes``), in display order.
-CHANGE_COLUMNS = (
-    "n_values",
-    "n_missing",
-    "n_implicit_missing",
-    "n_failed",
-    "n_not_applicable",
-    "n_set_worst",
-    "n_dropped",
-    "n_contaminated",
-)
+CHANGE_COLUMNS = (*POLICY_CHANGE_COLUMNS, "n_contaminated")
 
-#: Statuses of a score row that mean "no usable prediction for this case".
-NO_PREDICTION = ("missing_prediction", "failed")
 
 #: Footnote of a table where a co-winner is listed below a model that is not one.
 TROPHY_NOTE = (
@@ -194,16 +184,9 @@ def missing_cases(
     Counted in ``data.scores`` for ``dataset`` and ``metric``; for a structure other than
     ``average`` only its rows count, for ``average`` any structure's.
     """
-    sc = data.scores
-    need = {"dataset", "metric", "model", "case_id", "status"}
-    if sc.empty or not need <= set(sc.columns):
-        return {}
-    mask = (sc["dataset"] == dataset) & (sc["metric"] == metric)
-    mask &= sc["status"].isin(NO_PREDICTION)
-    if structure != AVERAGE and "structure" in sc.columns:
-        mask &= sc["structure"] == structure
-    counts = sc.loc[mask].groupby("model", observed=True)["case_id"].nunique()
-    return {str(m): int(k) for m, k in counts.items()}
+    m = data.missing_cases(None if structure == AVERAGE else structure)
+    m = m[(m["dataset"] == dataset) & (m["metric"] == metric) & (m["n_missing"] > 0)]
+    return {str(r.model): int(r.n_missing) for r in m.itertuples()}
 
 
 def case_coverage(data: ReportData, dataset: str) -> tuple[int, int]:
@@ -685,18 +668,13 @@ def changes_table(data: ReportData, metric: str) -> Table:
 def missing_predictions(data: ReportData) -> list[str]:
     """One line per (dataset, model) lacking predictions: ``"k of N cases have no
     prediction"``; N = the dataset's distinct cases in ``data.scores``."""
-    sc = data.scores
-    need = {"dataset", "model", "case_id", "status"}
-    if sc.empty or not need <= set(sc.columns):
-        return []
+    m = data.missing_cases()
+    m = m[m["n_missing"] > 0]
     lines = []
-    for dataset, part in sc.groupby("dataset", sort=True, observed=True):
-        total = part["case_id"].nunique()
-        bad = part.loc[part["status"].isin(NO_PREDICTION)]
-        counts = bad.groupby("model", sort=True, observed=True)["case_id"].nunique()
-        for model, k in counts.items():
-            if k > 0:
-                lines.append(f"{model} on {dataset}: {k} of {total} cases have no prediction")
+    for (dataset, model), part in m.groupby(["dataset", "model"], sort=True):
+        total = data.scores.loc[data.scores["dataset"] == dataset, "case_id"].nunique()
+        k = int(part["n_missing"].max())
+        lines.append(f"{model} on {dataset}: {k} of {total} cases have no prediction")
     return lines
 
 

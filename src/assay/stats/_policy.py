@@ -41,7 +41,8 @@ POLICIES: tuple[str, ...] = ("worst", "exclude", "paper")
 
 Policy = Literal["worst", "exclude", "paper"]
 
-_CHANGE_COLUMNS = (
+#: Counts of what the policy did, per (dataset, model, structure, metric).
+CHANGE_COLUMNS = (
     "n_values",
     "n_missing",
     "n_implicit_missing",
@@ -269,5 +270,5 @@ def apply_policy(
         }
     )
     changes = counts.groupby(group, sort=True).sum().reset_index()
-    changes = changes.loc[:, [*group, *_CHANGE_COLUMNS]]
+    changes = changes.loc[:, [*group, *CHANGE_COLUMNS]]
     return values, changes
