@@ -76,8 +76,8 @@ def test_leaderboard_rows_are_the_analysis_numbers(data, metric):
     assert len(rows) == len(MODELS)
     for row, ref in zip(rows, avg.itertuples(), strict=True):
         rank, model, org, value, paper, code = row
-        # ⚠ flags the model with a missing case (delta misses case_000 by construction)
-        assert model == ref.model + (" ⚠" if ref.model == "delta" else "")
+        # ⚠ k flags the model with k missing cases (delta misses case_000 by construction)
+        assert model == ref.model + (" ⚠ 1" if ref.model == "delta" else "")
         assert rank == ("🏆 " if ref.winner else "") + str(int(ref.rank))
         expected = (
             f"{100 * ref.mean:.1f} ± {100 * ref.sd:.1f} "
@@ -88,7 +88,7 @@ def test_leaderboard_rows_are_the_analysis_numbers(data, metric):
         assert org == card.organisation
         assert paper == f"[paper]({card.paper})" and code == f"[code]({card.code})"
     # the toy benchmark's construction: alpha best, delta (one missing case, 0.6) last
-    assert rows[0][1] == "alpha" and rows[-1][1] == "delta ⚠"
+    assert rows[0][1] == "alpha" and rows[-1][1] == "delta ⚠ 1"
     assert rows[0][0].startswith("🏆")
     assert "⚠ no usable prediction (missing or failed) for delta: 1 of 24 cases." in (
         leaderboard_markdown(data)
@@ -117,19 +117,24 @@ def test_leaderboard_flags_a_co_winner_ranked_below_a_non_winner_and_elides_rank
     assert [r[0] for r in rows] == ["🏆 1", "2", "3", "🏆 4†"]
     assert "† co-winner ranked below a model that is not" in text
     monkeypatch.setattr(lb, "TOP", 2)
-    liver = leaderboard_markdown(edited).split("<summary>liver</summary>")[1]
+    liver = leaderboard_markdown(edited).split("<summary>liver - alpha & delta 🏆</summary>")[1]
     table = [r for r in liver.split("</details>")[0].splitlines() if r.startswith("| ")][1:]
     assert [r.split("|")[1].strip() for r in table] == ["🏆 1", "2", "…", "🏆 4†"]
 
 
 def test_leaderboard_structure_tables_show_top_five_and_every_winner(data):
     text = leaderboard_markdown(data)
+    agg = data.analyses["dsc"].aggregates
     for structure in ("liver", "spleen", "pancreas"):
-        assert f"<summary>{structure}</summary>" in text
-    n_trophies = text.count("🏆 ")
+        # Touchstone's summary line: the structure and its co-winners, by rank
+        won = agg[(agg["structure"] == structure) & agg["winner"].astype(bool)]
+        names = " & ".join(won.sort_values(["rank", "model"])["model"])
+        assert f"<summary>{structure} - {names} 🏆</summary>" in text
+    n_trophies = len(re.findall(r"^\| 🏆 \d", text, flags=re.MULTILINE))
     agg = pd.concat([a.aggregates for a in data.analyses.values()])
-    # one trophy per winner row (overall + per structure) plus the one in the preamble
-    assert n_trophies == int(agg["winner"].eq(True).sum()) + 1
+    # one trophy per winner row (overall + per structure); the rule is stated per table
+    assert n_trophies == int(agg["winner"].eq(True).sum())
+    assert text.count("🏆 winner rule `mean`") == 1 + len(data.analyses)
 
 
 def test_leaderboard_marks_contaminated_models_excluded():
@@ -354,7 +359,7 @@ def test_leaderboard_tied_ranks_are_not_elided(data, monkeypatch):
         cards=data.cards,
     )  # fmt: skip
     monkeypatch.setattr(lb, "TOP", 3)
-    section = leaderboard_markdown(edited).split("<summary>liver</summary>")[1]
+    section = leaderboard_markdown(edited).split("<summary>liver - alpha & beta 🏆</summary>")[1]
     table = [r for r in section.split("</details>")[0].splitlines() if r.startswith("| ")][1:]
     assert [r.split("|")[1].strip() for r in table] == ["🏆 1", "🏆 1", "3"]
 

@@ -35,12 +35,19 @@ from assay.report._figures import (
     significance_heatmap,
     speed_bars,
     speed_plot,
+    tau_summary,
+    tau_violin,
+)
+from assay.report._subgroup_figures import (
+    BOX_WIDTH,
+    MAX_BRACKETS,
+    MEAN_OFFSET,
+    subgroup_boxes,
+    subgroup_cases,
     subgroup_marks,
     subgroup_plot,
     subgroup_points,
     subgroup_styles,
-    tau_summary,
-    tau_violin,
 )
 
 ORDER = ["alpha", "beta", "gamma", "delta"]
@@ -396,57 +403,185 @@ def test_robustness_skips_absent_models() -> None:
 # ---------------------------------------------------------------------------- subgroups
 
 
-def test_subgroup_marks_match_significant_tests(data: ReportData) -> None:
-    analysis = data.analyses["dsc"]
-    subgroups = _slice(analysis.subgroups, "pancreas")
-    tests = _slice(analysis.subgroup_tests, "pancreas")
-    points = subgroup_points(subgroups, tests, ORDER)
-    assert len(points) == len(ORDER) * 2  # two groups (F, M), none skipped (12 cases each)
-    expected = tests[tests["significant"] & tests["test"].eq("mannwhitneyu")]
-    marks = subgroup_marks(tests, ORDER)
-    assert marks[["model", "group_a", "group_b"]].to_numpy().tolist() == (
-        expected[["model", "group_a", "group_b"]].to_numpy().tolist()
-    )
-    assert len(_significant_texts(subgroup_plot(subgroups, tests, ORDER))) == len(expected)
+def _two_groups() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Hand-made: models A, B and "average"; groups young/old/mid, "mid" of B too small.
 
-
-def test_subgroup_points_dodge_and_skip() -> None:
-    # Hand-made: groups young/old/mid; "mid" of B is skipped (too small).
-    subgroups = pd.DataFrame(
+    Cases c00..c11: young = c00..c03, old = c04..c07, mid = c08..c11. A's values are
+    0.9 (young), 0.5 (old), 0.7 (mid); B is 0.1 below A, with B lacking c11.
+    """
+    cases = pd.DataFrame(
         {
-            "model": ["A", "A", "A", "B", "B", "B"],
-            "group": ["young", "old", "mid"] * 2,
-            "mean": [0.9, 0.8, 0.85, 0.7, 0.6, np.nan],
-            "n": [10, 10, 10, 10, 10, 2],
-            "skipped": [False] * 5 + [True],
-            "grouping": "age",
+            "group": ["young"] * 4 + ["old"] * 4 + ["mid"] * 4,
+            "case_id": [f"c{i:02d}" for i in range(12)],
         }
     )
+    level = {"young": 0.9, "old": 0.5, "mid": 0.7}
+    rows = [
+        (m, c, level[g] - (0.1 if m == "B" else 0.0) + 0.01 * (i % 4))
+        for m in ("A", "B")
+        for i, (g, c) in enumerate(zip(cases["group"], cases["case_id"], strict=True))
+        if not (m == "B" and c == "c11")
+    ]
+    values = pd.DataFrame(rows, columns=["model", "case_id", "value"]).assign(
+        dataset="toy", structure="liver", metric="dsc"
+    )
+    stats = []
+    for m in ("A", "B", "average"):
+        for g in ("young", "old", "mid"):
+            members = set(cases.loc[cases["group"] == g, "case_id"])
+            v = values[values["case_id"].isin(members)]
+            v = v.groupby("case_id")["value"].mean() if m == "average" else v[v["model"] == m]
+            x = v if m == "average" else v["value"]
+            skipped = m == "B" and g == "mid"
+            stats.append((m, g, len(x), float(x.mean()), float(x.mean()) - 0.02,
+                          float(x.mean()) + 0.02, skipped))  # fmt: skip
+    subgroups = pd.DataFrame(
+        stats, columns=["model", "group", "n", "mean", "ci_low", "ci_high", "skipped"]
+    ).assign(dataset="toy", structure="liver", metric="dsc", grouping="age")
     tests = pd.DataFrame(
         {
-            "model": ["A", "A", "B"],
-            "test": ["kruskal", "mannwhitneyu", "mannwhitneyu"],
-            "group_a": ["", "young", "young"],
-            "group_b": ["", "old", "old"],
-            "p_adj": [0.01, 0.02, 0.5],
-            "significant": [True, True, False],
+            "model": ["A", "A", "A", "A", "B", "average"],
+            "test": [
+                "kruskal",
+                "mannwhitneyu",
+                "mannwhitneyu",
+                "mannwhitneyu",
+                "mannwhitneyu",
+                "mannwhitneyu",
+            ],
+            "group_a": ["", "young", "young", "old", "young", "young"],
+            "group_b": ["", "old", "mid", "mid", "old", "old"],
+            "p_adj": [0.001, 0.0001, 0.02, 0.004, 0.5, 0.03],
+            "significant": [True, True, True, True, False, True],
+            "correction": "bonferroni",
+            "family": "all",
+            "family_size": 5,
         }
     )
-    points = subgroup_points(subgroups, tests, ["B", "A"])
-    assert len(points) == 5  # 6 rows minus the skipped one
-    # Three groups: width 0.6 / 3 = 0.2, offsets -0.2, 0, +0.2 in order of appearance.
-    x = points.set_index(["model", "group"])["x"]
-    np.testing.assert_allclose(
-        [x[("B", "young")], x[("B", "old")], x[("A", "young")], x[("A", "mid")]],
-        [-0.2, 0.0, 0.8, 1.2],
+    return subgroups, tests, values, cases
+
+
+def test_subgroup_points_slots_panels_and_skip() -> None:
+    subgroups, _, _, _ = _two_groups()
+    points = subgroup_points(subgroups, ["B", "average", "A"])
+    assert len(points) == 8  # 9 rows minus the skipped B/mid
+    assert list(dict.fromkeys(points["model"])) == ["B", "A", "average"]  # average last
+    assert points.groupby("model")["panel"].first().to_dict() == {"B": 0, "A": 1, "average": 2}
+    # the slot is the group's index among all real groups (skipped ones keep theirs)
+    assert points.set_index(["model", "group"])["x"].to_dict()[("A", "mid")] == 2.0
+    assert points.set_index(["model", "group"])["x"].to_dict()[("B", "old")] == 1.0
+    assert ("B", "mid") not in set(zip(points["model"], points["group"], strict=True))
+    np.testing.assert_allclose(points["ci_high"] - points["ci_low"], 0.04)
+
+
+def test_subgroup_cases_are_the_tested_samples(data: ReportData) -> None:
+    """Per (model, group) the drawn points are exactly the analysis' sample: same n, same mean
+    (the "average" model too), and every point stays inside its group's slot."""
+    a = data.analyses["dsc"]
+    for structure in ("average", "liver"):
+        sg = a.subgroups[(a.subgroups["structure"] == structure)]
+        values = a.values[a.values["structure"] == structure]
+        cases = a.subgroup_cases[a.subgroup_cases["grouping"] == "sex"]
+        points = subgroup_cases(values, cases, sg, ORDER)
+        drawn = subgroup_points(sg, ORDER).set_index(["model", "group"])
+        got = points.groupby(["model", "group"])["value"].agg(["size", "mean"])
+        assert set(got.index) == set(drawn.index)
+        np.testing.assert_array_equal(got["size"], drawn.loc[got.index, "n"])
+        np.testing.assert_allclose(got["mean"], drawn.loc[got.index, "mean"], rtol=0, atol=1e-12)
+        slot = points["group"].map(
+            dict(zip(drawn.reset_index()["group"], drawn["x"], strict=False))
+        )
+        assert (abs(points["x"] - slot) <= 0.17 + 1e-12).all()
+    assert subgroup_cases(values, cases, sg, ORDER).equals(subgroup_cases(values, cases, sg, ORDER))
+
+
+def test_subgroup_markers_do_not_overlap() -> None:
+    """Within a panel, a group's points, box and mean marker stay in its own slot."""
+    subgroups, _, values, cases = _two_groups()
+    points = subgroup_cases(values, cases, subgroups, ["A", "B", "average"])
+    means = subgroup_points(subgroups, ["A", "B", "average"])
+    for panel, part in points.groupby("panel"):
+        spans = part.groupby("group")["x"].agg(["min", "max"]).sort_values("min")
+        mean_x = means.loc[means["panel"] == panel].set_index("group")["x"] + MEAN_OFFSET
+        for (g1, r1), (_, r2) in zip(spans.iloc[:-1].iterrows(), spans.iloc[1:].iterrows(),
+                                     strict=True):  # fmt: skip
+            assert r1["max"] < mean_x[g1] - 0.1 < mean_x[g1] + 0.1 < r2["min"]
+        # box edges (slot ± BOX_WIDTH / 2) of neighbouring groups do not touch the mean marker
+        assert ((mean_x - mean_x.round()) > BOX_WIDTH / 2).all()
+
+
+def test_subgroup_boxes_are_numpy_quartiles() -> None:
+    subgroups, _, values, cases = _two_groups()
+    points = subgroup_cases(values, cases, subgroups, ["A", "B", "average"])
+    boxes = subgroup_boxes(points)
+    for b in boxes.itertuples(index=False):
+        v = points.loc[(points["model"] == b.model) & (points["group"] == b.group), "value"]
+        q1, med, q3 = np.percentile(v, [25, 50, 75])
+        assert (b.q1, b.median, b.q3) == pytest.approx((q1, med, q3), abs=1e-12)
+        inside = v[(v >= q1 - 1.5 * (q3 - q1)) & (v <= q3 + 1.5 * (q3 - q1))]
+        # whiskers at the extreme values inside the fences, never inside the box (matplotlib)
+        low, high = min(inside.min(), q1), max(inside.max(), q3)
+        assert (b.whislo, b.whishi) == pytest.approx((low, high), abs=1e-12)
+        assert b.n == len(v)
+
+
+def test_subgroup_plot_brackets_stars_and_caption() -> None:
+    subgroups, tests, values, cases = _two_groups()
+    order = ["A", "B", "average"]
+    marks = subgroup_marks(tests, order)
+    # Mann–Whitney rows that are significant; Kruskal–Wallis is never bracketed
+    assert marks[["model", "group_a", "group_b"]].to_numpy().tolist() == [
+        ["A", "young", "old"], ["A", "young", "mid"], ["A", "old", "mid"],
+        ["average", "young", "old"],
+    ]  # fmt: skip
+    assert marks["stars"].tolist() == ["***", "*", "**", "*"]
+    ci = "percentile bootstrap, B = 9"
+    title = "toy · liver · dsc by age"
+    fig = subgroup_plot(
+        subgroups, tests, order, values=values, cases=cases, title=title, ci_label=ci
     )
-    fig = subgroup_plot(subgroups, tests, ["B", "A"])
     texts = _significant_texts(fig)
-    assert len(texts) == 1  # only the Mann–Whitney A young vs old (Kruskal is not marked)
-    assert texts[0].get_position()[0] == pytest.approx((0.8 + 1.0) / 2)
+    assert sorted(t.get_text() for t in texts) == sorted(marks["stars"])
+    # brackets over the slots of their groups: A young–old at x = 0.5, young–mid at 1.0
+    a_panel = fig.axes[0]
+    assert sorted(t.get_position()[0] for t in texts if t.axes is a_panel) == [0.5, 1.0, 1.5]
+    titles = [ax.get_title() for ax in fig.axes if ax.get_visible()]
+    assert titles == ["A", "B", "all models"]
+    caption = _caption(fig)
+    assert "Bonferroni over all 5 Mann–Whitney tests" in caption
+    assert "percentile bootstrap, B = 9" in caption and "*** < 0.0005" in caption
+    assert len(_layers(fig, "cases")) == 3
+    assert sum(len(c.get_offsets()) for c in _layers(fig, "cases")) == len(
+        subgroup_cases(values, cases, subgroups, order)
+    )
 
 
-def _decade_frame(skipped: set[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+def test_subgroup_plot_caps_brackets_per_panel() -> None:
+    groups = [f"[{10 * k}, {10 * k + 10})" for k in range(1, 9)]  # 8 bins: 28 pairs
+    rows = [("A", g, 10, 0.5, 0.4, 0.6, False) for g in groups]
+    columns = ["model", "group", "n", "mean", "ci_low", "ci_high", "skipped"]
+    sg = pd.DataFrame(rows, columns=columns).assign(grouping="age:decades", metric="dsc")
+    pairs = [(a, b) for i, a in enumerate(groups) for b in groups[i + 1 :]]
+    tt = pd.DataFrame(
+        {
+            "model": "A",
+            "test": "mannwhitneyu",
+            "group_a": [a for a, _ in pairs],
+            "group_b": [b for _, b in pairs],
+            "p_adj": 0.001,
+            "significant": True,
+        }
+    )
+    fig = subgroup_plot(sg, tt, ["A"])
+    assert len(_significant_texts(fig)) == MAX_BRACKETS
+    (more,) = [t for t in fig.findobj(Text) if t.get_gid() == "more_pairs"]
+    assert more.get_text() == f"+{len(pairs) - MAX_BRACKETS} more pairs"
+    assert fig.axes[0].get_legend() is None and fig.legends[0].get_title().get_text() == (
+        "age (decades)"
+    )
+
+
+def _decade_frame(skipped: set[str]) -> pd.DataFrame:
     """Hand-made: nine decade bins for models A, B and the pseudo-model "average"."""
     groups = [f"[{10 * k}, {10 * k + 10})" for k in range(1, 10)]
     rows = [
@@ -455,37 +590,26 @@ def _decade_frame(skipped: set[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
         for j, g in enumerate(groups)
     ]
     frame = pd.DataFrame(rows, columns=["model", "group", "n", "mean", "skipped"])
-    frame = frame.assign(grouping="age:decades", metric="dsc")
-    tests = pd.DataFrame(
-        {
-            "model": ["A", "A"],
-            "test": ["kruskal", "mannwhitneyu"],
-            "group_a": ["", "[20, 30)"],
-            "group_b": ["", "[30, 40)"],
-            "p_adj": [0.01, 0.01],
-            "correction": ["none", "bonferroni"],
-            "significant": [True, True],
-        }
-    )
-    return frame, tests
+    return frame.assign(grouping="age:decades", metric="dsc")
 
 
-def _group_colours(fig: Figure) -> dict[str, tuple[tuple[float, ...], str]]:
-    out = {}
-    for layer in _layers(fig):
-        gid = layer.get_gid() or ""
-        if gid.startswith("group:"):
-            out[gid.removeprefix("group:")] = tuple(np.round(layer.get_facecolor()[0], 6))
-    return out
+def _legend_colours(fig: Figure) -> dict[str, tuple[float, ...]]:
+    handles = fig.legends[0].legend_handles
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    return {
+        label.split(" n=")[0]: tuple(np.round(h.get_edgecolor(), 6))
+        for h, label in zip(handles, labels, strict=True)
+        if " n=" in label
+    }
 
 
 def test_subgroup_styles_are_fixed_per_group_across_figures() -> None:
-    all_drawn, _ = _decade_frame(set())
-    fewer, tests = _decade_frame({"[10, 20)", "[20, 30)", "[60, 70)"})
-    one = _group_colours(subgroup_plot(all_drawn, tests, ["A", "B", "average"]))
-    two = _group_colours(subgroup_plot(fewer, tests, ["A", "B", "average"]))
-    assert len(one) == 9 and len(two) == 6
-    assert all(two[g] == one[g] for g in two)  # same group, same colour, whatever is drawn
+    all_drawn = _decade_frame(set())
+    fewer = _decade_frame({"[10, 20)", "[20, 30)", "[60, 70)"})
+    none = pd.DataFrame(columns=["model", "test", "group_a", "group_b", "p_adj", "significant"])
+    one = _legend_colours(subgroup_plot(all_drawn, none, ["A", "B", "average"]))
+    two = _legend_colours(subgroup_plot(fewer, none, ["A", "B", "average"]))
+    assert one == two and len(one) == 9  # same group, same colour, whatever is drawn
     styles = subgroup_styles(fewer)
     assert styles["group"].tolist() == list(dict.fromkeys(fewer["group"]))  # bin order
     assert styles.equals(subgroup_styles(all_drawn).assign(n=styles["n"], label=styles["label"]))
@@ -497,24 +621,18 @@ def test_subgroup_styles_are_fixed_per_group_across_figures() -> None:
     assert styles.set_index("group").loc["[90, 100)", "label"] == "[90, 100) n=19"
 
 
-def test_subgroup_plot_average_last_caption_and_pretty_grouping() -> None:
-    frame, tests = _decade_frame({"[10, 20)"})
+def test_subgroup_plot_average_last_and_pretty_grouping() -> None:
+    frame = _decade_frame({"[10, 20)"})
+    none = pd.DataFrame(columns=["model", "test", "group_a", "group_b", "p_adj", "significant"])
     fig = subgroup_plot(
-        frame, tests, ["average", "B", "A"], title="toy · average · dsc by age:decades"
+        frame, none, ["average", "B", "A"], title="toy · average · dsc by age:decades"
     )
-    ax = fig.axes[0]
-    assert [t.get_text() for t in ax.get_xticklabels()] == ["B", "A", "all models"]
-    (divider,) = [line for line in ax.get_lines() if line.get_gid() == "divider"]
-    assert divider.get_xdata()[0] == pytest.approx(1.5)  # between A (1) and all models (2)
-    assert ax.get_title() == "toy · average · dsc by age (decades)"
-    legend = ax.get_legend()
-    assert legend.get_title().get_text() == "age (decades)"
-    assert legend.get_texts()[0].get_text() == "[20, 30) n=12"
-    caption = _caption(fig)
-    assert "* pairwise Mann–Whitney U, Bonferroni within model, p_adj < 0.05" in caption
-    assert '"all models"' in caption
-    points = subgroup_points(frame, tests, ["average", "B", "A"])
-    assert list(dict.fromkeys(points["model"])) == ["B", "A", "average"]
+    panels = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in panels] == ["B", "A", "all models"]
+    assert panels[-1].title.get_fontweight() == "bold"
+    assert fig.get_suptitle() == "toy · average · dsc by age (decades)"
+    assert '"all models"' in _caption(fig)
+    assert panels[0].get_xticklabels()[0].get_text() == "[10, 20)"
 
 
 def test_subgroup_plot_without_data_says_so(data: ReportData) -> None:
@@ -522,8 +640,23 @@ def test_subgroup_plot_without_data_says_so(data: ReportData) -> None:
     empty, no_tests = analysis.subgroups.iloc[:0], analysis.subgroup_tests.iloc[:0]
     fig = subgroup_plot(empty, no_tests, ORDER)
     assert "no subgroup data" in [t.get_text() for t in fig.findobj(Text)]
-    assert subgroup_points(empty, no_tests, ORDER).empty
+    assert subgroup_points(empty, ORDER).empty
     assert subgroup_marks(no_tests, ORDER).empty
+
+
+def test_subgroup_figure_of_the_report_saves(data: ReportData, tmp_path: Path) -> None:
+    """The report's own subgroup figure (fixture, average structure) draws and saves."""
+    a = data.analyses["dsc"]
+    sg = a.subgroups[a.subgroups["structure"] == "average"]
+    tests = a.subgroup_tests[a.subgroup_tests["structure"] == "average"]
+    values = a.values[a.values["structure"] == "average"]
+    fig = subgroup_plot(sg, tests, [*ORDER, "average"], values=values,
+                        cases=a.subgroup_cases)  # fmt: skip
+    assert len(_significant_texts(fig)) == int(
+        (tests["significant"] & tests["test"].eq("mannwhitneyu")).sum()
+    )
+    paths = save_figure(fig, tmp_path / "sub", formats=("svg",))
+    assert paths[0].stat().st_size > 1000
 
 
 # ---------------------------------------------------------------------------- speed

@@ -127,6 +127,9 @@ def test_write_site_pages(data, tmp_path):
         "toy--spleen.html",
         "stability.html",
         "subgroups.html",
+        "subgroups--toy--liver.html",
+        "subgroups--toy--pancreas.html",
+        "subgroups--toy--spleen.html",
         "speed.html",
         "methods.html",
     ]
@@ -183,6 +186,10 @@ def test_units_and_missing_cases(data, tmp_path):
 
 
 def test_trophy_note_when_winner_below_non_winner():
+    """† only for a co-winner below a ranked non-winner (contaminated rows ignored); the note
+    says "lower" for Dice and "higher (worse)" for a distance, where lower is better."""
+    from assay.report._format import mark_notes, row_marks
+
     rows = pd.DataFrame(
         {
             "model": ["a", "b", "c"],
@@ -191,9 +198,16 @@ def test_trophy_note_when_winner_below_non_winner():
             "contaminated": [False, False, False],
         }
     )
-    assert _tables._trophy_notes(rows) == [_tables.TROPHY_NOTE]
-    assert _tables._trophy_notes(rows.assign(winner=[True, True, False])) == []
-    assert _tables._trophy_notes(rows.assign(contaminated=[False, True, False])) == []
+    params = {"winner_rule": "touchstone", "ranked_by": "mean"}
+    marks = row_marks(rows, None)
+    assert [marks[m].suffix for m in "abc"] == ["", "", "†"]
+    (note,) = mark_notes(marks, params, "dsc")
+    assert note.startswith("† co-winner ranked below") and "mean is lower than" in note
+    (note,) = mark_notes(marks, params, "hd95")
+    assert "mean is higher (worse) than" in note and "lower" not in note
+    assert mark_notes(row_marks(rows.assign(winner=[True, True, False]), None), params, "dsc") == []
+    excl = rows.assign(contaminated=[False, True, False])
+    assert mark_notes(row_marks(excl, None), params, "dsc") == []
 
 
 def test_index_warning_box(data, tmp_path):
@@ -218,23 +232,40 @@ def test_structure_page_tables_and_hints(site):
     assert "Each dot is one case" in liver
 
 
-def test_subgroups_page_average_only(site, data):
+def test_subgroups_pages(site, data):
     html = _read(site, "subgroups.html")
-    assert "bundle/results.json" in html
     assert "all models" in html
-    # one wide table per (metric, grouping): rows = models + all models, columns = groups
+    # the correction family is stated: every model, grouping and structure of dataset and metric
+    assert html.count("Bonferroni (family-wise error rate) over every Mann–Whitney U test") >= 2
+    assert "200 resamples" in html  # the CIs' bootstrap, B from the analysis
+    # summary of significant gaps, one per (dataset, metric)
+    assert html.count('id="gaps-toy-') == len(data.analyses)
+    # one wide table per (metric, grouping) of the average structure: models + all models
     assert html.count('class="sortable subgroup-means"') == len(data.analyses)
     groups = sorted(set(data.analyses["dsc"].subgroups["group"]))
     for g in groups:
         assert f'<button type="button">{g}</button>' in html
-    assert "liver" not in html.split("<main>")[1]  # no per-structure rows
+    # a figure for the average structure of every (metric, grouping)
+    for metric in data.analyses:
+        assert f"svg/subgroup--toy--{metric}--sex.svg" in html
     means, tests = _tables.subgroup_tables(data, "dsc", "toy", "sex")
     assert [r[0].text for r in means.rows][-1] == "all models"
     assert len(means.rows) == len(data.model_order("dsc", "toy")) + 1
-    assert all(c.text.endswith(")") for r in means.rows for c in r[1:])
+    assert all(c.text.endswith(")") and "[" in c.text for r in means.rows for c in r[1:])
     # two groups: no Kruskal–Wallis rows (the Mann–Whitney test says the same)
     assert all(r[1].text != "Kruskal–Wallis" for r in tests.rows)
-    assert "uncorrected" in tests.caption and "bonferroni" in tests.caption
+    assert "uncorrected" in tests.caption and "every Mann–Whitney U test" in tests.caption
+    # per-structure pages, linked from the overview, with their own tables
+    liver = _read(site, "subgroups--toy--liver.html")
+    assert 'href="subgroups--toy--liver.html"' in html
+    assert liver.count('class="sortable subgroup-means"') == len(data.analyses)
+    a = data.analyses["dsc"]
+    hit = a.subgroup_tests[
+        (a.subgroup_tests["structure"] == "liver") & a.subgroup_tests["significant"]
+    ]
+    assert ("svg/subgroup--toy--dsc--sex-liver" in liver) == (not hit.empty)
+    if hit.empty:
+        assert "No figure: no pair of groups differs significantly" in liver
 
 
 def test_methods_page_readable(site, data):

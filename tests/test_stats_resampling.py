@@ -287,7 +287,7 @@ def test_subgroups_bins_queries_and_correction(cohort) -> None:
         parse_group_spec(s)
         for s in ["age:0,40,60,120", "age:decades", 'older: sex == "f" and age >= 60']
     )
-    groups, tests = subgroup_analysis(values, meta, specs)
+    groups, tests = subgroup_analysis(values, meta, specs, family="model")
     b = groups[(groups["model"] == "b") & (groups["grouping"] == "age:0,40,60,120")]
     assert b["group"].tolist() == ["[0, 40)", "[40, 60)", "[60, 120)", "(unassigned)"]
     age = np.linspace(18, 95, 90)

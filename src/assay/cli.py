@@ -12,22 +12,18 @@ from typing import Annotated, Any
 
 import pandas as pd
 import typer
-from rich.console import Console
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    SpinnerColumn,
-    Task,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from rich.table import Table
-from rich.text import Text
 
+from assay._console import (
+    AnyProgress,
+    HelpGroup,
+    app_options,
+    figure_total,
+    make_console,
+    make_progress,
+    print_table,
+)
 from assay.datasets import DEFAULT_SCHEMA, LabelSchema, read_label_map_spec
 from assay.errors import AssayError, InputError
 from assay.metrics import PROFILES, get_profile
@@ -39,46 +35,64 @@ app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     help="assay: exact, fast evaluation of medical image segmentation.",
+    rich_markup_mode=None,  # plain help: option names are never cut, at any width
+    cls=HelpGroup,  # and command summaries are whole
 )
-out = Console()
-err = Console(stderr=True)
-
-
-class _RateColumn(ProgressColumn):
-    """Items (the task's ``unit`` field, default cases) per minute."""
-
-    def render(self, task: Task) -> Text:
-        speed = task.finished_speed or task.speed
-        unit = task.fields.get("unit", "cases")
-        return Text(f"-- {unit}/min" if speed is None else f"{speed * 60:.1f} {unit}/min")
+app.callback()(app_options)  # assay --version
+out = make_console()  # a terminal's console, or a wide one that never wraps (logs, CI)
+err = make_console(stderr=True)
 
 
 @contextmanager
 def _fatal_errors() -> Iterator[None]:
-    """Turn assay errors into a one-line message and exit status 2."""
+    """Turn assay errors and file-system errors into a one-line message and exit status 2.
+
+    SIGTERM stops the command like Ctrl-C (work in flight is lost, committed work kept), with
+    exit status 143 instead of 130.
+    """
+    import signal
+    import threading
+
+    from assay.errors import os_error_message
+
+    terminated: list[int] = []
+
+    def on_sigterm(signum: int, _frame: Any) -> None:
+        if not terminated:  # once: a second SIGTERM must not interrupt the cleanup
+            terminated.append(signum)
+            raise KeyboardInterrupt
+
+    previous: Any = None
+    installed = threading.current_thread() is threading.main_thread()
+    if installed:
+        previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
         yield
-    except AssayError as exc:
-        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+    except (AssayError, OSError) as exc:
+        text = os_error_message(exc) if isinstance(exc, OSError) else str(exc)
+        err.print(f"[bold red]error:[/] {escape(text)}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
+    except KeyboardInterrupt:  # a command without its own message
+        err.print("[yellow]interrupted:[/] finished work is kept; re-run to redo the rest.")
+        raise typer.Exit(143 if terminated else 130) from None
+    except typer.Exit as exc:
+        if terminated and exc.exit_code == 130:  # the command's own Ctrl-C handling
+            raise typer.Exit(143) from None
+        raise
+    finally:
+        if installed:
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
-def _progress() -> Progress:
-    return Progress(
-        SpinnerColumn(),
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        _RateColumn(),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        console=err,
-    )
+def _progress() -> AnyProgress:
+    """Live bars on a terminal; complete progress lines when stderr is a log."""
+    return make_progress(err)
 
 
-def _run_score(progress: Progress, description: str, **kwargs: Any) -> ScoreReport:
-    task = progress.add_task(escape(description), total=None)
+def _run_score(progress: AnyProgress, description: str, **kwargs: Any) -> ScoreReport:
+    # quiet: in a log the first line is "model: 0/N cases", once the cases are found (an
+    # input error before that leaves stderr its one error line)
+    task = progress.add_task(escape(description), total=None, quiet=True)
     return score(
         **kwargs,
         on_start=lambda n: progress.update(task, total=n),
@@ -132,7 +146,16 @@ def score_command(
     ] = None,
 ) -> None:
     """Score every case and structure; store one row per metric; print a summary."""
+    from assay.scoring import check_score_options
+
     with _fatal_errors():
+        # every option is checked before the database is opened or a case is read
+        check_score_options(reference=reference, predictions=predictions, model=model,
+                            dataset=dataset, workers=workers, layout=layout,
+                            prediction_layout=prediction_layout, resample=resample,
+                            scheduler=scheduler)  # fmt: skip
+        if not db.strip():
+            raise InputError("--db must be an SQLite file or an SQLAlchemy URL (got '').")
         label_schema = LabelSchema.from_file(schema) if schema else DEFAULT_SCHEMA
         prof = get_profile(profile)
         overrides = []
@@ -237,7 +260,7 @@ def _print_summary(summary: pd.DataFrame) -> None:
             _fmt(d["mean_dsc"]),
             _fmt(d["mean_nsd"]),
         )
-    out.print(table)
+    print_table(out, table)
     out.print(MEANS_NOTE, style="dim")
 
 
@@ -260,7 +283,12 @@ def export_command(
             out.print(escape(f"wrote {f}"), highlight=False)
 
 
-import_app = typer.Typer(no_args_is_help=True, help="Import published per-case results.")
+import_app = typer.Typer(
+    no_args_is_help=True,
+    help="Import published per-case results.",
+    rich_markup_mode=None,
+    cls=HelpGroup,
+)
 app.add_typer(import_app, name="import")
 
 
@@ -288,7 +316,7 @@ def import_touchstone_command(
             )
         for m in report.models:
             table.add_row(escape(m.folder), escape(m.name), str(m.n_cases), str(m.n_missing))
-        out.print(table)
+        print_table(out, table)
         out.print(
             f"{len(report.models)} models, {len(report.structures)} structures "
             f"({', '.join(report.structures)}), metadata for {report.n_metadata} cases.",
@@ -304,6 +332,17 @@ _Bootstrap = Annotated[int, typer.Option(min=100, help="Bootstrap resamples.")]
 _Seed = Annotated[int, typer.Option(help="Bootstrap seed.")]
 _CI = Annotated[str, typer.Option(help="CI method: percentile, bca.")]
 _Alpha = Annotated[float, typer.Option(help="Significance level.")]
+_WinnerRule = Annotated[
+    str,
+    typer.Option(
+        help="Ranking + co-winner test: mean (sign-flip permutation test of the mean "
+        "difference), median (permutation test of the median difference), touchstone "
+        "(one-sided Wilcoxon, the paper's rule)."
+    ),
+]
+_Permutations = Annotated[
+    int, typer.Option(min=100, help="Permutation budget of the mean/median tests (exact below).")
+]
 _Groups = Annotated[
     list[str] | None,
     typer.Option(
@@ -313,13 +352,25 @@ _Groups = Annotated[
 ]
 _MinGroupSize = Annotated[int, typer.Option(help="Smallest group analysed.")]
 _Correction = Annotated[str, typer.Option(help="Subgroup pairs: bonferroni, fdr_bh.")]
+_SubgroupFamily = Annotated[
+    str,
+    typer.Option(
+        help="Subgroup tests corrected together: all (every model, grouping and structure "
+        "of a dataset and metric) or model (within one model and grouping)."
+    ),
+]
 _WorstValue = Annotated[
     list[str] | None,
     typer.Option(help="Worst value METRIC=VALUE for missing cases and +inf, e.g. hd95=500."),
 ]
 
 
-def _check_analysis_choices(policy: str, aggregation: str, ci: str, correction: str) -> None:
+def _check_analysis_choices(
+    policy: str, aggregation: str, ci: str, correction: str, winner_rule: str = "mean"
+) -> None:
+    from assay.stats import WINNER_RULES
+
+    _choice("winner-rule", winner_rule, tuple(WINNER_RULES))
     _choice("policy", policy, ("worst", "exclude", "paper"))
     _choice("aggregation", aggregation, ("default", "touchstone"))
     _choice("ci", ci, ("percentile", "bca"))
@@ -341,9 +392,12 @@ def analyze_command(
     seed: _Seed = 0,
     ci: _CI = "percentile",
     alpha: _Alpha = 0.05,
+    winner_rule: _WinnerRule = "mean",
+    permutations: _Permutations = 10_000,
     groups: _Groups = None,
     min_group_size: _MinGroupSize = 10,
     correction: _Correction = "bonferroni",
+    subgroup_family: _SubgroupFamily = "all",
     models: Annotated[
         Path | None,
         typer.Option(help="Model cards (training data for contamination checks)."),
@@ -355,7 +409,8 @@ def analyze_command(
     from assay.stats import analyze, parse_group_spec
 
     with _fatal_errors():
-        _check_analysis_choices(policy, aggregation, ci, correction)
+        _check_analysis_choices(policy, aggregation, ci, correction, winner_rule)
+        _choice("subgroup-family", subgroup_family, ("all", "model"))
         store = ResultStore(db, create=False)
         scores = load_scores(store, dataset, profile)
         spec = dict(parse_group_spec(g) for g in groups or [])
@@ -367,6 +422,8 @@ def analyze_command(
             n_bootstrap=bootstrap, seed=seed, ci_method=ci, alpha=alpha,  # type: ignore[arg-type]
             metadata=metadata, groups=spec, min_group_size=min_group_size,
             correction=correction, training_data=training, worst_values=worst,  # type: ignore[arg-type]
+            subgroup_family=subgroup_family,  # type: ignore[arg-type]
+            winner_rule=winner_rule, n_permutations=permutations,  # type: ignore[arg-type]
         )  # fmt: skip
         files = _write_analysis(result, out_dir, store, dataset, profile)
         _print_analysis(result)
@@ -418,6 +475,7 @@ def _write_analysis(
     frames = {
         "aggregates.csv": result.aggregates,
         "pairwise.csv": result.pairwise,
+        "inversions.csv": result.inversions,
         "stability.csv": result.stability.merge(
             result.stability_tau, on=["dataset", "structure", "metric"], how="left"
         ),  # per model, with its slice's Kendall τ summary
@@ -457,29 +515,55 @@ def _write_analysis(
 
 
 def _print_analysis(result: Any) -> None:
+    from assay.report._format import mark_notes, number_format, row_marks, winner_legend
+
     agg = result.aggregates
+    params = result.params
+    notes: list[str] = []
     for (dataset, metric), part in agg[agg["structure"] == "average"].groupby(
         ["dataset", "metric"]
     ):
-        title = f"{escape(str(dataset))}: {escape(str(metric))}, average over structures"
+        fmt = number_format(agg, str(metric))
+        part = part.sort_values(["rank", "model"], na_position="last")
+        marks = row_marks(part, result.inversions)
+        title = (
+            f"{escape(str(dataset))}: {escape(str(metric))} ({fmt.unit}), average over structures"
+        )
         table = Table(title=title)
         for col in ("rank", "model", "mean", "95% CI", "n", "→worst", "dropped"):
             table.add_column(col, justify="left" if col == "model" else "right", no_wrap=True)
-        for row in part.sort_values(["rank", "model"], na_position="last").itertuples():
-            trophy = " 🏆" if not pd.isna(row.winner) and bool(row.winner) else ""
-            rank = "excl." if pd.isna(row.rank) else f"{int(row.rank)}{trophy}"
-            ci = "-" if pd.isna(row.ci_low) else f"[{row.ci_low:.3f}, {row.ci_high:.3f}]"
+        for row in part.itertuples():
+            mark = marks[str(row.model)]
+            trophy = " 🏆" if mark.winner else ""
+            rank = "excl." if pd.isna(row.rank) else f"{int(row.rank)}{mark.suffix}{trophy}"
+            ci = "-" if pd.isna(row.ci_low) else f"[{fmt(row.ci_low)}, {fmt(row.ci_high)}]"
             table.add_row(
-                rank, escape(str(row.model)), f"{row.mean:.3f}", ci, str(int(row.n)),
+                rank, escape(str(row.model)), fmt(row.mean), ci, str(int(row.n)),
                 str(int(row.n_set_worst)), str(int(row.n_dropped)),
             )  # fmt: skip
-        out.print(table)
+        print_table(out, table)
+        notes += [n for n in mark_notes(marks, params, str(metric)) if n not in notes]
+    for note in notes:
+        out.print(escape(note), highlight=False)
+    inv = result.inversions
+    inv = inv[inv["structure"] != "average"] if len(inv) else inv
+    for r in inv.head(20).itertuples(index=False):
+        out.print(
+            escape(
+                f"‡ {r.dataset} {r.structure} {r.metric}: {r.model} (rank {int(r.rank)}) is "
+                f"significantly better than {r.better_than} (rank {int(r.rank_better_than)}), "
+                f"Holm p = {r.p_holm:.3g}"
+            ),
+            highlight=False,
+        )
+    if len(inv) > 20:
+        out.print(f"‡ … and {len(inv) - 20} more (all in inversions.csv).")
     out.print(
-        f"🏆 = best mean or not significantly worse than it (one-sided Wilcoxon, Holm, "
-        f"alpha {result.params['tests']['alpha']}); CIs: paired bootstrap, "
-        f"{result.params['bootstrap']['resamples']} resamples, seed "
-        f"{result.params['bootstrap']['seed']}; policy {result.params['policy']}; "
-        "excl. = trained on this dataset (model card), not ranked.",
+        f"{winner_legend(params).replace('`', '')} CIs: paired bootstrap, "
+        f"{params['bootstrap']['resamples']} resamples, seed "
+        f"{params['bootstrap']['seed']}; policy {params['policy']} (→worst: values set to "
+        "the worst value, dropped: values left out); excl. = trained on this dataset (model "
+        "card), not ranked.",
         highlight=False,
     )
     for w in result.warnings:
@@ -501,9 +585,12 @@ def report_command(
     seed: _Seed = 0,
     ci: _CI = "percentile",
     alpha: _Alpha = 0.05,
+    winner_rule: _WinnerRule = "mean",
+    permutations: _Permutations = 10_000,
     groups: _Groups = None,
     min_group_size: _MinGroupSize = 10,
     correction: _Correction = "bonferroni",
+    subgroup_family: _SubgroupFamily = "all",
     models: Annotated[
         Path | None,
         typer.Option(help="Model cards YAML (organisation, links, training data)."),
@@ -521,7 +608,8 @@ def report_command(
     from assay.stats import parse_group_spec
 
     with _fatal_errors():
-        _check_analysis_choices(policy, aggregation, ci, correction)
+        _check_analysis_choices(policy, aggregation, ci, correction, winner_rule)
+        _choice("subgroup-family", subgroup_family, ("all", "model"))
         cards = dict(load_model_cards(models)) if models is not None else None
         dataset_cards = {c.name: c for c in map(load_dataset_card, dataset_card or [])}
         options = {
@@ -530,6 +618,8 @@ def report_command(
             "worst_values": _worst_values(worst_value or []),
             "groups": dict(parse_group_spec(g) for g in groups or []),
             "min_group_size": min_group_size, "correction": correction,
+            "subgroup_family": subgroup_family,
+            "winner_rule": winner_rule, "n_permutations": permutations,
         }  # fmt: skip
         store = ResultStore(db, create=False)
         files = _build_report(
@@ -547,23 +637,31 @@ def _build_report(
     from assay.report._collect import collect_report_data
     from assay.scoring import software_versions
 
+    analysed: list[str] = []  # the metrics whose analysis has started
+
+    def on_metric(metric: str) -> None:
+        analysed.append(metric)
+        progress.update(task, description=f"analysing {escape(metric)}")
+
     with _progress() as progress:
         task = progress.add_task("analysing", total=None, unit="metrics")
         data, metadata = collect_report_data(
-            store, datasets, software=software_versions(),
-            on_metric=lambda m: progress.update(task, description=f"analysing {m}"),
-            **kwargs,
+            store, datasets, software=software_versions(), on_metric=on_metric, **kwargs,
         )  # fmt: skip
-        progress.update(task, description="analysed", total=1, completed=1)
+        n = len(analysed)
+        progress.update(task, description="analysed", total=n, completed=n)
     for result in data.analyses.values():
         _print_analysis(result)
-    with _progress() as progress:
-        task = progress.add_task("figures", total=None, unit="figures")
-        files = build_report(
-            data, out_dir, metadata=metadata, workers=workers,
-            on_figure=lambda name: progress.update(task, advance=1, description=name),
-        )  # fmt: skip
-        progress.update(task, description="figures", total=files.n_figures)
+    drawn = [0]  # figures drawn (on_figure is called once per figure, written or not)
+
+    def on_figure(_stem: str) -> None:
+        drawn[0] += 1
+        progress.advance(figures)
+
+    with _progress() as progress:  # the total is known up front: counts and an ETA
+        figures = progress.add_task("figures", total=figure_total(data), unit="figures")
+        files = build_report(data, out_dir, metadata=metadata, workers=workers, on_figure=on_figure)
+        progress.update(figures, total=drawn[0], completed=drawn[0])
     return files
 
 
@@ -653,7 +751,7 @@ def run_command(
 class _RichStages:
     """The pipeline's progress on one rich progress bar per stage."""
 
-    def __init__(self, progress: Progress) -> None:
+    def __init__(self, progress: AnyProgress) -> None:
         self.progress = progress
         self.task: Any = None
         self.description = ""
@@ -670,10 +768,13 @@ class _RichStages:
             return
         if self.task is not None:  # close the previous stage
             done = next(t for t in self.progress.tasks if t.id == self.task)
-            n = max(int(done.completed), 1)
-            self.progress.update(self.task, total=done.total or n, completed=done.total or n)
+            # a stage without counts (hashing, reading, analysing) ends at 0/0: shown done,
+            # with no count or rate, never as "1/1"
+            n = int(done.completed) if done.total is None else int(done.total)
+            self.progress.update(self.task, total=n, completed=n)
         self.description = description
-        self.task = self.progress.add_task(escape(description), total=total)
+        unit = "figures" if description.endswith("figures") else "cases"
+        self.task = self.progress.add_task(escape(description), total=total, unit=unit)
 
     def advance(self, n: int = 1) -> None:
         if self.task is not None:
@@ -691,16 +792,19 @@ def _print_run_summary(summary: Any) -> None:
     for o in summary.outcomes:
         st = o.case_statuses
         speed = "-" if o.speed_cm3_per_s is None else f"{o.speed_cm3_per_s:.1f}"
-        if o.status != "ok":
-            table.add_row(escape(o.dataset), escape(o.model), f"[red]{o.status}[/]",
+        label = escape(o.label)  # e.g. "failed: 0 of 4 scored", "incomplete: 3 of 4 scored"
+        if o.status != "ok" and not st:
+            table.add_row(escape(o.dataset), escape(o.model), f"[red]{label}[/]",
                           str(o.n_cases), "not scored", "", "", "", speed)  # fmt: skip
             continue
+        if o.status != "ok" or label != "ok":
+            label = f"[{'red' if o.status != 'ok' else 'yellow'}]{label}[/]"
         table.add_row(
-            escape(o.dataset), escape(o.model), o.status, str(o.n_cases), str(st.get("ok", 0)),
+            escape(o.dataset), escape(o.model), label, str(o.n_cases), str(st.get("ok", 0)),
             str(st.get("partial", 0)), str(st.get("failed", 0)),
             str(st.get("missing_prediction", 0)), speed,
         )  # fmt: skip
-    out.print(table)
+    print_table(out, table)
     for o in summary.outcomes:
         if o.spot is not None and not o.spot.ok:
             out.print(f"[red]spot check:[/] {escape(o.spot.finding)}", highlight=False)
@@ -739,15 +843,17 @@ def demo_command(
     profile: Annotated[str, typer.Option(help="Metric protocol.")] = "default",
 ) -> None:
     """Generate a synthetic benchmark, score every simulated model, print the results."""
+    from assay.runs._demo import check_demo_options, finish_demo_folder, prepare_demo_folder
     from assay.synthetic import MODELS, write_benchmark
 
     with _fatal_errors():
+        check_demo_options(cases=cases, profile=profile)  # before the folder is touched
+        replacing = prepare_demo_folder(out_dir)  # never removes what the demo did not write
+        if replacing:
+            out.print(escape(replacing), highlight=False)
         out.print(f"Writing a synthetic benchmark ({cases} cases, {len(MODELS)} models) ...")
-        paths = write_benchmark(out_dir / "data", n_cases=cases, overwrite=True)
-        db_path = out_dir / "assay.db"
-        for stale in (db_path, *db_path.parent.glob(db_path.name + "-*")):  # fresh data, fresh db
-            stale.unlink(missing_ok=True)
-        store = ResultStore(db_path)
+        paths = write_benchmark(out_dir / "data", n_cases=cases)
+        store = ResultStore(out_dir / "assay.db")
         with _progress() as progress:
             reports = [
                 _run_score(
@@ -790,6 +896,8 @@ def demo_command(
         from assay.runs._demo import write_demo_config
 
         config = write_demo_config(paths, out_dir, workers=max(workers, 2))
+        store.close()  # the database complete on disk, before its files are recorded
+        finish_demo_folder(out_dir)
         out.print(
             escape(
                 f"benchmark config: {config} (the same benchmark plus a threshold model that is "
@@ -846,10 +954,10 @@ def _print_structure_matrix(summary: pd.DataFrame) -> None:
     table = Table(title="Mean Dice per structure")
     table.add_column("structure", no_wrap=True)
     for model in matrix.columns:
-        table.add_column(escape(str(model)).replace("_", "\n"), justify="right")
+        table.add_column(escape(str(model)), justify="right")  # stacked at "_" if narrow
     for structure, row in matrix.iterrows():
         table.add_row(str(structure), *("-" if pd.isna(v) else f"{v:.3f}" for v in row))
-    out.print(table)
+    print_table(out, table)
 
 
 def _print_leaderboard(summary: pd.DataFrame) -> None:
@@ -874,7 +982,7 @@ def _print_leaderboard(summary: pd.DataFrame) -> None:
             str(int(row.missing)),
             str(int(row.failed)),
         )
-    out.print(table)
+    print_table(out, table)
     out.print(MEANS_NOTE, style="dim")
 
 

@@ -4,7 +4,9 @@ Two layouts are understood:
 
 ``structures`` (A)
     ``ROOT/<case_id>/segmentations/<structure>.<ext>`` (AbdomenAtlas, TotalSegmentator) or
-    ``ROOT/<case_id>/<structure>.<ext>``; either form per case.
+    ``ROOT/<case_id>/<structure>.<ext>``; either form per case (both are read when both hold
+    structure files; an empty ``segmentations/`` folder is not a reason to ignore the files
+    next to it).
 ``labelmap`` (B)
     ``ROOT/<case_id>.<ext>``: one multi-label map per case (nnU-Net), with a label
     specification (``--labels FILE`` or a ``dataset.json`` in ROOT or its parent).
@@ -12,8 +14,9 @@ Two layouts are understood:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from assay.datasets._schema import DEFAULT_SCHEMA, LabelSchema, normalise_name, read_label_map_spec
@@ -54,10 +57,23 @@ class StructureFiles:
     files : mapping of str to pathlib.Path
         Canonical structure name -> mask file, sorted by structure. May be empty when the case
         folder holds no masks (e.g. a model that predicted nothing).
+    problems : mapping of str to str
+        Canonical structure name -> why it cannot be used (several files for it, e.g.
+        ``ivc.nii.gz`` and ``postcava.nii.gz``): scoring fails that structure with the message.
+        Only filled when discovery was given ``problems`` (otherwise it raises).
+    folder : pathlib.Path or None
+        The case folder (what a resumed run fingerprints).
+    unrecognised : tuple of pathlib.Path
+        Image files whose names are no known structure (recorded as a case problem when
+        discovery was given ``problems``), so a structure without a file can say which files
+        may have been meant for it.
     """
 
     case_id: str
     files: Mapping[str, Path]
+    problems: Mapping[str, str] = field(default_factory=dict)
+    folder: Path | None = None
+    unrecognised: tuple[Path, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -72,11 +88,16 @@ class LabelMapFile:
         The label map.
     labels : mapping of int to str
         Label value -> canonical structure name (background excluded).
+    problem : str
+        Why the case cannot be used (several label maps for it, e.g. ``s1.nii`` and
+        ``s1.nii.gz``; ``path`` is the first): scoring fails the whole case with the message.
+        Only set when discovery was given ``problems`` (otherwise it raises).
     """
 
     case_id: str
     path: Path
     labels: Mapping[int, str]
+    problem: str = ""
 
 
 CaseSource = StructureFiles | LabelMapFile
@@ -99,11 +120,21 @@ def _visible(folder: Path) -> list[Path]:
 
 
 def _scan(folder: Path) -> tuple[list[Path], list[Path]]:
-    """(visible sub-folders, visible image files) of ``folder``; other files are ignored."""
+    """(visible sub-folders, visible image files) of ``folder``; other files are ignored.
+
+    A broken link with an image suffix counts as an image file, so that reading it fails
+    with a message instead of the file silently not being there.
+    """
     entries = _visible(folder)
     dirs = [p for p in entries if p.is_dir()]
-    images = [p for p in entries if p.is_file() and image_suffix(p) is not None]
+    images = [
+        p for p in entries if (p.is_file() or _broken_link(p)) and image_suffix(p) is not None
+    ]
     return dirs, images
+
+
+def _broken_link(path: Path) -> bool:
+    return path.is_symlink() and not path.exists()
 
 
 def _stem(path: Path) -> str:
@@ -163,10 +194,12 @@ def discover_cases(
     role : str
         ``"reference"`` or ``"prediction"``; used in error messages.
     problems : dict, optional
-        When given, problems confined to one case (an unknown structure file name, two files
-        for one structure, images in a nested folder) do not raise: the case keeps its good
-        files and ``problems[case_id]`` gets the one-line message, so a run can record it and
-        go on. Problems with the folder itself still raise.
+        When given, problems confined to one case do not raise, so a run can record them and
+        go on: an unknown structure file name or images in a nested folder put a one-line
+        message in ``problems[case_id]`` (the case keeps its good files); several files for
+        one structure go to :attr:`StructureFiles.problems` (that structure fails), several
+        label maps for one case to :attr:`LabelMapFile.problem` (the case fails). Problems
+        with the folder itself still raise.
 
     Returns
     -------
@@ -181,15 +214,17 @@ def discover_cases(
     SchemaError
         A structure file or label name the schema does not know (the message names the file).
     InputError
-        Two files for the same canonical structure in a case, two label maps with the same case
-        id, an invalid ``labels`` mapping, or an unknown ``layout``.
+        Several files for the same canonical structure in a case, several label maps with the
+        same case id (without ``problems``), an invalid ``labels`` mapping, or an unknown
+        ``layout``.
 
     Notes
     -----
-    In the ``structures`` layout a case folder that has a ``segmentations/`` folder is read
-    from there and its other files (such as ``ct.nii.gz``) are ignored. Without one, masks lie
-    in the case folder itself, where image volumes named ``ct``, ``mr``, ``mri``, ``pet``,
-    ``image``, ``imaging`` or ``img`` are skipped.
+    In the ``structures`` layout masks are read from a case's ``segmentations/`` folder and
+    from the case folder itself, where image volumes named ``ct``, ``mr``, ``mri``, ``pet``,
+    ``image``, ``imaging`` or ``img`` are skipped. Next to a ``segmentations/`` folder that
+    holds masks, case-folder files not named after a structure (``combined_labels.nii.gz``)
+    are ignored; next to an empty one, the case-folder files are the masks.
     """
     root = _check_root(root, role)
     if layout is None:
@@ -198,7 +233,7 @@ def discover_cases(
         cases: dict[str, CaseSource] = dict(_discover_structures(root, schema, role, problems))
     elif layout == "labelmap":
         spec = _resolve_labels(root, labels, schema, role)
-        cases = dict(_discover_label_maps(root, spec, role))
+        cases = dict(_discover_label_maps(root, spec, role, problems))
     else:
         raise InputError(
             f"Unknown layout {layout!r} for {root} ({role}); expected one of "
@@ -212,9 +247,10 @@ def _option(role: str) -> str:
     return "--layout" if role == "reference" else "--prediction-layout"
 
 
-def _reject_nested_images(folder: Path, context: str) -> None:
-    """Raise if a visible sub-folder of ``folder`` directly holds image files."""
-    for sub in (p for p in _visible(folder) if p.is_dir()):
+def _reject_nested_images(folder: Path, context: str, *, skip: Path | None = None) -> None:
+    """Raise if a visible sub-folder of ``folder`` (other than ``skip``) directly holds image
+    files."""
+    for sub in (p for p in _visible(folder) if p.is_dir() and p != skip):
         _, images = _scan(sub)
         if images:
             raise LayoutError(
@@ -236,7 +272,16 @@ def _discover_structures(
         if problems is None:
             raise exc
         problems[_stem(image)] = str(exc)
-    if not dirs and not (images and problems is not None):
+    links = [p for p in _visible(root) if _broken_link(p) and image_suffix(p) is None]
+    for link in links:  # a case folder that is a dangling link: say so, never drop it
+        exc = LayoutError(
+            f"The case folder {link} ({role}) is a broken link (to {os.readlink(link)}); "
+            "fix or remove the link."
+        )
+        if problems is None:
+            raise exc
+        problems[link.name] = str(exc)
+    if not dirs and not ((images or links) and problems is not None):
         raise LayoutError(f"No cases found in {root} ({role}): {_EXPECTED}.")
     return {d.name: _case_structures(d, schema, role, problems) for d in dirs}
 
@@ -244,11 +289,20 @@ def _discover_structures(
 def _case_structures(
     case_dir: Path, schema: LabelSchema, role: str, problems: dict[str, str] | None = None
 ) -> StructureFiles:
-    """The structure files of one case; see ``discover_cases`` for ``problems``."""
+    """The structure files of one case; see ``discover_cases`` for ``problems``.
+
+    Masks are read from ``segmentations/`` and from the case folder itself. Next to a
+    ``segmentations/`` folder that holds masks, only files named after a structure are read
+    from the case folder (an image volume or a combined label map such as
+    ``combined_labels.nii.gz`` is not a structure); otherwise every image file there is a
+    structure file, except image volumes (``ct``, ``mr``, ...). Several files for one
+    structure (synonyms, ``.nii`` and ``.nii.gz``, a file in both folders) fail that
+    structure, naming every file.
+    """
     seg_dir = case_dir / SEGMENTATIONS_DIR
-    nested = seg_dir.is_dir()
-    folder = seg_dir if nested else case_dir
+    seg_images = _scan(seg_dir)[1] if seg_dir.is_dir() else []
     found: list[str] = []
+    where = f"case {case_dir.name!r} ({role})"
 
     def problem(exc: AssayError) -> None:
         if problems is None:
@@ -256,32 +310,56 @@ def _case_structures(
         found.append(" ".join(str(exc).split()))
 
     try:
-        _reject_nested_images(folder, f"case {case_dir.name!r} ({role})")
+        if seg_dir.is_dir():
+            _reject_nested_images(seg_dir, where)
+        if not seg_images:
+            _reject_nested_images(case_dir, where, skip=seg_dir)
     except LayoutError as exc:
         problem(exc)
-    files: dict[str, Path] = {}
-    for path in _scan(folder)[1]:
-        stem = _stem(path)
-        if not nested and normalise_name(stem) in _VOLUME_STEMS:
-            continue
+    candidates = [
+        path
+        for path in _scan(case_dir)[1]
+        if normalise_name(_stem(path)) not in _VOLUME_STEMS
+        # beside a segmentations/ folder with masks, only structure-named files are masks
+        and not (seg_images and _stem(path) not in schema)
+    ]
+    groups: dict[str, list[Path]] = {}
+    unrecognised: list[Path] = []
+    for path in (*candidates, *seg_images):
         try:
-            structure = schema.canonical(stem, where=f"file {path} ({role})")
+            structure = schema.canonical(_stem(path), where=f"file {path} ({role})")
         except SchemaError as exc:
             problem(exc)
+            unrecognised.append(path)
             continue
-        if structure in files:
-            problem(
-                InputError(
-                    f"Two files for structure {structure!r} in case {case_dir.name!r} "
-                    f"({role}): {files[structure].name} and {path.name}; keep one."
-                )
-            )
-            files.pop(structure)
+        groups.setdefault(structure, []).append(path)
+    files: dict[str, Path] = {}
+    duplicates: dict[str, str] = {}
+    for structure, paths in groups.items():
+        if len(paths) == 1:
+            files[structure] = paths[0]
             continue
-        files[structure] = path
+        names = ", ".join(str(p.relative_to(case_dir)) for p in sorted(paths))
+        message = (
+            f"{_count_word(len(paths))} files for structure {structure!r} in {where}: {names}; "
+            "keep one."
+        )
+        if problems is None:
+            raise InputError(message)
+        duplicates[structure] = message
     if found and problems is not None:
         problems[case_dir.name] = " | ".join(found)
-    return StructureFiles(case_id=case_dir.name, files=dict(sorted(files.items())))
+    return StructureFiles(
+        case_id=case_dir.name,
+        files=dict(sorted(files.items())),
+        problems=dict(sorted(duplicates.items())),
+        folder=case_dir,
+        unrecognised=tuple(unrecognised),
+    )
+
+
+def _count_word(n: int) -> str:
+    return {2: "Two", 3: "Three", 4: "Four"}.get(n, str(n))
 
 
 def _resolve_labels(
@@ -316,19 +394,36 @@ def _resolve_labels(
 
 
 def _discover_label_maps(
-    root: Path, labels: Mapping[int, str], role: str
+    root: Path, labels: Mapping[int, str], role: str, problems: dict[str, str] | None = None
 ) -> dict[str, LabelMapFile]:
-    _, images = _scan(root)
-    _reject_nested_images(root, f"{root} ({role}) with layout 'labelmap'")
-    if not images:
+    dirs, images = _scan(root)
+    if problems is None:
+        _reject_nested_images(root, f"{root} ({role}) with layout 'labelmap'")
+    else:  # a case folder where a label map belongs: that case's problem, not the run's
+        for folder in dirs:
+            inner = _scan(folder)[1]
+            if inner:
+                problems[folder.name] = (
+                    f"Unexpected image file {inner[0]} in {root} ({role}) with layout "
+                    f"'labelmap': expected label maps ROOT/<case_id>.nii.gz, found a folder "
+                    f"{folder.name}/. Use {_option(role)} structures if the cases are folders "
+                    "of per-structure masks, or move the folder out."
+                )
+    if not images and not (problems is not None and dirs and problems):
         raise LayoutError(f"No cases found in {root} ({role}): {_EXPECTED}.")
-    cases: dict[str, LabelMapFile] = {}
+    groups: dict[str, list[Path]] = {}
     for path in images:
-        case_id = _stem(path)
-        if case_id in cases:
-            raise InputError(
-                f"Two label maps for case {case_id!r} in {root} ({role}): "
-                f"{cases[case_id].path.name} and {path.name}; keep one."
+        groups.setdefault(_stem(path), []).append(path)
+    cases: dict[str, LabelMapFile] = {}
+    for case_id, paths in groups.items():
+        message = ""
+        if len(paths) > 1:
+            message = (
+                f"{_count_word(len(paths))} label maps for case {case_id!r} in {root} ({role}): "
+                f"{', '.join(p.name for p in paths)}; keep one."
             )
-        cases[case_id] = LabelMapFile(case_id=case_id, path=path, labels=labels)
+            if problems is None:
+                raise InputError(message)
+        cases[case_id] = LabelMapFile(case_id=case_id, path=paths[0], labels=labels,
+                                      problem=message)  # fmt: skip
     return cases

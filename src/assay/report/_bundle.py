@@ -33,12 +33,13 @@ from assay.report._data import ReportData
 from assay.stats import Analysis, analyze
 
 FORMAT = "assay-results"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 #: Published frames of an :class:`~assay.stats.Analysis` and the columns that identify a row.
 FRAME_KEYS: dict[str, tuple[str, ...]] = {
     "aggregates": ("dataset", "model", "structure", "metric", "contaminated"),
     "pairwise": ("dataset", "structure", "metric", "model_a", "model_b"),
+    "inversions": ("dataset", "structure", "metric", "model", "better_than"),
     "rankings": ("dataset", "structure", "metric", "model"),
     "stability": ("dataset", "structure", "metric", "model"),
     "stability_tau": ("dataset", "structure", "metric"),
@@ -60,7 +61,7 @@ FRAME_KEYS: dict[str, tuple[str, ...]] = {
 #: Options of :func:`~assay.stats.analyze` a bundle records (plus ``metrics``).
 ANALYSIS_OPTIONS = (
     "policy", "aggregation", "n_bootstrap", "seed", "ci_method", "alpha", "worst_values",
-    "groups", "min_group_size", "correction", "training_data",
+    "groups", "min_group_size", "correction", "subgroup_family", "training_data",
 )  # fmt: skip
 
 #: Relative tolerance when comparing recomputed floats (recomputation is deterministic; this
@@ -122,7 +123,7 @@ def write_bundle(
         "provenance": {
             "software": dict(data.software),
             "files": {p.name: file_sha256(p) for p in files},
-            "runs": _records(data.runs) if not data.runs.empty else [],
+            "runs": _records(_public_runs(data.runs)) if not data.runs.empty else [],
             "datasets": {k: v.as_dict() for k, v in data.datasets.items()},
             "models": {k: v.as_dict() for k, v in data.cards.items()},
             "speed": _records(data.speed),
@@ -169,6 +170,11 @@ def reanalyze(bundle_dir: str | Path, *, update: bool = False) -> Reanalysis:
     if (folder / "metadata.csv").is_file():
         metadata = pd.read_csv(folder / "metadata.csv", dtype={"case_id": str})
     kwargs = analysis_options(options)
+    legacy = results.get("format_version", 1) < 2
+    if legacy:
+        # version 1 bundles predate the named winner rules: their 🏆 used Touchstone's rule
+        kwargs.setdefault("winner_rule", "touchstone")
+        kwargs.setdefault("subgroup_family", "model")  # and subgroup tests per model
     analyses = {}
     n_checked = 0
     for metric in metrics:
@@ -179,8 +185,12 @@ def reanalyze(bundle_dir: str | Path, *, update: bool = False) -> Reanalysis:
             diffs.append(f"{metric}: not in results.json (nothing published for it)")
             continue
         for frame, keys in FRAME_KEYS.items():
+            if legacy and frame not in published:
+                continue  # a frame added after version 1
             old = pd.DataFrame(published.get(frame, []))
             new = pd.DataFrame(_records(getattr(fresh, frame)))
+            if legacy and len(old):
+                new = new.loc[:, [c for c in new.columns if c in old.columns]]
             found, checked = _compare(old, new, keys, f"{metric} {frame}")
             diffs += found
             n_checked += checked
@@ -325,6 +335,24 @@ def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     return [
         {str(k): _jsonable(v) for k, v in rec.items()} for rec in frame.to_dict(orient="records")
     ]
+
+
+#: Manifest entries kept out of the bundle: per-case input fingerprints (a resume cache of
+#: ``assay score``, tens of bytes per case, not provenance a reader needs).
+_PRIVATE_MANIFEST_KEYS = ("case_inputs",)
+
+
+def _public_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """``runs`` with the manifests' :data:`_PRIVATE_MANIFEST_KEYS` left out."""
+    if "manifest" not in runs.columns:
+        return runs
+
+    def strip(m: Any) -> Any:
+        if not isinstance(m, Mapping):
+            return m
+        return {k: v for k, v in m.items() if k not in _PRIVATE_MANIFEST_KEYS}
+
+    return runs.assign(manifest=runs["manifest"].map(strip))
 
 
 def _jsonable(v: Any) -> Any:

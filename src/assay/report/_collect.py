@@ -42,7 +42,9 @@ def load_scores(store: ResultStore, datasets: Sequence[str], profile: str | None
     for name in datasets:
         part = store.scores(dataset=name, profile=profile)
         if part.empty:
-            raise InputError(f"No scores for dataset {name!r} in {store.url}; check --dataset.")
+            raise InputError(
+                f"No scores for dataset {name!r} in {store.location}; check --dataset."
+            )
         parts.append(part)
     scores = pd.concat(parts, ignore_index=True)
     runs = scores.groupby(["dataset", "model"])["run_id"].nunique()

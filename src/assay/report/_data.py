@@ -76,6 +76,23 @@ class ReportData:
         out[["n_missing", "n_values"]] = out[["n_missing", "n_values"]].fillna(0).astype(int)
         return out[columns]
 
+    def missing_counts(self, metric: str, dataset: str, structure: str) -> dict[str, int]:
+        """model -> cases without a usable prediction on (dataset, structure, metric).
+
+        For the ``average`` structure: distinct cases with a missing or failed row in any
+        structure (:meth:`missing_cases`). For a structure: the missing or failed values of
+        cases whose reference contains it (``n_missing + n_failed`` of the analysis'
+        policy counts; a case without the structure is not applicable, not missing).
+        """
+        if structure == "average":
+            m = self.missing_cases()
+            m = m[(m["dataset"] == dataset) & (m["metric"] == metric) & (m["n_missing"] > 0)]
+            return {str(r.model): int(r.n_missing) for r in m.itertuples()}
+        ch = self.analyses[metric].changes
+        ch = ch[(ch["dataset"] == dataset) & (ch["structure"] == structure)]
+        k = ch["n_missing"].astype(int) + ch["n_failed"].astype(int)
+        return {str(m): int(v) for m, v in zip(ch["model"], k, strict=True) if v > 0}
+
     def model_order(self, metric: str, dataset: str, structure: str = "average") -> list[str]:
         """Models by rank on (dataset, structure) for ``metric`` (unranked last), then name."""
         agg = self.analyses[metric].aggregates

@@ -2,16 +2,16 @@
 
 Every figure has a pure data-preparation companion that returns exactly what gets drawn
 (:func:`heatmap_cells`, :func:`case_points`, :func:`blob_points`, :func:`robustness_ranks`,
-:func:`subgroup_points` and :func:`subgroup_marks`, :func:`speed_bars`), so tests check data,
-not pixels. Figures are built on :class:`~matplotlib.figure.Figure` directly (never pyplot: no
-global state, safe under any backend) with the colour-blind-safe Okabe–Ito palette and the
-viridis colour map. Models are placed in the given ``order`` (rank order); models of ``order``
-absent from a frame are skipped. Markers that tests count carry the gid ``"significant"``.
+:func:`speed_bars`; the subgroup figures are in :mod:`assay.report._subgroup_figures`), so
+tests check data, not pixels. Figures are built on :class:`~matplotlib.figure.Figure`
+directly (never pyplot: no global state, safe under any backend) with the colour-blind-safe
+Okabe–Ito palette and the viridis colour map. Models are placed in the given ``order`` (rank
+order); models of ``order`` absent from a frame are skipped. Markers that tests count carry
+the gid ``"significant"``.
 """
 
 from __future__ import annotations
 
-import re
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,7 +35,6 @@ __all__ = [
     "case_distribution",
     "case_points",
     "heatmap_cells",
-    "pretty_grouping",
     "rank_blobs",
     "ranking_robustness",
     "robustness_ranks",
@@ -43,10 +42,6 @@ __all__ = [
     "significance_heatmap",
     "speed_bars",
     "speed_plot",
-    "subgroup_marks",
-    "subgroup_plot",
-    "subgroup_points",
-    "subgroup_styles",
     "tau_summary",
     "tau_violin",
 ]
@@ -64,13 +59,6 @@ RASTERIZE_ABOVE = 2_000  # rasterize the points layer above this many points
 SVG_RASTER_DPI = 120  # resolution of rasterized layers in SVGs (screen: ~96 dpi); keeps them small
 MAX_BLOB_AREA = 600.0  # marker area (pt²) of a blob with frequency 1
 P_FLOOR = 1e-4  # lower end of the p-value colour scale
-#: Pseudo-model of the subgroup frames (per-case mean over the models) and its axis label.
-AVERAGE_MODEL = "average"
-AVERAGE_LABEL = "all models"
-#: Groups of a subgrouping that are never real groups (always skipped by the analysis).
-SPECIAL_GROUPS = frozenset({"(unassigned)", "(no metadata)"})
-_BIN_LABEL = re.compile(r"^[\[(].*,.*[\])]$")  # "[30, 40)": an ordered bin
-_CORRECTIONS = {"bonferroni": "Bonferroni", "fdr_bh": "Benjamini–Hochberg", "holm": "Holm"}
 #: Ranking schemes (label, column of the ``rankings`` frame), DESIGN.md §4.
 SCHEMES = (
     ("aggregate-then-rank", "rank_by_mean"),
@@ -249,7 +237,12 @@ def significance_heatmap(
         p[index[c.row], index[c.col]] = c.p_holm
     fig, ax = _new_figure(_model_span(n) + 1.6, _model_span(n) + 0.5)
     metric = _metric_of(pairwise)
-    ax.set_title(title or f"One-sided Wilcoxon, Holm-adjusted p ({metric or 'metric'})")
+    test = (
+        str(pairwise["test"].iloc[0])
+        if "test" in pairwise.columns and len(pairwise)
+        else "one-sided Wilcoxon signed-rank"
+    )
+    ax.set_title(title or f"Holm-adjusted p, one-sided paired test ({metric or 'metric'})")
     if n == 0:
         _no_data(ax, "no models")
         return fig
@@ -302,8 +295,8 @@ def significance_heatmap(
     bar.ax.minorticks_off()
     bar.ax.axhline(alpha, color="black", linewidth=1.5)
     note = (
-        "Cell: one-sided Wilcoxon signed-rank test “row model better than column model”, "
-        f"Holm-adjusted p (● p < {alpha:g})."
+        f"Cell: one-sided {test.removeprefix('one-sided ')} “row model better than column "
+        f"model”, Holm-adjusted p (● p < {alpha:g})."
     )
     if len(untested):
         note += " Hatched: not tested."
@@ -405,7 +398,12 @@ def case_distribution(
                 color=VERMILLION,
                 linewidths=1.0,
                 zorder=4,
-                label=f"set by policy (n = {len(imputed):,}; ×k per model on top)",
+                label=(
+                    "average with a value set by policy"
+                    if "structure" in values.columns and (values["structure"] == "average").all()
+                    else "set by policy"
+                )
+                + f" (n = {len(imputed):,}; ×k per model on top)",
                 gid="imputed",
             ).set_rasterized(rasterize)
             top = blended_transform_factory(ax.transData, ax.transAxes)
@@ -687,225 +685,6 @@ def ranking_robustness(rankings: pd.DataFrame, order: Sequence[str], *, title: s
     ax.set_title(title or f"Ranking robustness across schemes ({metric or 'metric'})")
     ax.grid(axis="x", color="0.92")
     ax.set_axisbelow(True)
-    return fig
-
-
-# ---------------------------------------------------------------------------- subgroups
-
-
-def _subgroup_models(order: Sequence[str], *present: pd.Series) -> list[str]:
-    """Models of ``order`` in ``present`` with the pseudo-model ``"average"`` moved last."""
-    models = _models(order, *present)
-    return [m for m in models if m != AVERAGE_MODEL] + [m for m in models if m == AVERAGE_MODEL]
-
-
-def pretty_grouping(grouping: str) -> str:
-    """Readable name of a grouping: ``"age:decades"`` → ``"age (decades)"``, ``"sex"`` as is."""
-    name, _, spec = str(grouping).partition(":")
-    return f"{name.strip()} ({spec.strip()})" if spec.strip() else name.strip()
-
-
-def subgroup_styles(subgroups: pd.DataFrame) -> pd.DataFrame:
-    """Colour, marker and legend label of every group of one grouping.
-
-    The styles depend only on the full ordered list of groups in ``subgroups`` (order of
-    appearance, i.e. bin order, skipped groups included), never on which groups a figure
-    draws, so a group looks the same in every figure of its grouping. Real group ``j`` of
-    ``g`` gets ``MARKERS[j mod 12]`` and, when the groups are ordered bins (labels like
-    ``"[30, 40)"``) or more than six, viridis sampled at ``0.85 · j / (g − 1)`` (the yellow end
-    is left out: invisible on white); otherwise the j-th Okabe–Ito colour (yellow left out).
-    The special groups ``(unassigned)`` and ``(no metadata)`` (never drawn) are grey. ``n`` is
-    the largest n over the models (0 when none) and ``label`` is ``"<group> n=<n>"``.
-
-    Returns
-    -------
-    DataFrame with columns group, color (hex), marker, n, label.
-    """
-    columns = ["group", "color", "marker", "n", "label"]
-    if subgroups.empty:
-        return pd.DataFrame(columns=columns)
-    groups = list(dict.fromkeys(subgroups["group"].astype(object)))
-    real = [g for g in groups if g not in SPECIAL_GROUPS]
-    ordered = len(real) > 6 or (bool(real) and all(_BIN_LABEL.match(str(g)) for g in real))
-    if ordered:
-        shades = np.linspace(0.0, 0.85, len(real)) if len(real) > 1 else [0.0]
-        palette = [mpl.colors.to_hex(mpl.colormaps["viridis"](t)) for t in shades]
-    else:
-        palette = [OKABE_ITO[j] for j in range(len(real))]  # at most 6: never the yellow
-    n_max = subgroups.groupby("group", sort=False)["n"].max()
-    rows = []
-    for g in groups:
-        n = int(np.nan_to_num(n_max.get(g, 0)))
-        if g in SPECIAL_GROUPS:
-            rows.append((g, "#808080", "x", n, f"{g} n={n}"))
-        else:
-            j = real.index(g)
-            rows.append((g, palette[j], MARKERS[j % len(MARKERS)], n, f"{g} n={n}"))
-    return pd.DataFrame(rows, columns=columns).astype({"group": object})
-
-
-def subgroup_points(
-    subgroups: pd.DataFrame, subgroup_tests: pd.DataFrame, order: Sequence[str]
-) -> pd.DataFrame:
-    """Mean per (model, group) of one (dataset, structure, metric, grouping), dodged.
-
-    Skipped groups (too small) are left out. Models follow ``order`` except the pseudo-model
-    ``"average"`` (mean over the models), which comes last. Groups keep their order of
-    appearance in ``subgroups`` (skipped ones included); group ``j`` of ``g`` sits at
-    ``x = position + (j - (g - 1)/2) · w`` with ``w = 0.6 / g``. ``subgroup_tests`` is only
-    checked to be one slice; its significant pairs are :func:`subgroup_marks`.
-
-    Returns
-    -------
-    DataFrame with columns model, group, x, mean, n.
-    """
-    keys = ("dataset", "structure", "metric", "grouping")
-    _one_slice(subgroups, keys, "subgroup_points")
-    _one_slice(subgroup_tests, keys, "subgroup_points")
-    columns = ["model", "group", "x", "mean", "n"]
-    if subgroups.empty:
-        return pd.DataFrame(columns=columns)
-    models = _subgroup_models(order, subgroups["model"])
-    position = {m: i for i, m in enumerate(models)}
-    groups = list(dict.fromkeys(subgroups["group"].astype(object)))
-    width = 0.6 / len(groups)
-    offset = {g: (j - (len(groups) - 1) / 2) * width for j, g in enumerate(groups)}
-    kept = subgroups[~subgroups["skipped"].eq(True) & subgroups["model"].isin(position)]
-    points = kept.loc[:, ["model", "group", "mean", "n"]].astype({"model": object, "group": object})
-    points["x"] = points["model"].map(position) + points["group"].map(offset)
-    points = points.sort_values("x", kind="stable")
-    return points.loc[:, columns].reset_index(drop=True)
-
-
-def subgroup_marks(subgroup_tests: pd.DataFrame, order: Sequence[str]) -> pd.DataFrame:
-    """Significant pairwise Mann–Whitney tests to mark, one row per marker.
-
-    Rows of ``subgroup_tests`` with ``test == "mannwhitneyu"`` and ``significant`` True for a
-    model of ``order``, in model order with ``"average"`` last (the omnibus Kruskal–Wallis
-    rows are not marked).
-
-    Returns
-    -------
-    DataFrame with columns model, group_a, group_b, p_adj.
-    """
-    columns = ["model", "group_a", "group_b", "p_adj"]
-    if subgroup_tests.empty:
-        return pd.DataFrame(columns=columns)
-    models = _subgroup_models(order, subgroup_tests["model"])
-    keep = (
-        subgroup_tests["test"].eq("mannwhitneyu")
-        & subgroup_tests["significant"].eq(True)
-        & subgroup_tests["model"].isin(models)
-    )
-    marks = subgroup_tests.loc[keep, columns].astype(
-        {"model": object, "group_a": object, "group_b": object}
-    )
-    marks = marks.assign(_pos=marks["model"].map({m: i for i, m in enumerate(models)}))
-    return marks.sort_values("_pos", kind="stable").loc[:, columns].reset_index(drop=True)
-
-
-def _correction_names(subgroup_tests: pd.DataFrame) -> str:
-    """Readable multiple-testing correction(s) of the Mann–Whitney rows, e.g. "Bonferroni"."""
-    if "correction" not in subgroup_tests.columns:
-        return "adjusted"
-    rows = subgroup_tests[subgroup_tests["test"].eq("mannwhitneyu")]
-    names = dict.fromkeys(str(c) for c in rows["correction"].dropna() if str(c) != "none")
-    return "/".join(_CORRECTIONS.get(c, c) for c in names) or "adjusted"
-
-
-def subgroup_plot(
-    subgroups: pd.DataFrame,
-    subgroup_tests: pd.DataFrame,
-    order: Sequence[str],
-    *,
-    title: str = "",
-    alpha: float = 0.05,
-) -> Figure:
-    """Mean per group for each model (dodged markers), significant pairs bracketed with "*".
-
-    Group colours and markers come from :func:`subgroup_styles` (fixed per group of the
-    grouping), legend labels carry the group size. The pseudo-model ``"average"`` is labelled
-    "all models" and set apart, last, by a dashed divider. Each significant Mann–Whitney pair
-    of :func:`subgroup_marks` gets a bracket over its two group markers and a "*" Text (gid
-    ``"significant"``); brackets of one model stack upwards. A caption explains the marks
-    (``alpha`` is the level the analysis used). The grouping name is shown readably
-    (:func:`pretty_grouping`), also where it occurs as "by <grouping>" in ``title``. An empty
-    slice gives a figure with a "no subgroup data" note.
-    """
-    points = subgroup_points(subgroups, subgroup_tests, order)
-    marks = subgroup_marks(subgroup_tests, order)
-    styles = subgroup_styles(subgroups).set_index("group")
-    models = list(dict.fromkeys(points["model"]))
-    fig, ax = _new_figure(_model_span(len(models)) + 1.9, 4.6)
-    grouping = str(subgroups["grouping"].iloc[0]) if len(subgroups) else ""
-    pretty = pretty_grouping(grouping) if grouping else ""
-    metric = _metric_of(subgroups)
-    if title and grouping:
-        title = title.replace(f"by {grouping}", f"by {pretty}")
-    ax.set_title(title or f"Subgroups by {pretty or 'group'} ({metric or 'metric'})")
-    ax.set_ylabel(f"mean {_metric_label(metric)}")
-    if points.empty:
-        _no_data(ax, "no subgroup data")
-        return fig
-    by_model = points.groupby("model", sort=False)
-    for _, part in by_model:
-        ax.plot(part["x"], part["mean"], color="0.75", linewidth=1, zorder=2)
-    for group in dict.fromkeys(points["group"]):
-        part = points[points["group"] == group]
-        style = styles.loc[group]
-        ax.scatter(
-            part["x"],
-            part["mean"],
-            label=style["label"],
-            zorder=3,
-            s=30,
-            color=style["color"],
-            marker=style["marker"],
-            edgecolors="white" if style["marker"] not in ("x", "+") else None,
-            linewidths=0.4,
-            gid=f"group:{group}",
-        )
-    span = float(np.ptp(points["mean"])) or max(abs(float(points["mean"].iloc[0])), 1.0) * 0.1
-    step = 0.16 * span
-    top = by_model["mean"].max()
-    x_of = {(p.model, p.group): p.x for p in points.itertuples(index=False)}
-    stacked: dict[str, int] = {}
-    for mark in marks.itertuples(index=False):
-        xs = [x_of.get((mark.model, mark.group_a)), x_of.get((mark.model, mark.group_b))]
-        if None in xs or mark.model not in top.index:
-            continue  # a group of the pair was skipped: nothing to bracket
-        level = stacked[mark.model] = stacked.get(mark.model, 0) + 1
-        y = top[mark.model] + level * step
-        ax.plot(
-            [xs[0], xs[0], xs[1], xs[1]],
-            [y - step / 4, y, y, y - step / 4],
-            color="black",
-            linewidth=0.8,
-        )
-        ax.text(sum(xs) / 2, y, "*", ha="center", va="bottom", fontsize=11, gid=SIGNIFICANT)
-    ax.margins(y=0.15)
-    _model_xaxis(ax, [AVERAGE_LABEL if m == AVERAGE_MODEL else m for m in models])
-    if AVERAGE_MODEL in models and len(models) > 1:
-        ax.axvline(len(models) - 1.5, color="0.45", linestyle="--", linewidth=1, gid="divider")
-        ax.get_xticklabels()[-1].set_fontweight("bold")
-    ax.legend(
-        title=pretty or None,
-        loc="upper left",
-        bbox_to_anchor=(1.01, 1),
-        frameon=False,
-        fontsize="small",
-    )
-    ax.grid(axis="y", color="0.92")
-    ax.set_axisbelow(True)
-    note = ["Lines join one model's group means; groups too small for a model are not drawn."]
-    if AVERAGE_MODEL in models:
-        note.append(f'"{AVERAGE_LABEL}": per-case mean over the models.')
-    if len(subgroup_tests) and subgroup_tests["test"].eq("mannwhitneyu").any():
-        note.append(
-            f"* pairwise Mann–Whitney U, {_correction_names(subgroup_tests)} within model, "
-            f"p_adj < {alpha:g}."
-        )
-    _caption(fig, " ".join(note))
     return fig
 
 

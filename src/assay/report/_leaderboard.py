@@ -7,39 +7,35 @@ every co-winner), model, organisation, mean with its 95 % CI, and paper and code
 
 from __future__ import annotations
 
-import math
-
-import numpy as np
 import pandas as pd
 
 from assay.report._data import ReportData
+from assay.report._format import DOUBLE_DAGGER as DOUBLE
+from assay.report._format import (
+    NumberFormat,
+    better_than_text,
+    mark_notes,
+    metric_label,
+    number_format,
+    row_marks,
+    winner_legend,
+)
+from assay.report._tables import subgroup_gaps_markdown
 from assay.stats import AVERAGE
 
-#: Metrics reported in percent, one decimal (Touchstone's convention); others in their unit.
-PERCENT_METRICS = ("dsc", "nsd")
+__all__ = ["TOP", "leaderboard_markdown", "metric_label"]
 
 TOP = 5
-
-
-def metric_label(metric: str) -> str:
-    """Column label of a metric, e.g. ``DSC (%)``, ``HD95 (mm)``."""
-    unit = "%" if _is_percent(metric) else "mm"
-    return f"{metric.upper()} ({unit})"
-
-
-def format_value(value: float, metric: str) -> str:
-    """``0.9123`` -> ``91.2`` for Dice/NSD (percent, one decimal), ``12.345`` -> ``12.35`` else."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    return f"{100 * value:.1f}" if _is_percent(metric) else f"{value:.2f}"
 
 
 def leaderboard_markdown(data: ReportData) -> str:
     """Render the leaderboards of every dataset and metric in ``data`` as Markdown.
 
     Rows are ordered by rank (aggregate-then-rank, ties share the minimum rank); 🏆 marks
-    the best mean and every model not significantly worse (one-sided Wilcoxon, Holm); a model
-    trained on the dataset (model card) is listed as ``excl.`` and not ranked.
+    the co-winners of the analysis' winner rule (stated under every table), † a co-winner
+    ranked below a non-winner, ‡ a model significantly better than one ranked above it; a
+    model trained on the dataset (model card) is listed as ``excl.`` and not ranked. Values
+    use one :class:`~assay.report._format.NumberFormat` per metric, as the site does.
     """
     lines = [f"# {data.title}", ""]
     lines += _preamble(data)
@@ -55,14 +51,23 @@ def leaderboard_markdown(data: ReportData) -> str:
             if agg.empty:
                 continue
             lines += [f"### {metric.upper()}", ""]
+            fmt = number_format(analysis.aggregates, metric)
+            params = analysis.params
+            inv = analysis.inversions
             missing = _missing(data, dataset, metric)
-            lines += _table(data, agg[agg["structure"] == AVERAGE], metric, missing, top=None)
+            lines += _table(
+                data, agg[agg["structure"] == AVERAGE], fmt, params, inv,
+                data.missing_counts(metric, dataset, AVERAGE), top=None,
+            )  # fmt: skip
             lines += _missing_note(missing)
+            lines += [winner_legend(params), ""]
+            lines += subgroup_gaps_markdown(data, metric, dataset)
             structures = sorted(set(agg["structure"]) - {AVERAGE})
             for structure in structures:
-                lines += [f"<details>\n<summary>{structure}</summary>", ""]
                 part = agg[agg["structure"] == structure]
-                lines += _table(data, part, metric, missing, top=TOP)
+                lines += [f"<details>\n<summary>{_summary(structure, part)}</summary>", ""]
+                counts = data.missing_counts(metric, dataset, structure)
+                lines += _table(data, part, fmt, params, inv, counts, top=TOP)
                 lines += ["</details>", ""]
     for metric, analysis in data.analyses.items():
         if not analysis.consensus.empty:
@@ -71,10 +76,6 @@ def leaderboard_markdown(data: ReportData) -> str:
     if warns:
         lines += ["## Warnings", "", *(f"- {w}" for w in warns), ""]
     return "\n".join(lines).rstrip() + "\n"
-
-
-def _is_percent(metric: str) -> bool:
-    return metric in PERCENT_METRICS or metric.startswith("nsd")
 
 
 def _is_true(value: object) -> bool:
@@ -104,44 +105,58 @@ def _missing_note(missing: dict[str, tuple[int, int]]) -> list[str]:
     return [f"⚠ no usable prediction (missing or failed) for {'; '.join(parts)}.", ""]
 
 
+def _summary(structure: str, part: pd.DataFrame) -> str:
+    """``aorta - NexToU & UCTransNet 🏆`` (Touchstone's summary lines): the co-winners."""
+    won = part[part["winner"].map(_is_true) & ~part["contaminated"].map(_is_true)]
+    won = won.sort_values(["rank", "model"])
+    names = [str(m) for m in won["model"]]
+    if not names:
+        return structure
+    shown = " & ".join(names[:4]) + (f" & {len(names) - 4} more" if len(names) > 4 else "")
+    return f"{structure} - {_cell(shown)} 🏆"
+
+
 def _table(
     data: ReportData,
     part: pd.DataFrame,
-    metric: str,
-    missing: dict[str, tuple[int, int]],
+    fmt: NumberFormat,
+    params: dict[str, object],
+    inversions: pd.DataFrame,
+    missing: dict[str, int],
     *,
     top: int | None,
 ) -> list[str]:
     part = part.sort_values(["rank", "model"], na_position="last")
-    winner = part["winner"].map(_is_true).to_numpy(dtype=bool)
+    marks = row_marks(part, inversions)
     ranks = part["rank"].to_numpy(dtype=float)
-    # a co-winner ranked below a model that is not one: the test and the means disagree
-    below = winner & (ranks > np.min(np.where(winner, np.inf, ranks), initial=np.inf))
-    position = np.arange(len(part))
+    winner = part["model"].map(lambda m: marks[str(m)].winner).to_numpy(dtype=bool)
+    position = list(range(len(part)))
     if top is not None:
         keep = (ranks <= top) | winner
-        part, winner, below, position = part[keep], winner[keep], below[keep], position[keep]
-    head = f"{metric_label(metric)} mean ± SD [95 % CI]"
+        keep |= part["model"].map(lambda m: bool(marks[str(m)].better_than)).to_numpy(bool)
+        part = part[keep]
+        position = [p for p, k in zip(position, keep, strict=True) if k]
+    head = f"{metric_label(fmt.metric)} mean ± SD [95 % CI]"
     lines = [
         f"| rank | model | organisation | {head} | paper | code |",
         "|:-----|:------|:-------------|:------------------:|:-----:|:----:|",
     ]
     previous = -1
-    for row, won, late, at in zip(part.itertuples(), winner, below, position, strict=True):
-        card = data.cards.get(str(row.model))
+    for row, at in zip(part.itertuples(), position, strict=True):
+        model = str(row.model)
+        mark = marks[model]
+        card = data.cards.get(model)
         if at > previous + 1:  # rows left out above this one
             lines.append("| … | | | | | |")
         previous = at
         if _is_true(row.contaminated) or pd.isna(row.rank):
             rank = "excl."
         else:
-            rank = ("🏆 " if won else "") + str(int(row.rank)) + ("†" if late else "")
-        ci = (
-            ""
-            if pd.isna(row.ci_low)
-            else f" [{format_value(row.ci_low, metric)}, {format_value(row.ci_high, metric)}]"
-        )
-        name = _cell(row.model) + (" ⚠" if str(row.model) in missing else "")
+            rank = ("🏆 " if mark.winner else "") + str(int(row.rank)) + mark.suffix
+        ci = "" if pd.isna(row.ci_low) else f" [{fmt(row.ci_low)}, {fmt(row.ci_high)}]"
+        name = _cell(model) + (f" ⚠ {missing[model]}" if missing.get(model) else "")
+        if mark.better_than:
+            name += f" ({DOUBLE}{_cell(better_than_text(mark))})"
         lines.append(
             "| "
             + " | ".join(
@@ -149,7 +164,7 @@ def _table(
                     rank,
                     name,
                     _cell(card.organisation if card and card.organisation else "–"),
-                    f"{format_value(row.mean, metric)} ± {format_value(row.sd, metric)}{ci}",
+                    f"{fmt(row.mean, '–')} ± {fmt(row.sd, '–')}{ci}",
                     _link(card.paper if card else None, "paper"),
                     _link(card.code if card else None, "code"),
                 ]
@@ -157,13 +172,8 @@ def _table(
             + " |"
         )
     lines.append("")
-    if below.any():
-        lines += [
-            "† co-winner ranked below a model that is not: not significantly worse than the "
-            "best by the one-sided Wilcoxon test (paired per-case differences), although its "
-            "mean is lower.",
-            "",
-        ]
+    notes = mark_notes({str(m): marks[str(m)] for m in part["model"]}, params, fmt.metric)
+    lines += [*notes, *([""] if notes else [])]
     return lines
 
 
@@ -188,18 +198,19 @@ def _preamble(data: ReportData) -> list[str]:
     if first is None:
         return ["No analysis.", ""]
     boot = first.params["bootstrap"]
-    tests = first.params["tests"]
     average = {
         "default": "the mean over cases of each case's mean over the structures it has",
         "touchstone": "the mean of the structure means (± the mean of the structure SDs), "
         "as Touchstone publishes it",
     }[first.params["aggregation"]]
     return [
-        "🏆 marks the best mean and every model not significantly worse than it "
-        f"(one-sided Wilcoxon signed-rank, Holm-adjusted per structure, α = {tests['alpha']}). "
+        f"{winner_legend(first.params)} † marks a co-winner ranked below a model that is not "
+        "one, ‡ a model significantly better than a model ranked above it. "
         f"95 % CIs: paired case bootstrap ({boot['method']}, {boot['resamples']} resamples, "
         f"seed {boot['seed']}). Missing or failed predictions: policy "
-        f"`{first.params['policy']}`; ⚠ marks models with missing cases. The overall table is "
+        f"`{first.params['policy']}`; ⚠ k marks a model with k cases without a usable "
+        "prediction (set to the worst value under `worst`, left out under `exclude`/`paper`, "
+        "so means differ from a summary over the scored cases only). The overall table is "
         f"the average over structures: {average}. Lower is better for distances (mm); higher "
         "for DSC and NSD (%). `excl.`: trained on this dataset (model card), not ranked. "
         "Every number can be recomputed from `bundle/` with `assay reanalyze`.",

@@ -34,8 +34,9 @@ FigureKey = tuple[str, str, str, str]
 
 #: Figure kinds and the meaning of the key's ``part``: the structure for ``heatmap``,
 #: ``cases`` and ``blobs``; ``"average"`` for ``robustness``; ``""`` for ``tau``; the grouping
-#: for ``subgroup`` (structure ``average``; ``"grouping:structure"`` for the structures when
-#: the subgroup analysis has no ``average`` rows); ``speed`` has metric ``""`` and part ``""``.
+#: for ``subgroup`` with structure ``average``, ``"grouping:structure"`` for another structure
+#: (see :func:`_subgroup_parts`: drawn only where a test is significant); ``speed`` has metric
+#: ``""`` and part ``""``.
 FIGURE_KINDS = ("heatmap", "cases", "blobs", "robustness", "tau", "subgroup", "speed")
 
 _METRIC_NAMES = {
@@ -163,14 +164,7 @@ def _figure_jobs(data: ReportData) -> list[tuple[FigureKey, Callable[[], Any]]]:
                 jobs.append(
                     (("tau", dataset, metric, ""), partial(figs.tau_violin, ts, title=title))
                 )
-            for grouping, structure, part in _subgroup_parts(a.subgroups, dataset):
-                where = {"dataset": dataset, "structure": structure, "grouping": grouping}
-                sg, tests = _slice(a.subgroups, **where), _slice(a.subgroup_tests, **where)
-                sg, tests = all_models(sg), all_models(tests)
-                sub_order = [*order, *sorted(set(map(str, sg["model"])) - set(order))]
-                title = f"{dataset} · {structure} · {metric_name(metric)} by {grouping}"
-                draw = partial(figs.subgroup_plot, sg, tests, sub_order, title=title)
-                jobs.append((("subgroup", dataset, metric, part), draw))
+            jobs += _subgroup_jobs(data, metric, dataset)
     for dataset in sorted({str(d) for d in data.speed.get("dataset", [])}):
         sp = _slice(data.speed, dataset=dataset)
         draw = partial(figs.speed_plot, sp, title=f"Inference speed — {dataset}")
@@ -178,16 +172,79 @@ def _figure_jobs(data: ReportData) -> list[tuple[FigureKey, Callable[[], Any]]]:
     return jobs
 
 
-def _subgroup_parts(subgroups: pd.DataFrame, dataset: str) -> list[tuple[str, str, str]]:
-    """(grouping, structure, key part) of the subgroup figures of one dataset."""
+def _subgroup_jobs(
+    data: ReportData, metric: str, dataset: str
+) -> list[tuple[FigureKey, Callable[[], Any]]]:
+    """The subgroup figures of one (dataset, metric): see :func:`_subgroup_parts`."""
+    from assay.report import _subgroup_figures as sfigs
+
+    a = data.analyses[metric]
+    alpha = pairwise_alpha(a.params)
+    sub = a.params.get("subgroups") if isinstance(a.params, Mapping) else None
+    if isinstance(sub, Mapping) and sub.get("alpha") is not None:
+        alpha = float(sub["alpha"])
+    extra = {} if alpha is None else {"alpha": alpha}
+    ci_label = subgroup_ci_label(a.params)
+    members = _slice(a.subgroup_cases, dataset=dataset)
+    order = data.model_order(metric, dataset)
+    jobs: list[tuple[FigureKey, Callable[[], Any]]] = []
+    for grouping, structure, part in _subgroup_parts(a.subgroups, a.subgroup_tests, dataset):
+        where = {"dataset": dataset, "structure": structure, "grouping": grouping}
+        sg, tests = _slice(a.subgroups, **where), _slice(a.subgroup_tests, **where)
+        sub_order = [*order, *sorted(set(map(str, sg["model"])) - set(order))]
+        vals = _slice(a.values, dataset=dataset, structure=structure)
+        cases = _slice(members, grouping=grouping)
+        title = f"{dataset} · {structure} · {metric_name(metric)} by {grouping}"
+        draw = partial(
+            sfigs.subgroup_plot, sg, tests, sub_order, values=vals, cases=cases, title=title,
+            ci_label=ci_label, **extra,
+        )  # fmt: skip
+        jobs.append((("subgroup", dataset, metric, part), draw))
+    return jobs
+
+
+def subgroup_ci_label(params: Any) -> str:
+    """How the group-mean CIs were computed, e.g. ``"percentile bootstrap, B = 2,000, seed 0"``."""
+    boot = params.get("bootstrap") if isinstance(params, Mapping) else None
+    if not isinstance(boot, Mapping):
+        return ""
+    method, b, seed = boot.get("method"), boot.get("resamples"), boot.get("seed")
+    parts = [f"{method} bootstrap" if method else "bootstrap"]
+    if b is not None:
+        parts.append(f"B = {int(b):,}")
+    if seed is not None:
+        parts.append(f"seed {seed}")
+    return ", ".join(parts)
+
+
+def subgroup_significant_structures(tests: pd.DataFrame, dataset: str, grouping: str) -> list[str]:
+    """Structures of (dataset, grouping) with a significant Mann–Whitney pair (any model)."""
+    t = _slice(tests, dataset=dataset, grouping=grouping)
+    if t.empty:
+        return []
+    hit = t[t["test"].eq("mannwhitneyu") & t["significant"].eq(True)]
+    return _structures(hit)
+
+
+def _subgroup_parts(
+    subgroups: pd.DataFrame, tests: pd.DataFrame, dataset: str
+) -> list[tuple[str, str, str]]:
+    """(grouping, structure, key part) of the subgroup figures of one dataset.
+
+    One figure per grouping for the ``average`` structure (key part = the grouping) and one
+    per other structure where some Mann–Whitney pair is significant after correction (key
+    part ``"grouping:structure"``); without ``average`` rows, every structure is drawn. The
+    tables of the site cover every structure either way.
+    """
     part = _slice(subgroups, dataset=dataset)
     out = []
     for grouping in sorted({str(g) for g in part.get("grouping", [])}):
         structures = _structures(_slice(part, grouping=grouping))
         if AVERAGE in structures:
             out.append((grouping, AVERAGE, grouping))
-        else:
-            out += [(grouping, s, f"{grouping}:{s}") for s in structures]
+            significant = set(subgroup_significant_structures(tests, dataset, grouping))
+            structures = [s for s in structures if s != AVERAGE and s in significant]
+        out += [(grouping, s, f"{grouping}:{s}") for s in structures]
     return out
 
 

@@ -14,8 +14,9 @@ relative, so the folder opens from ``file://``.
 Pages: ``index.html`` (warnings, leaderboards of the ``average`` structure per dataset and
 metric, a model × structure matrix of means, consensus when several datasets), one page per
 (dataset, structure) named ``<dataset>--<structure>.html``, ``stability.html``,
-``subgroups.html`` (the ``average`` structure only; per-structure subgroup results are in the
-results bundle), ``speed.html`` (only when inference speed is known) and ``methods.html``.
+``subgroups.html`` (the summary of significant group differences and the ``average``
+structure) with one ``subgroups--<dataset>--<structure>.html`` per other structure,
+``speed.html`` (only when inference speed is known) and ``methods.html``.
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ TROPHY = Markup(
 #: One-sentence reading hints of the figure kinds.
 HINTS = {
     "heatmap": "Cell (row, column): colour = Holm-adjusted p that the row model is better than "
-    "the column model (one-sided Wilcoxon on paired cases); ● marks a significant cell.",
+    "the column model (the winner rule's one-sided paired test); ● marks a significant cell.",
     "cases": "Each dot is one case's value of a model; the box spans the quartiles with the "
     "median as its line.",
     "blobs": "Blob area = how often the model took that rank over the bootstrap resamples; "
@@ -79,8 +80,9 @@ HINTS = {
     "rank-then-aggregate and test-then-rank; spread-out markers mean the schemes disagree.",
     "tau": "Each violin is the distribution of Kendall τ between the full-data ranking and the "
     "bootstrap rankings of one structure; near 1 means a stable ranking.",
-    "subgroup": "Each marker is a model's mean in one group (all models: every model's cases "
-    "together); * marks a significant Mann–Whitney difference between two groups.",
+    "subgroup": "One panel per model (all models: per-case mean over the models): a box and "
+    "the cases of each group, the diamond and bar its mean and 95 % CI; a bracket with stars "
+    "marks two groups whose Mann–Whitney test is significant after the stated correction.",
     "speed": "Bar length = image volume processed per second of inference (longer is faster).",
 }
 
@@ -240,8 +242,9 @@ def write_site(
     -------
     list of Path
         The pages written (``index.html``, the structure pages, ``stability.html``,
-        ``subgroups.html``, ``speed.html`` when speed is known, ``methods.html``), then the
-        copied assets. Without speed data a stale ``speed.html`` is removed.
+        ``subgroups.html`` and the per-structure subgroup pages, ``speed.html`` when speed is
+        known, ``methods.html``), then the copied assets. Without speed data a stale
+        ``speed.html`` is removed.
     """
     from assay import __version__
 
@@ -266,7 +269,8 @@ def write_site(
             blocks = _structure_blocks(data, figs, dataset, structure)
             render("structure.html", name, dataset=dataset, structure=structure, blocks=blocks)
     render("stability.html", "stability.html", blocks=_stability_blocks(data, figs))
-    render("subgroups.html", "subgroups.html", blocks=_subgroup_blocks(data, figs))
+    for name, context in _subgroup_pages(data, figs):
+        render("subgroups.html", name, **context)
     if has_speed:
         render("speed.html", "speed.html", blocks=_speed_blocks(data, figs))
     else:
@@ -305,7 +309,8 @@ def _index_context(data: ReportData) -> dict[str, Any]:
         )
     consensus = [(m, t) for m in data.analyses if (t := tables.consensus(data, m)) is not None]
     warnings = [(m, str(w)) for m, a in data.analyses.items() for w in a.warnings]
-    return {"sections": sections, "consensus": consensus, "warnings": warnings}
+    rules = [(m, tables.rule_sentence(a.params)) for m, a in data.analyses.items()]
+    return {"sections": sections, "consensus": consensus, "warnings": warnings, "rules": rules}
 
 
 def _structure_blocks(
@@ -357,33 +362,95 @@ def _stability_blocks(data: ReportData, figs: _Figures) -> list[dict[str, Any]]:
     return blocks
 
 
-def _subgroup_blocks(data: ReportData, figs: _Figures) -> list[dict[str, Any]]:
-    """One block per (dataset, metric, grouping): the ``average`` structure only."""
+def subgroup_page_name(dataset: str, structure: str) -> str:
+    """File name of the subgroup page of one (dataset, structure); ``subgroups.html`` holds
+    the ``average`` structure and the summary."""
+    if structure == AVERAGE:
+        return "subgroups.html"
+    return f"subgroups--{page_name(dataset, structure)}"
+
+
+def _subgroup_structures(data: ReportData) -> list[tuple[str, str]]:
+    """(dataset, structure) of every subgroup page other than ``subgroups.html``."""
+    found: dict[str, set[str]] = {}
+    for a in data.analyses.values():
+        if a.subgroups.empty:
+            continue
+        for dataset, structure in a.subgroups[["dataset", "structure"]].drop_duplicates().values:
+            found.setdefault(str(dataset), set()).add(str(structure))
+    return [(d, s) for d in sorted(found) for s in sorted(found[d] - {AVERAGE})]
+
+
+def _subgroup_blocks(
+    data: ReportData, figs: _Figures, structure: str = AVERAGE, dataset: str | None = None
+) -> list[dict[str, Any]]:
+    """One block per (dataset, metric, grouping) of one structure: its figure (where drawn,
+    see :func:`assay.report._render._subgroup_parts`), means with CIs, significant tests."""
     blocks = []
-    for dataset in data.dataset_names:
+    for ds in data.dataset_names if dataset is None else [dataset]:
         for metric, a in data.analyses.items():
-            parts = _subgroup_parts(a.subgroups, dataset)
-            for grouping in sorted({g for g, _, _ in parts}):
-                structure = tables.subgroup_structure(a.subgroups, dataset, grouping) or AVERAGE
-                means, sig = tables.subgroup_tables(data, metric, dataset, grouping)
-                label = f"{dataset} · {structure} · {metric_name(metric)} by {grouping}"
-                shown = [
-                    (("subgroup", dataset, metric, part), label)
-                    for g, s, part in parts
-                    if g == grouping and s == structure
-                ]
+            part = _slice(a.subgroups, dataset=ds, structure=structure)
+            if part.empty:
+                continue
+            drawn = {
+                (g, s): key for g, s, key in _subgroup_parts(a.subgroups, a.subgroup_tests, ds)
+            }
+            for grouping in sorted({str(g) for g in part["grouping"]}):
+                means, sig = tables.subgroup_tables(data, metric, ds, grouping, structure)
+                label = f"{ds} · {structure} · {metric_name(metric)} by {grouping}"
+                key = drawn.get((grouping, structure))
+                shown = [] if key is None else [(("subgroup", ds, metric, key), label)]
                 blocks.append(
                     {
-                        "dataset": dataset,
+                        "dataset": ds,
                         "metric": metric,
                         "grouping": grouping,
                         "structure": structure,
                         "means": means,
                         "significant": sig,
                         "figures": figs.many(shown),
+                        "drawn": key is not None,
                     }
                 )
     return blocks
+
+
+def _subgroup_pages(data: ReportData, figs: _Figures) -> list[tuple[str, dict[str, Any]]]:
+    """(file name, template context) of ``subgroups.html`` and of every per-structure page."""
+    gaps = {
+        (d, m): tables.subgroup_gaps(data, m, d)["structure"]
+        for d in data.dataset_names
+        for m in data.analyses
+    }
+    links: dict[str, list[dict[str, Any]]] = {}
+    for dataset, structure in _subgroup_structures(data):
+        n = sum(int((g == structure).sum()) for (d, _), g in gaps.items() if d == dataset)
+        links.setdefault(dataset, []).append(
+            {"structure": structure, "href": subgroup_page_name(dataset, structure), "n": n}
+        )
+    common = {
+        "methods": [(m, tables.subgroup_method(data, m)) for m in data.analyses],
+        "links": sorted(links.items()),
+    }
+    summary = [
+        {"dataset": d, "metric": m, "table": tables.subgroup_summary(data, m, d)}
+        for d in data.dataset_names
+        for m, a in data.analyses.items()
+        if not _slice(a.subgroups, dataset=d).empty
+    ]
+    pages = [
+        (
+            "subgroups.html",
+            {**common, "page_structure": AVERAGE, "page_dataset": "", "summary": summary,
+             "blocks": _subgroup_blocks(data, figs)},
+        )
+    ]  # fmt: skip
+    for dataset, structure in _subgroup_structures(data):
+        blocks = _subgroup_blocks(data, figs, structure, dataset)
+        context = {**common, "page_structure": structure, "page_dataset": dataset,
+                   "summary": [], "blocks": blocks}  # fmt: skip
+        pages.append((subgroup_page_name(dataset, structure), context))
+    return pages
 
 
 def _speed_blocks(data: ReportData, figs: _Figures) -> list[dict[str, Any]]:

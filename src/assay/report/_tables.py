@@ -16,20 +16,23 @@ from typing import Any
 import pandas as pd
 
 from assay.report._data import ReportData
-from assay.report._render import ALL_MODELS, _slice, _structures, all_models
-from assay.stats import AVERAGE, higher_is_better_for
+from assay.report._format import (
+    NumberFormat,
+    RowMarks,
+    better_than_text,
+    is_percent,
+    mark_notes,
+    number_format,
+    row_marks,
+    winner_legend,
+)
+from assay.report._render import ALL_MODELS, _slice, _structures, all_models, pairwise_alpha
+from assay.stats import AVERAGE, rule_description
 from assay.stats._policy import CHANGE_COLUMNS as POLICY_CHANGE_COLUMNS
 
 #: Columns of the missing-value policy counts (``Analysis.changes``), in display order.
 CHANGE_COLUMNS = (*POLICY_CHANGE_COLUMNS, "n_contaminated")
 
-
-#: Footnote of a table where a co-winner is listed below a model that is not one.
-TROPHY_NOTE = (
-    "🏆 below a non-winner: not significantly worse than the best by the one-sided Wilcoxon "
-    "test, although its mean is lower (the test compares paired per-case differences, not "
-    "means)"
-)
 
 #: Ranking schemes as the robustness figure names them: (label, ``rankings`` column, tooltip).
 SCHEMES = (
@@ -60,12 +63,15 @@ def _isnan(value: Any) -> bool:
         return False
 
 
-def _digits(metric: str) -> int:
-    """3 decimals for overlap scores (Dice, NSD), 2 for distances (lower is better)."""
-    return 3 if higher_is_better_for(metric) else 2
+def _digits(metric: str, aggregates: pd.DataFrame | None = None) -> NumberFormat:
+    """The metric's one format (:func:`~assay.report._format.number_format`): percent for
+    Dice and NSD, mm for distances, decimals enough to tell ranked models apart."""
+    return number_format(pd.DataFrame() if aggregates is None else aggregates, metric)
 
 
-def _num(value: Any, digits: int) -> str:
+def _num(value: Any, digits: int | NumberFormat) -> str:
+    if isinstance(digits, NumberFormat):
+        return digits(value)
     return "—" if _isnan(value) else f"{float(value):.{digits}f}"
 
 
@@ -143,7 +149,7 @@ def _n(v: Any) -> Cell:
     return Cell(_count(v), _key(v))
 
 
-def _v(v: Any, digits: int) -> Cell:
+def _v(v: Any, digits: int | NumberFormat) -> Cell:
     return Cell(_num(v, digits), _key(v))
 
 
@@ -179,14 +185,8 @@ def average_label(params: Any) -> tuple[str, str]:
 def missing_cases(
     data: ReportData, metric: str, dataset: str, structure: str = AVERAGE
 ) -> dict[str, int]:
-    """model -> distinct cases with a ``missing_prediction`` or ``failed`` score row.
-
-    Counted in ``data.scores`` for ``dataset`` and ``metric``; for a structure other than
-    ``average`` only its rows count, for ``average`` any structure's.
-    """
-    m = data.missing_cases(None if structure == AVERAGE else structure)
-    m = m[(m["dataset"] == dataset) & (m["metric"] == metric) & (m["n_missing"] > 0)]
-    return {str(r.model): int(r.n_missing) for r in m.itertuples()}
+    """model -> cases without a usable prediction (:meth:`ReportData.missing_counts`)."""
+    return data.missing_counts(metric, dataset, structure)
 
 
 def case_coverage(data: ReportData, dataset: str) -> tuple[int, int]:
@@ -207,19 +207,25 @@ def case_coverage(data: ReportData, dataset: str) -> tuple[int, int]:
     return len(evaluated), len(total | evaluated)
 
 
-def _trophy_notes(frame: pd.DataFrame) -> list[str]:
-    """:data:`TROPHY_NOTE` when, in the row order of ``frame``, a winner follows a ranked
-    model that is not one (contaminated rows are ignored)."""
-    seen_loser = False
-    for row in frame.to_dict("records"):
-        if _true(row.get("contaminated")):
-            continue
-        if _true(row.get("winner")):
-            if seen_loser:
-                return [TROPHY_NOTE]
-        elif not _isnan(row.get("rank")):
-            seen_loser = True
-    return []
+def _legend(params: Any) -> str:
+    """The winner rule that made the 🏆, without Markdown backticks."""
+    return winner_legend(params).replace("`", "")
+
+
+def rule_sentence(params: Any) -> str:
+    """``rule mean: best mean, and every model ...`` for the site's lead paragraph."""
+    rule = str(params.get("winner_rule", "mean"))
+    alpha = params.get("tests", {}).get("alpha", 0.05)
+    return f"rule {rule}: {rule_description(rule)}, α = {alpha}"
+
+
+def _rank_tip(params: Any) -> str:
+    by = params.get("ranked_by", "mean") if isinstance(params, Mapping) else "mean"
+    return (
+        f"aggregate-then-rank by the {by}; 🏆 co-winner (rule "
+        f"{params.get('winner_rule', 'mean')}); † co-winner below a non-winner; ‡ "
+        "significantly better than a model ranked above it"
+    )
 
 
 def _ci_scale(frame: pd.DataFrame) -> tuple[float, float]:
@@ -235,7 +241,9 @@ def _ci_scale(frame: pd.DataFrame) -> tuple[float, float]:
     return lo - pad, hi + pad
 
 
-def _ci_cell(row: Mapping[str, Any], digits: int, scale: tuple[float, float]) -> Cell:
+def _ci_cell(
+    row: Mapping[str, Any], digits: int | NumberFormat, scale: tuple[float, float]
+) -> Cell:
     low, high, mean = row.get("ci_low"), row.get("ci_high"), row.get("mean")
     if _isnan(low) or _isnan(high):
         return Cell("—", "", kind="ci")
@@ -251,11 +259,21 @@ def _ci_cell(row: Mapping[str, Any], digits: int, scale: tuple[float, float]) ->
     return Cell(f"{_num(low, digits)} – {_num(high, digits)}", _key(low), kind="ci", bar=bar)
 
 
-def _rank_cell(row: Mapping[str, Any]) -> Cell:
+def _rank_cell(row: Mapping[str, Any], marks: Mapping[str, RowMarks]) -> Cell:
+    """Rank with 🏆 (co-winner), † and ‡ (see :mod:`assay.report._format`)."""
     if _true(row.get("contaminated")):
         return Cell("excl.", "", kind="rank", cls="excl")
+    mark = marks.get(str(row["model"]), RowMarks())
+    title = better_than_text(mark)
+    if mark.dagger:
+        title = "; ".join(t for t in ("co-winner ranked below a non-winner", title) if t)
     return Cell(
-        _rank(row.get("rank")), _key(row.get("rank")), kind="rank", win=_true(row["winner"])
+        _rank(row.get("rank")) + mark.suffix,
+        _key(row.get("rank")),
+        kind="rank",
+        win=_true(row["winner"]),
+        cls="inversion" if mark.better_than else "",
+        title=title,
     )
 
 
@@ -286,15 +304,16 @@ def leaderboard(data: ReportData, metric: str, dataset: str) -> Table:
     agg = _slice(a.aggregates, dataset=dataset, structure=AVERAGE)
     agg = _ordered(agg, data.model_order(metric, dataset))
     missing = missing_cases(data, metric, dataset)
-    d = _digits(metric)
+    d = _digits(metric, a.aggregates)
     scale = _ci_scale(agg)
+    marks = row_marks(agg, a.inversions)
     rows = []
     for row in agg.to_dict("records"):
         model = str(row["model"])
         card = data.cards.get(model)
         rows.append(
             [
-                _rank_cell(row),
+                _rank_cell(row, marks),
                 Cell(model, cls="model"),
                 Cell((card.organisation if card is not None else None) or "—"),
                 _v(row["mean"], d),
@@ -307,7 +326,7 @@ def leaderboard(data: ReportData, metric: str, dataset: str) -> Table:
             ]
         )
     columns = [
-        ("Rank", True, "trophy: best mean or not significantly worse (one-sided Wilcoxon, Holm)"),
+        ("Rank", True, _rank_tip(a.params)),
         ("Model", False, ""),
         ("Organisation", False, ""),
         ("Mean", True, ""),
@@ -319,7 +338,8 @@ def leaderboard(data: ReportData, metric: str, dataset: str) -> Table:
         ("Links", False, ""),
     ]
     caption = f"Mean, CI, median and ranks: {average_label(a.params)[1]}"
-    return Table(columns, rows, cls="leaderboard", caption=caption, notes=_trophy_notes(agg))
+    notes = [_legend(a.params), *mark_notes(marks, a.params, metric)]
+    return Table(columns, rows, cls="leaderboard", caption=caption, notes=notes)
 
 
 def matrix(data: ReportData, metric: str, dataset: str) -> Table:
@@ -327,7 +347,7 @@ def matrix(data: ReportData, metric: str, dataset: str) -> Table:
     a = data.analyses[metric]
     agg = _slice(a.aggregates, dataset=dataset)
     structures = _structures(agg)
-    d = _digits(metric)
+    d = _digits(metric, a.aggregates)
     rows = []
     for model in data.model_order(metric, dataset):
         cells = [Cell(model, cls="model")]
@@ -382,11 +402,12 @@ def structure_table(data: ReportData, metric: str, dataset: str, structure: str)
     agg = _slice(a.aggregates, dataset=dataset, structure=structure)
     agg = _ordered(agg, data.model_order(metric, dataset, structure))
     missing = missing_cases(data, metric, dataset, structure)
-    d = _digits(metric)
+    d = _digits(metric, a.aggregates)
     scale = _ci_scale(agg)
+    marks = row_marks(agg, a.inversions)
     rows = [
         [
-            _rank_cell(row),
+            _rank_cell(row, marks),
             Cell(str(row["model"]), cls="model"),
             _v(row["mean"], d),
             _ci_cell(row, d, scale),
@@ -399,7 +420,7 @@ def structure_table(data: ReportData, metric: str, dataset: str, structure: str)
         for row in agg.to_dict("records")
     ]
     columns = [
-        ("Rank", True, "aggregate-then-rank (by mean); trophy: co-winner"),
+        ("Rank", True, _rank_tip(a.params)),
         ("Model", False, ""),
         ("Mean", True, ""),
         ("95% CI", True, "percentile bootstrap over cases"),
@@ -409,7 +430,7 @@ def structure_table(data: ReportData, metric: str, dataset: str, structure: str)
         ("values set worst", True, SET_WORST_TIP),
         ("missing cases", True, MISSING_CASES_TIP),
     ]
-    notes = _trophy_notes(agg)
+    notes = [_legend(a.params), *mark_notes(marks, a.params, metric)]
     if structure == AVERAGE:
         notes.insert(0, average_label(a.params)[1])
     return Table(columns, rows, cls="results", notes=notes)
@@ -456,6 +477,7 @@ def pairwise_table(data: ReportData, metric: str, dataset: str, structure: str) 
             Cell(str(r["model_a"])),
             Cell(str(r["model_b"])),
             _n(r["n_paired"]),
+            _v(r.get("mean_difference"), d),
             _v(r["median_difference"], d),
             Cell(_p(r["p_value"]), _key(r["p_value"])),
             Cell(_p(r["p_holm"]), _key(r["p_holm"])),
@@ -466,8 +488,9 @@ def pairwise_table(data: ReportData, metric: str, dataset: str, structure: str) 
         ("Better", False, "model_a"),
         ("than", False, "model_b"),
         ("Pairs", True, "paired cases"),
-        ("Median difference", True, ""),
-        ("p", True, "one-sided Wilcoxon signed-rank"),
+        ("Mean difference", True, "mean of a − b over the paired cases"),
+        ("Median difference", True, "median of a − b over the paired cases"),
+        ("p", True, str(data.analyses[metric].params.get("tests", {}).get("test", ""))),
         ("p (Holm)", True, ""),
     ]
     return Table(columns, rows, cls="pairs")
@@ -506,7 +529,7 @@ def stability_tables(data: ReportData, metric: str, dataset: str) -> tuple[Table
     ]
     st = _slice(a.stability, dataset=dataset, structure=AVERAGE)
     st = _ordered(st, data.model_order(metric, dataset))
-    d = _digits(metric)
+    d = _digits(metric, a.aggregates)
     st_rows = [
         [
             _v(r["rank"], 0),
@@ -534,24 +557,149 @@ def stability_tables(data: ReportData, metric: str, dataset: str) -> tuple[Table
 # --------------------------------------------------------------------------- subgroups
 
 
-def subgroup_structure(subgroups: pd.DataFrame, dataset: str, grouping: str) -> str | None:
-    """The structure the site shows subgroups of: ``average`` (else the first one, if any)."""
-    structures = _structures(_slice(subgroups, dataset=dataset, grouping=grouping))
-    return structures[0] if structures else None
+def _subgroup_format(metric: str) -> NumberFormat:
+    """Group means: Touchstone's one decimal in percent (Dice, NSD), two decimals in mm."""
+    return NumberFormat(metric, 1 if is_percent(metric) else 2)
+
+
+def _subgroup_params(params: Any) -> Mapping[str, Any]:
+    sub = params.get("subgroups") if isinstance(params, Mapping) else None
+    return sub if isinstance(sub, Mapping) else {}
+
+
+def subgroup_method(data: ReportData, metric: str) -> str:
+    """How the subgroup tests of ``metric`` were run and corrected, as one or two sentences."""
+    a = data.analyses[metric]
+    sub = _subgroup_params(a.params)
+    family = sub.get("family_description")
+    if not family:  # an analysis that predates correction families: state what is known
+        correction = sub.get("correction") or "correction not recorded"
+        family = f"{correction}, within each model"
+    alpha = sub.get("alpha", pairwise_alpha(a.params))
+    level = f", α = {alpha:g}" if isinstance(alpha, (int, float)) else ""
+    ci = sub.get("ci")
+    text = (
+        f"Kruskal–Wallis across groups and two-sided Mann–Whitney U per pair of groups; p "
+        f"corrected by {family}{level}."
+    )
+    return f"{text} Group means with 95 % CIs: {ci}." if ci else text
+
+
+def subgroup_gaps(data: ReportData, metric: str, dataset: str) -> pd.DataFrame:
+    """Which model shows a significant gap between groups, on which grouping and structure.
+
+    One row per (grouping, structure, model) — model ``all models`` for the pseudo-model —
+    with at least one Mann–Whitney pair significant after the analysis' correction: the pair
+    with the smallest corrected p (group_a, group_b, their means, p, p_adj), how many pairs are
+    significant, and the size of the correction family. Rows by grouping, structure
+    (``average`` first), then model in rank order (``all models`` last).
+    """
+    columns = ["grouping", "structure", "model", "group_a", "group_b", "mean_a", "mean_b",
+               "p", "p_adj", "n_significant", "n_pairs", "family_size"]  # fmt: skip
+    a = data.analyses[metric]
+    tests = all_models(_slice(a.subgroup_tests, dataset=dataset, test="mannwhitneyu"))
+    if tests.empty:
+        return pd.DataFrame(columns=columns)
+    tests = tests.assign(significant=tests["significant"].map(_true))
+    n_pairs = tests.groupby(["grouping", "structure", "model"]).size().rename("n_pairs")
+    hit = tests[tests["significant"]]
+    if hit.empty:
+        return pd.DataFrame(columns=columns)
+    counts = hit.groupby(["grouping", "structure", "model"]).size().rename("n_significant")
+    best = hit.sort_values("p_adj", kind="stable").drop_duplicates(
+        ["grouping", "structure", "model"]
+    )
+    if "family_size" not in best.columns:
+        best = best.assign(family_size=float("nan"))
+    best = best.join(counts, on=["grouping", "structure", "model"]).join(
+        n_pairs, on=["grouping", "structure", "model"]
+    )
+    order = [*data.model_order(metric, dataset), ALL_MODELS]
+    rank = {m: i for i, m in enumerate(order)}
+    structures = {s: i for i, s in enumerate(_structures(best))}
+    best = best.assign(
+        _s=best["structure"].map(structures),
+        _m=best["model"].map(lambda m: rank.get(str(m), len(rank))),
+    ).sort_values(["grouping", "_s", "_m", "model"], kind="stable")
+    return best.loc[:, columns].reset_index(drop=True)
+
+
+def subgroup_summary(data: ReportData, metric: str, dataset: str) -> Table:
+    """Table of :func:`subgroup_gaps`: the significant group differences, one row each."""
+    a = data.analyses[metric]
+    d = _subgroup_format(metric)
+    gaps = subgroup_gaps(data, metric, dataset)
+    rows = [
+        [
+            Cell(str(r["grouping"])),
+            Cell(str(r["structure"])),
+            Cell(str(r["model"]), cls="model all" if r["model"] == ALL_MODELS else "model"),
+            Cell(f"{r['group_a']} vs {r['group_b']}"),
+            _v(r["mean_a"], d),
+            _v(r["mean_b"], d),
+            Cell(_p(r["p_adj"]), _key(r["p_adj"]), title=f"uncorrected p {_p(r['p'])}"),
+            Cell(f"{_count(r['n_significant'])} of {_count(r['n_pairs'])}", _key(r["n_pairs"])),
+        ]
+        for r in gaps.to_dict("records")
+    ]
+    unit = f" ({d.unit})" if isinstance(d, NumberFormat) else ""
+    columns = [
+        ("Grouping", False, ""),
+        ("Structure", False, ""),
+        ("Model", False, f"{ALL_MODELS}: per-case mean over the models"),
+        ("Pair", False, "the significant pair with the smallest corrected p"),
+        (f"Mean A{unit}", True, "mean of the first group of the pair"),
+        (f"Mean B{unit}", True, "mean of the second group of the pair"),
+        ("p corrected", True, "Mann–Whitney U, corrected over the family stated above"),
+        ("Pairs significant", True, "significant pairs of groups of this model"),
+    ]
+    sub = _subgroup_params(a.params)
+    tests = _slice(a.subgroup_tests, dataset=dataset, test="mannwhitneyu")
+    size = tests["family_size"].max() if "family_size" in tests.columns and len(tests) else None
+    if sub.get("family") == "all" and size is not None and not _isnan(size):
+        family = f"over all {int(size):,} Mann–Whitney tests of this dataset and metric"
+    else:
+        family = "within each model and grouping"
+    caption = (
+        f"p corrected {family} ({sub.get('correction', 'correction not recorded')}). One row "
+        "per model, grouping and structure with a significant difference between two groups: "
+        "the pair with the smallest corrected p."
+    )
+    return Table(columns, rows, cls="subgroup-gaps", caption=caption)
+
+
+def subgroup_gaps_markdown(data: ReportData, metric: str, dataset: str) -> list[str]:
+    """Markdown lines of :func:`subgroup_gaps` for ``leaderboard.md`` (empty without groups)."""
+    a = data.analyses[metric]
+    if _slice(a.subgroups, dataset=dataset).empty:
+        return []
+    d = _subgroup_format(metric)
+    gaps = subgroup_gaps(data, metric, dataset)
+    lines = [f"Subgroup gaps: {subgroup_method(data, metric)}", ""]
+    if gaps.empty:
+        return [*lines, "No model shows a significant difference between groups.", ""]
+    lines += [
+        "| Grouping | Structure | Model | Pair | Mean A | Mean B | p corrected |",
+        "|---|---|---|---|---:|---:|---:|",
+    ]
+    for r in gaps.to_dict("records"):
+        cells = [r["grouping"], r["structure"], r["model"], f"{r['group_a']} vs {r['group_b']}",
+                 _num(r["mean_a"], d), _num(r["mean_b"], d), _p(r["p_adj"])]  # fmt: skip
+        lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
+    return [*lines, ""]
 
 
 def subgroup_tables(
-    data: ReportData, metric: str, dataset: str, grouping: str
+    data: ReportData, metric: str, dataset: str, grouping: str, structure: str = AVERAGE
 ) -> tuple[Table, Table]:
-    """Wide means table (rows = models, columns = groups, cells "mean (n)") and the
-    significant between-group tests, both of the ``average`` structure only.
+    """Wide means table (rows = models, columns = groups, cells "mean [95 % CI] (n)") and the
+    significant between-group tests of one (dataset, metric, grouping, structure).
 
     Kruskal–Wallis rows are left out for a model whose grouping has two tested groups (one
     Mann–Whitney pair): with two groups they carry the same information.
     """
     a = data.analyses[metric]
-    d = _digits(metric)
-    structure = subgroup_structure(a.subgroups, dataset, grouping) or AVERAGE
+    d = _subgroup_format(metric)
     where = {"dataset": dataset, "grouping": grouping, "structure": structure}
     sg = all_models(_slice(a.subgroups, **where))
     groups = list(dict.fromkeys(map(str, sg["group"]))) if not sg.empty else []
@@ -567,15 +715,21 @@ def subgroup_tables(
             if r is None:
                 cells.append(Cell("—", ""))
                 continue
-            text = f"{_num(r['mean'], d)} ({_count(r['n'])})"
+            ci = ""
+            if not _isnan(r.get("ci_low")) and not _isnan(r.get("ci_high")):
+                ci = f" [{_num(r['ci_low'], d)}, {_num(r['ci_high'], d)}]"
+            text = f"{_num(r['mean'], d)}{ci} ({_count(r['n'])})"
             cell = Cell(text, _key(r["mean"]))
             if _true(r.get("skipped")):
                 cell.cls, cell.title = "excl", f"not tested: {_text(r.get('reason'))}"
                 cell.text += " †"
             cells.append(cell)
         means.append(cells)
-    means_cols = [("Model", False, f"{ALL_MODELS}: every model's cases together")]
-    means_cols += [(g, True, f"mean ({grouping} = {g}), n cases in brackets") for g in groups]
+    unit = f", {d.unit}" if isinstance(d, NumberFormat) else ""
+    means_cols = [("Model", False, f"{ALL_MODELS}: per-case mean over the models")]
+    means_cols += [
+        (g, True, f"mean{unit} ({grouping} = {g}) [95 % CI], n cases in brackets") for g in groups
+    ]
     skipped = any(_true(v) for v in sg.get("skipped", []))
     means_notes = ["†: group too small, not tested."] if skipped else []
     tests = all_models(_slice(a.subgroup_tests, **where))
@@ -584,19 +738,23 @@ def subgroup_tables(
         two_groups = {str(m) for m, k in pairs.items() if k == 1}
         drop = (tests["test"] == "kruskal") & tests["model"].astype(str).isin(two_groups)
         tests = tests.loc[~drop & tests["significant"].map(_true)]
-    sig = [
-        [
-            Cell(str(r["model"]), cls="model"),
-            Cell("Kruskal–Wallis" if r["test"] == "kruskal" else "Mann–Whitney U"),
-            Cell(_text(r["group_a"]) if r["test"] != "kruskal" else "all groups"),
-            Cell(_text(r["group_b"])),
-            _n(r["n_a"]),
-            _n(r["n_b"]) if r["test"] != "kruskal" else Cell("—", ""),
-            Cell(_p(r["p"]), _key(r["p"])),
-            Cell(_p(r["p_adj"]), _key(r["p_adj"])),
-        ]
-        for r in tests.to_dict("records")
-    ]
+    sig = []
+    for r in tests.to_dict("records"):
+        kw = r["test"] == "kruskal"
+        sig.append(
+            [
+                Cell(str(r["model"]), cls="model"),
+                Cell("Kruskal–Wallis" if kw else "Mann–Whitney U"),
+                Cell("all groups" if kw else _text(r["group_a"])),
+                Cell(_text(r["group_b"])),
+                _n(r["n_a"]),
+                Cell("—", "") if kw else _n(r["n_b"]),
+                Cell("—", "") if kw else _v(r.get("mean_a"), d),
+                Cell("—", "") if kw else _v(r.get("mean_b"), d),
+                Cell(_p(r["p"]), _key(r["p"])),
+                Cell(_p(r["p_adj"]), _key(r["p_adj"])),
+            ]
+        )
     sig_cols = [
         ("Model", False, ""),
         ("Test", False, ""),
@@ -604,16 +762,14 @@ def subgroup_tables(
         ("Group B", False, ""),
         ("n A", True, "cases"),
         ("n B", True, "cases"),
+        (f"mean A{unit}", True, ""),
+        (f"mean B{unit}", True, ""),
         ("p", True, "uncorrected"),
-        ("p corrected", True, "Mann–Whitney: corrected within model"),
+        ("p corrected", True, "corrected over the family stated in the caption"),
     ]
-    sub = a.params.get("subgroups") if isinstance(a.params, Mapping) else None
-    correction = sub.get("correction") if isinstance(sub, Mapping) else None
-    how = str(correction) if correction else "correction not recorded"
     caption = (
-        "Kruskal–Wallis p are uncorrected (shown only for groupings of more than two groups); "
-        f"Mann–Whitney U p are corrected within each model ({how}) over its pairs of groups. "
-        "Significant tests only."
+        f"{subgroup_method(data, metric)} p: uncorrected; p corrected: as stated. Kruskal–Wallis "
+        "rows only for groupings of more than two groups. Significant tests only."
     )
     return (
         Table(means_cols, means, cls="subgroup-means", notes=means_notes),

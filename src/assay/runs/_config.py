@@ -33,13 +33,14 @@ from assay.errors import InputError
 from assay.metrics import PROFILES
 from assay.models import ModelCard
 from assay.models._card import load_model_card, model_card_from_mapping
-from assay.stats import parse_group_spec
+from assay.stats import WINNER_RULES, parse_group_spec
 
 _KEYS = ("name", "output", "db", "profile", "workers", "datasets", "models", "spot_check",
          "retry_failed",
          "analysis", "report")  # fmt: skip
 _ANALYSIS_KEYS = ("metrics", "policy", "aggregation", "bootstrap", "seed", "ci", "alpha",
-                  "groups", "min_group_size", "correction", "worst_values")  # fmt: skip
+                  "groups", "min_group_size", "correction", "worst_values", "winner_rule",
+                  "permutations")  # fmt: skip
 _SPOT_KEYS = ("cases", "min_dice")
 
 
@@ -132,7 +133,8 @@ def load_benchmark(path: str | Path) -> Benchmark:
     for key, allowed in (("policy", ("worst", "exclude", "paper")),
                          ("aggregation", ("default", "touchstone")),
                          ("ci_method", ("percentile", "bca")),
-                         ("correction", ("bonferroni", "fdr_bh"))):  # fmt: skip
+                         ("correction", ("bonferroni", "fdr_bh")),
+                         ("winner_rule", tuple(WINNER_RULES))):  # fmt: skip
         if key in analysis and analysis[key] not in allowed:
             name = {"ci_method": "ci"}.get(key, key)
             raise InputError(
@@ -225,7 +227,7 @@ def _analysis(raw: Any, path: Path) -> dict[str, Any]:
     if not isinstance(raw, Mapping):
         raise InputError(f"{path}: 'analysis' must be a mapping.")
     _check_keys(raw, _ANALYSIS_KEYS, f"{path}, analysis")
-    rename = {"bootstrap": "n_bootstrap", "ci": "ci_method"}
+    rename = {"bootstrap": "n_bootstrap", "ci": "ci_method", "permutations": "n_permutations"}
     out = {rename.get(k, k): v for k, v in raw.items()}
     groups = out.get("groups")
     if groups is not None:

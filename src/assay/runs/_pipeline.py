@@ -28,7 +28,7 @@ from assay.datasets import (
     discover_cases,
     read_label_map_spec,
 )
-from assay.errors import AssayError, InputError, LayoutError
+from assay.errors import AssayError, InputError, LayoutError, StoreError
 from assay.metrics import get_profile
 from assay.models import ModelCard
 from assay.models._runner import (
@@ -39,9 +39,19 @@ from assay.models._runner import (
     run_case,
 )
 from assay.runs._config import Benchmark
-from assay.runs._spot_check import SpotCheckResult, spot_check
-from assay.scoring import map_unordered, resolve_prediction_labels, run_id_for, score
+from assay.runs._spot_check import SpotCheckResult, runner_failed, spot_check
+from assay.scoring import (
+    WorkerError,
+    map_unordered,
+    resolve_prediction_labels,
+    run_id_for,
+    score,
+)
+from assay.scoring._executor import check_scheduler_address
 from assay.store import ResultStore, read_metadata
+
+#: Case statuses of a case that has scores.
+SCORED_CASE_STATUSES = ("ok", "partial")
 
 
 class Progress(Protocol):
@@ -74,7 +84,7 @@ class ModelOutcome:
 
     dataset: str
     model: str
-    status: str = "ok"  # ok | spot_check_failed
+    status: str = "ok"  # ok | spot_check_failed | failed (inputs unusable, or no case scored)
     n_cases: int = 0
     case_statuses: dict[str, int] = field(default_factory=dict)
     failures: list[tuple[str, str]] = field(default_factory=list)  # (case, message)
@@ -83,6 +93,23 @@ class ModelOutcome:
     slow: str = ""
     error: str = ""  # a model-level error (its inputs could not be scored at all)
     run_id: str = ""
+
+    @property
+    def n_scored(self) -> int:
+        """Cases with scores (``ok`` or ``partial``); failed and missing ones have none."""
+        return sum(self.case_statuses.get(s, 0) for s in SCORED_CASE_STATUSES)
+
+    @property
+    def label(self) -> str:
+        """The status as the run summary shows it, e.g. ``failed: 0 of 4 scored``."""
+        if self.status == "spot_check_failed":
+            return "spot check failed"
+        if not self.case_statuses:
+            return self.status
+        if self.n_scored == self.n_cases and self.status == "ok":
+            return "ok"
+        word = "incomplete" if self.status == "ok" else self.status
+        return f"{word}: {self.n_scored} of {self.n_cases} scored"
 
 
 @dataclass
@@ -116,7 +143,12 @@ def run_benchmark(
     progress : receives stages and advances (None: silent).
     """
     ui = progress or _Silent()
-    store = ResultStore(db or bench.db)
+    if scheduler is not None:  # a typo fails now, not after the first model's inference
+        scheduler = check_scheduler_address(scheduler)
+    if db is not None and not str(db).strip():
+        raise InputError("--db must be an SQLite file or an SQLAlchemy URL (got '').")
+    bench.output.mkdir(parents=True, exist_ok=True)  # an unwritable output fails before work
+    store = ResultStore(db if db is not None else bench.db)
     profile = get_profile(bench.profile)
     outcomes: list[ModelOutcome] = []
     notes: list[str] = []
@@ -145,10 +177,14 @@ def run_benchmark(
                 records, ran = _infer(model, dataset, first, folder, log, bench, scheduler, ui)
                 rerun |= ran
                 ok_first = [c for c in first if records.get(c) and records[c].status == "ok"]
-                if not _spot_ok(outcome, bench, ref, folder, model, ok_first, ui):
+                crashed = {
+                    c: records[c].message for c in first if c in records and c not in ok_first
+                }
+                if not _spot_ok(outcome, bench, ref, folder, model, ok_first, ui, crashed):
                     continue
+                # the cases just run for the spot check are not run again, even if they failed
                 records, ran = _infer(
-                    model, dataset, ref.case_ids, folder, log, bench, scheduler, ui
+                    model, dataset, ref.case_ids, folder, log, bench, scheduler, ui, skip=ran
                 )
                 rerun |= ran
                 failures = {c: f"inference failed: {r.message}" for c, r in records.items()
@@ -165,15 +201,17 @@ def run_benchmark(
             if rerun:  # predictions made anew: their old scores are stale
                 store.delete_cases(run_id_for(dataset.name, model.name, profile), sorted(rerun))
             ui.stage(f"{dataset.name}: scoring {model.name}", None)
+            nothing_predicted = model.runner is not None and _empty(folder)
             try:
                 report = _score(dataset, model, folder, profile, store, bench, ref, failures,
                                 scheduler, ui)  # fmt: skip
+            except (StoreError, WorkerError):
+                raise  # the database or the workers failed, not this model: stop the run
             except AssayError as exc:  # this model's inputs are unusable: the others go on
                 outcome.status = "failed"
                 outcome.error = str(exc)
                 ui.note(f"{dataset.name} / {model.name}: {exc}")
                 continue
-            notes += [f"{dataset.name} / {model.name}: {n}" for n in report.notes]
             outcome.run_id = report.run_id
             _record(store, report.run_id, model, dataset, digest, inference)
             cases = store.cases([report.run_id])
@@ -183,6 +221,25 @@ def run_benchmark(
                 for r in cases.itertuples()
                 if r.status in ("failed", "missing_prediction")
             ]
+            model_notes = list(report.notes)
+            if nothing_predicted:  # say what the table says, not "every case is missing"
+                model_notes = [n for n in model_notes if not n.startswith(
+                    f"The prediction folder {folder} is empty")]  # fmt: skip
+                model_notes.append(
+                    f"the model wrote no predictions: {outcome.case_statuses.get('failed', 0)} "
+                    "case(s) failed, "
+                    f"{outcome.case_statuses.get('missing_prediction', 0)} missing."
+                )
+            notes += [f"{dataset.name} / {model.name}: {n}" for n in model_notes]
+            if outcome.n_cases and not outcome.n_scored:  # nothing to rank: not "ok"
+                outcome.status = "failed"
+                outcome.error = (
+                    f"0 of {outcome.n_cases} cases scored "
+                    f"({outcome.case_statuses.get('failed', 0)} failed, "
+                    f"{outcome.case_statuses.get('missing_prediction', 0)} missing); fix the "
+                    "model or its inputs, then re-run."
+                )
+                ui.note(f"{dataset.name} / {model.name}: {outcome.error}")
     summary = RunSummary(outcomes=outcomes, notes=notes)
     ui.overall(len(outcomes), steps)
     scored = [o for o in outcomes if o.status == "ok"]
@@ -279,13 +336,23 @@ def _spot_ok(
     model: ModelCard,
     first: list[str],
     ui: Progress,
+    crashed: Mapping[str, str] | None = None,
 ) -> bool:
     """Run the spot check; False (and the outcome marked) when the model looks misaligned.
 
     Predictions are found and labelled exactly as scoring will (same label fallbacks). A
-    prediction folder that cannot be read at all is a finding too.
+    prediction folder that cannot be read at all is a finding too, and so is a runner that
+    failed on every case of the spot check (``crashed``: case -> the runner's error; those
+    cases are not in ``first``).
     """
-    if bench.spot_check is None or not first or not model.spot_check:
+    if bench.spot_check is None or not model.spot_check:
+        return True
+    if not first and crashed:
+        outcome.spot = runner_failed(model.name, crashed)
+        outcome.status = "spot_check_failed"
+        ui.note(f"spot check failed: {outcome.spot.finding}")
+        return False
+    if not first:
         return True
     ui.stage(f"{outcome.dataset}: spot check of {model.name}", None)
     given = (
@@ -325,13 +392,16 @@ def _infer(
     bench: Benchmark,
     scheduler: str | None,
     ui: Progress,
+    *,
+    skip: set[str] | frozenset[str] = frozenset(),
 ) -> tuple[dict[str, InferenceRecord], set[str]]:
     """Run the model on the cases not yet predicted by this very runner.
 
     A case is done when the log holds an ``ok`` record with the same fingerprint (runner,
     model version, input image) and its output is present, or (``retry_failed: false``) a
-    failed one with the same fingerprint. Returns every case's latest record, and the ids
-    run now (their old scores are stale).
+    failed one with the same fingerprint, or it is in ``skip`` (run moments ago, by the spot
+    check). Returns every case's latest record, and the ids run now (their old scores are
+    stale).
     """
     spec = model.runner
     if spec is None:
@@ -348,7 +418,7 @@ def _infer(
             return _has_output(folder, c)
         return not bench.retry_failed  # a failure stands unless retries are wanted
 
-    todo = [c for c in case_ids if not finished(c)]
+    todo = [c for c in case_ids if c not in skip and not finished(c)]
     workers = spec.workers or bench.workers
     if todo:
         ui.stage(f"{dataset.name}: running {model.name}", len(todo))
@@ -384,8 +454,15 @@ def _infer(
 
 
 def _fingerprint(model: ModelCard, image: Path) -> str:
-    """What a prediction was made from: the runner, the model version and the input image."""
-    key = {"runner": model.as_dict()["runner"], "version": model.version, "image": str(image)}
+    """What a prediction was made from: the runner, the model version and the input image
+    (its path, size and modification time: an image rewritten in place is predicted again)."""
+    try:
+        st = image.stat()
+        stamp = [st.st_size, st.st_mtime_ns]
+    except OSError:
+        stamp = None  # a missing image: the runner records the failure
+    key = {"runner": model.as_dict()["runner"], "version": model.version, "image": str(image),
+           "image_stat": stamp}  # fmt: skip
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -498,6 +575,8 @@ def _report(bench: Benchmark, store: ResultStore, scored: list[ModelOutcome], ui
         dataset_cards={d.name: d for d in bench.datasets if d.name in datasets},
         title=bench.name, software=software_versions(),
     )  # fmt: skip
-    ui.stage("report figures", None)
+    from assay._console import figure_total
+
+    ui.stage("report figures", figure_total(data))  # known up front: counts and an ETA
     return build_report(data, bench.output / "report", metadata=metadata,
                         workers=bench.workers, on_figure=lambda _s: ui.advance())  # fmt: skip

@@ -118,6 +118,23 @@ def spot_check(
     ))  # fmt: skip
 
 
+def runner_failed(model: str, errors: Mapping[str, str]) -> SpotCheckResult:
+    """The finding for a model whose runner failed on every case of the spot check:
+    ``errors`` maps each case to the runner's error (the most common one is quoted)."""
+    counts: dict[str, list[str]] = {}
+    for case, message in errors.items():
+        counts.setdefault(message.splitlines()[0] if message else "no message", []).append(case)
+    message, cases = max(counts.items(), key=lambda kv: len(kv[1]))
+    also = (
+        f" ({len(errors) - len(cases)} other case(s) failed otherwise)" if len(counts) > 1 else ""
+    )
+    return SpotCheckResult(0, float("nan"), (
+        f"{model}: the runner failed on all {len(errors)} spot-check case(s), e.g. "
+        f"{cases[0]!r}: {message}{also}. Fix the model command (runner in its card), then "
+        "re-run; set spot_check: false in the card to run every case anyway."
+    ))  # fmt: skip
+
+
 def _first_file(source: CaseSource) -> Path:
     if isinstance(source, LabelMapFile):
         return source.path

@@ -6,6 +6,7 @@ from assay.scoring._records import CaseRecord, ScoreRow
 from assay.scoring._runner import (
     CaseStore,
     ScoreReport,
+    check_score_options,
     resolve_prediction_labels,
     run_id_for,
     score,
@@ -24,6 +25,7 @@ __all__ = [
     "ScoreRow",
     "WorkerError",
     "case_problems",
+    "check_score_options",
     "map_unordered",
     "resolve_prediction_labels",
     "run_id_for",

@@ -177,7 +177,9 @@ def _load_reference(task: CaseTask, notes: list[str]) -> tuple[Image, Loaded]:
     if src is None:
         raise InputError(task.reference_problem or f"No reference for {where}.")
     if isinstance(src, LabelMapFile):
-        image = read_image(src.path)
+        if src.problem:
+            raise InputError(f"Reference problem: {src.problem}")
+        image = _check_grid(read_image(src.path))
         split = _split_label_map(
             image.array, src.labels, task.structures, where, "reference", notes
         )
@@ -187,11 +189,14 @@ def _load_reference(task: CaseTask, notes: list[str]) -> tuple[Image, Loaded]:
     out: Loaded = {}
     for s in task.structures:
         path = src.files.get(s)
+        if s in src.problems:
+            out[s] = _Failure("failed", f"Reference problem: {src.problems[s]}")
+            continue
         if path is None:
             continue
         what = f"for case {task.case_id!r}, structure {s!r} (reference)"
         try:
-            image = read_image(path)
+            image = _check_grid(read_image(path))
             mask = binary_mask(image, what=what)
         except InputError as exc:
             out[s] = _Failure("failed", f"Reference problem: {exc}")
@@ -210,8 +215,12 @@ def _load_reference(task: CaseTask, notes: list[str]) -> tuple[Image, Loaded]:
         detail = (
             f"every reference file in {_folder(src)} failed"
             if src.files
+            else "every structure's reference has a problem"
+            if src.problems
             else "its reference folder holds no mask files"
         )
+        if src.problems and not src.files:
+            detail += f" ({' | '.join(src.problems.values())})"
         raise InputError(f"No readable reference mask for {where}: {detail}.")
     return grid, out
 
@@ -220,7 +229,9 @@ def _load_prediction(task: CaseTask, ref_grid: Image, flags: set[str], notes: li
     src = task.prediction
     where = f"case {task.case_id!r}"
     if isinstance(src, LabelMapFile):
-        image = read_image(src.path)
+        if src.problem:
+            return {s: _Failure("failed", src.problem) for s in task.structures}
+        image = _check_grid(read_image(src.path))
         array, f = align_to_reference(image, ref_grid, where=where, resample=task.resample)
         flags.update(f)
         return _split_label_map(array, src.labels, task.structures, where, "prediction", notes)
@@ -229,15 +240,14 @@ def _load_prediction(task: CaseTask, ref_grid: Image, flags: set[str], notes: li
     for s in task.structures:
         path = src.files.get(s)
         swhere = f"case {task.case_id!r}, structure {s!r}"
+        if s in src.problems:
+            out[s] = _Failure("failed", src.problems[s])
+            continue
         if path is None:
-            out[s] = _Failure(
-                "missing_prediction",
-                f"No prediction file for {swhere} in {_folder(src)}; write one (an all-zero "
-                "mask if the structure is absent).",
-            )
+            out[s] = _Failure("missing_prediction", _missing_file(src, swhere, task.problem))
             continue
         try:
-            image = read_image(path)
+            image = _check_grid(read_image(path))
             mask = binary_mask(image, what=f"for {swhere} (prediction)")
             moved = Image(mask.view(np.uint8), image.affine, image.path)
             array, f = align_to_reference(moved, ref_grid, where=swhere, resample=task.resample)
@@ -247,6 +257,22 @@ def _load_prediction(task: CaseTask, ref_grid: Image, flags: set[str], notes: li
         flags.update(f)
         out[s] = _sparse(array.view(bool) if array.dtype == np.uint8 else array != 0)
     return out
+
+
+def _check_grid(image: Image) -> Image:
+    """``image`` if its voxel grid is usable: every voxel axis a finite, non-zero length, and
+    the axes independent (a singular affine would make every distance wrong)."""
+    spacing = image.spacing_mm
+    det = float(np.linalg.det(image.affine[:3, :3]))
+    if not all(math.isfinite(v) and v > 0 for v in spacing) or abs(det) <= 1e-6 * math.prod(
+        spacing
+    ):
+        raise InputError(
+            f"Image {image.path} has a degenerate voxel grid (spacing "
+            f"{tuple(round(v, 6) for v in spacing)} mm, affine determinant {det:.3g}): "
+            "distances on it would be wrong. Fix the file's header (sform/qform)."
+        )
+    return image
 
 
 def _split_label_map(
@@ -295,13 +321,30 @@ def _split_label_map(
     return out
 
 
+def _missing_file(src: StructureFiles, where: str, problem: str) -> str:
+    """Why a structure has no prediction file, naming files that may have been meant for it."""
+    text = f"No prediction file for {where} in {_folder(src)}"
+    if src.unrecognised:
+        names = ", ".join(p.name for p in src.unrecognised)
+        return (
+            f"{text}, which holds files named after no known structure ({names}): rename the "
+            "one meant for it, add its name with --schema, or write one (an all-zero mask if "
+            "the structure is absent)."
+        )
+    if problem:
+        return f"{text}; some of the case's files could not be used ({problem})."
+    return f"{text}; write one (an all-zero mask if the structure is absent)."
+
+
 def _no_files(src: CaseSource) -> bool:
-    return isinstance(src, StructureFiles) and not src.files
+    return isinstance(src, StructureFiles) and not src.files and not src.problems
 
 
 def _folder(src: CaseSource) -> str:
     if isinstance(src, LabelMapFile):
         return str(src.path.parent)
+    if src.folder is not None:
+        return str(src.folder)
     paths = list(src.files.values())
     return str(paths[0].parent) if paths else "(no files)"
 

@@ -3,6 +3,8 @@
 Runs are identified by (dataset, model, metric protocol): the same command again resumes
 (cases already stored are skipped; failed or missing ones are retried), ``force`` recomputes
 everything. Each finished case is committed at once, so an interrupted run loses nothing.
+A stored case whose reference or prediction files changed since it was scored (a content
+fingerprint per case, kept in the run's manifest) is scored again.
 """
 
 from __future__ import annotations
@@ -20,12 +22,15 @@ from typing import Any, Protocol
 
 from assay.datasets import (
     DEFAULT_SCHEMA,
+    LAYOUTS,
     CaseSource,
     LabelMapFile,
     LabelSchema,
     discover_cases,
+    file_sha256,
 )
 from assay.errors import InputError, LayoutError
+from assay.io import RESAMPLE_METHODS, image_suffix
 from assay.metrics import Profile, get_profile
 from assay.scoring._case import CaseTask, score_case
 from assay.scoring._executor import map_unordered
@@ -69,6 +74,73 @@ class ScoreReport:
     seconds: float
     unmatched_predictions: tuple[str, ...] = ()
     notes: tuple[str, ...] = field(default_factory=tuple)
+    #: Stored cases whose input files changed since they were scored (scored again).
+    changed_cases: tuple[str, ...] = ()
+
+
+def check_score_options(
+    *,
+    reference: str | Path | None = None,
+    predictions: str | Path | None = None,
+    model: str,
+    dataset: str,
+    workers: int = 1,
+    layout: str | None = None,
+    prediction_layout: str | None = None,
+    resample: str | None = None,
+    scheduler: str | None = None,
+) -> None:
+    """Validate the options of :func:`score` before any work (``assay score`` calls it before
+    opening the database).
+
+    Raises
+    ------
+    InputError
+        An empty or blank model or dataset name, ``workers`` < 1, an unknown layout or
+        resampling method, or an empty scheduler address; one line naming the option and the
+        accepted values.
+    LayoutError
+        A ``reference`` or ``predictions`` folder (when given) that is missing or a file.
+    """
+    for option, folder in (("--reference", reference), ("--predictions", predictions)):
+        if folder is None:
+            continue
+        if not str(folder).strip():
+            raise InputError(f"{option} must name a folder (got '').")
+        if not Path(folder).is_dir():
+            what = "is a file, not a folder" if Path(folder).exists() else "does not exist"
+            raise LayoutError(
+                f"The {option[2:].rstrip('s')} folder {folder} {what}; pass the folder that "
+                "holds the cases."
+            )
+    for option, value in (("--model", model), ("--dataset", dataset)):
+        if not isinstance(value, str) or not value.strip():
+            raise InputError(
+                f"{option} must be a non-empty name (got {value!r}); it is stored with every "
+                "row and identifies the run."
+            )
+        if value != value.strip():
+            raise InputError(
+                f"{option} {value!r} has leading or trailing spaces; pass {value.strip()!r}."
+            )
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise InputError(f"--workers must be a whole number >= 1 (got {workers!r}).")
+    for option, chosen in (("--layout", layout), ("--prediction-layout", prediction_layout)):
+        if chosen is not None and chosen not in LAYOUTS:
+            raise InputError(
+                f"Unknown {option} {chosen!r}; expected one of {', '.join(LAYOUTS)} (or leave "
+                "it out to detect the layout)."
+            )
+    if resample is not None and resample not in RESAMPLE_METHODS:
+        raise InputError(
+            f"Unknown --resample method {resample!r}; expected {', '.join(RESAMPLE_METHODS)} "
+            "(or leave it out to require matching grids)."
+        )
+    if scheduler is not None and not scheduler.strip():
+        raise InputError(
+            "--scheduler must be a Dask scheduler address such as tcp://HOST:8786 (got an "
+            "empty one); leave it out to score with local processes."
+        )
 
 
 def run_id_for(dataset: str, model: str, profile: Profile) -> str:
@@ -138,6 +210,9 @@ def score(
         instead of local processes; its workers must see the same paths.
     """
     t0 = time.perf_counter()
+    check_score_options(model=model, dataset=dataset, workers=workers, layout=layout,
+                        prediction_layout=prediction_layout, resample=resample,
+                        scheduler=scheduler)  # fmt: skip
     prof = get_profile(profile) if isinstance(profile, str) else profile
     db = store
     notes: list[str] = []
@@ -175,31 +250,71 @@ def score(
             f"Skipped {len(bad)} case(s) whose names are not valid UTF-8 ({', '.join(bad[:3])}); "
             "rename them to score them."
         )
-    unmatched = tuple(sorted((set(pred_cases) | set(pred_problems)) - set(all_ids)))
+    extra: dict[str, int] = {}  # predicted structures the reference never has
+    for c, src in pred_cases.items():
+        if c in ref_cases and not isinstance(src, LabelMapFile):
+            for name in set(src.files) - set(structures):
+                extra[name] = extra.get(name, 0) + 1
+    if extra:
+        notes.append(
+            "Prediction files for structures the reference does not have were not scored: "
+            + ", ".join(f"{k} ({v} case{'s' if v != 1 else ''})" for k, v in sorted(extra.items()))
+        )
+    if Path(reference).resolve() == Path(predictions).resolve():
+        notes.append(
+            f"The prediction folder is the reference folder ({reference}): every case is "
+            "scored against itself."
+        )
+    pred_ids = set(pred_cases) | set(pred_problems)
+    unmatched = tuple(sorted(pred_ids - set(all_ids)))
+    if pred_ids and not pred_ids & set(all_ids) and not failures:
+        raise InputError(_no_match_message(reference, predictions, all_ids, sorted(pred_ids)))
 
     run_id = run_id_for(dataset, model, prof)
     inputs = _inputs(reference, predictions, layout, prediction_layout, labels,
                      prediction_labels, resample)  # fmt: skip
     previous = db.manifest(run_id)
     stored = db.stored_cases(run_id)
-    if previous is not None and stored and not force and previous.get("inputs") != inputs:
+    kept = [c for c, status in stored.items() if status in FINAL_CASE_STATUSES]
+    if previous is not None and kept and not force and previous.get("inputs") != inputs:
+        # only cases that a re-run would keep can mix with the new inputs; failed, partial
+        # and missing ones are scored again anyway (e.g. after a run with a wrong option)
         changed = sorted(k for k in inputs if previous.get("inputs", {}).get(k) != inputs[k])
         raise InputError(
             f"Run {run_id} ({dataset} / {model} / profile {prof.name}) already holds "
-            f"{len(stored)} case(s) scored from other inputs ({', '.join(changed)} differ). "
+            f"{len(kept)} case(s) scored from other inputs ({', '.join(changed)} differ). "
             "Pass --force to rescore them, or use another --model or --dataset name."
         )
+    fingerprints, changed_cases = _fingerprints(
+        case_ids,
+        ("reference", Path(reference), ref_cases, ref_problems),
+        ("prediction", Path(predictions), pred_cases, pred_problems),
+        previous=(previous or {}).get("case_inputs", {}) if not force else {},
+        kept=kept,
+    )
     manifest = _manifest(dataset, model, prof, inputs, structures, len(case_ids), workers, previous)
-    db.ensure_run(run_id, dataset=dataset, model=model, profile=prof.name, manifest=manifest)
+    manifest["case_inputs"] = fingerprints
     if force:
         db.delete_run(run_id)
         stored = {}
+    elif changed_cases:
+        # scores of changed inputs are stale: drop them before the new fingerprints are
+        # recorded, so an interrupted run can never keep them
+        db.delete_cases(run_id, changed_cases)
+        stored = {c: st for c, st in stored.items() if c not in set(changed_cases)}
+        unknown = "case_inputs" not in (previous or {})
+        notes.append(
+            f"{len(changed_cases)} case{'s' if len(changed_cases) != 1 else ''} "
+            + ("scored without an input fingerprint (an older assay): rescored"
+               if unknown else "changed since the last run: rescored")
+            + f" ({_some(changed_cases)})"
+        )  # fmt: skip
+    db.ensure_run(run_id, dataset=dataset, model=model, profile=prof.name, manifest=manifest)
     stale = sorted(set(stored) - set(case_ids))
     if stale:
         db.delete_cases(run_id, stale)
         notes.append(
-            f"Removed {len(stale)} stored case(s) no longer in the reference folder: "
-            f"{', '.join(stale[:5])}{' ...' if len(stale) > 5 else ''}"
+            f"Removed {len(stale)} stored case(s) no longer in the reference folder: {_some(stale)}"
         )
     todo = [c for c in case_ids if stored.get(c) not in FINAL_CASE_STATUSES]
     if on_start is not None:
@@ -224,7 +339,7 @@ def score(
     if unmatched:
         notes.append(
             f"{len(unmatched)} prediction case(s) have no reference and were not scored: "
-            f"{', '.join(unmatched[:5])}{' ...' if len(unmatched) > 5 else ''}"
+            f"{_some(unmatched)}"
         )
     return ScoreReport(
         run_id=run_id,
@@ -237,14 +352,140 @@ def score(
         seconds=seconds,
         unmatched_predictions=unmatched,
         notes=tuple(notes),
+        changed_cases=tuple(changed_cases),
     )
 
 
 def _structures(ref_cases: Mapping[str, CaseSource]) -> tuple[str, ...]:
     names: set[str] = set()
     for src in ref_cases.values():
-        names.update(src.labels.values() if isinstance(src, LabelMapFile) else src.files)
+        if isinstance(src, LabelMapFile):
+            names.update(src.labels.values())
+        else:
+            names.update(src.files)
+            names.update(src.problems)  # a duplicated reference structure still gets rows
     return tuple(sorted(names))
+
+
+_Side = tuple[str, Path, Mapping[str, CaseSource], Mapping[str, str]]
+
+
+def _fingerprints(
+    case_ids: Sequence[str],
+    *sides: _Side,
+    previous: Mapping[str, Any],
+    kept: Sequence[str],
+) -> tuple[dict[str, str], list[str]]:
+    """Each case's input fingerprint ``"STAT:CONTENT"``, and the ``kept`` cases whose content
+    differs from ``previous`` (or that have none: scored by an older assay).
+
+    STAT hashes the relative path, size and modification time of every visible file of the
+    case (reference and prediction) and its discovery problems; CONTENT hashes the path,
+    structure and SHA-256 of each file that is scored, and the names of the others. As in
+    ``assay run``'s content-hash cache, an unchanged STAT reuses the previous CONTENT without
+    reading a file; a changed one (a copy, a touch) reads the case's masks again, and only a
+    different CONTENT rescores the case.
+    """
+    fresh: dict[str, str] = {}
+    changed: list[str] = []
+    kept_set = set(kept)
+    for case_id in case_ids:
+        entries: list[tuple[str, Path, str | None]] = []  # (label, file, structure or None)
+        problems: list[str] = []
+        for role, root, cases, side_problems in sides:
+            entries += [(f"{role}\0{_relative(f, root)}", f, st)
+                        for f, st in _case_files(cases.get(case_id))]  # fmt: skip
+            problems.append(f"{role}\0{side_problems.get(case_id, '')}")
+        stat = hashlib.sha256()
+        for label, file, _ in entries:
+            try:
+                info = file.stat()
+                stat.update(
+                    f"{label}\0{info.st_size}\0{info.st_mtime_ns}\n".encode(
+                        errors="surrogateescape"
+                    )
+                )
+            except OSError:
+                stat.update(f"{label}\0gone\n".encode(errors="surrogateescape"))
+        stat.update("\n".join(problems).encode(errors="surrogateescape"))
+        stat_fp = stat.hexdigest()[:16]
+        old = previous.get(case_id)
+        old_stat, _, old_content = old.partition(":") if isinstance(old, str) else ("", "", "")
+        if old_stat == stat_fp:
+            fresh[case_id] = str(old)
+            continue
+        content = hashlib.sha256()
+        for label, file, structure in entries:
+            digest = "-"
+            if structure is not None:
+                try:
+                    digest = file_sha256(file)
+                except OSError:
+                    digest = "unreadable"
+            content.update(f"{label}\0{structure}\0{digest}\n".encode(errors="surrogateescape"))
+        content.update("\n".join(problems).encode(errors="surrogateescape"))
+        content_fp = content.hexdigest()[:16]
+        fresh[case_id] = f"{stat_fp}:{content_fp}"
+        if case_id in kept_set and content_fp != old_content:
+            changed.append(case_id)
+    return fresh, changed
+
+
+def _case_files(src: CaseSource | None) -> list[tuple[Path, str | None]]:
+    """(file, structure it is scored as, or None) for every file that can change a case."""
+    if src is None:
+        return []
+    if isinstance(src, LabelMapFile):
+        return [(src.path, "*")]
+    used = {path: structure for structure, path in src.files.items()}
+    if src.folder is None:
+        return sorted(used.items())
+    return [
+        (path, used.get(path))
+        for path in sorted(src.folder.rglob("*"))
+        if path.is_file()
+        and not any(part.startswith(".") for part in path.relative_to(src.folder).parts)
+    ]
+
+
+def _relative(path: Path, root: Path) -> str:
+    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+
+
+def _no_match_message(
+    reference: str | Path, predictions: str | Path, ref_ids: Sequence[str], pred_ids: Sequence[str]
+) -> str:
+    """Why no prediction case pairs with a reference case, and what to pass instead."""
+    pred_root, ref_set = Path(predictions), set(ref_ids)
+    text = (
+        f"No prediction case in {pred_root} matches a reference case of {reference}: found "
+        f"{len(pred_ids)} ({_some(list(pred_ids), 3)}), expected ids such as "
+        f"{_some(list(ref_ids), 3)} ({len(ref_ids)} reference cases)."
+    )
+    for name in pred_ids:  # a folder of model folders: preds/modelA/<case>/...
+        folder = pred_root / name
+        inner = sorted(
+            p.name if p.is_dir() else p.name[: -len(image_suffix(p) or "")] or p.name
+            for p in (folder.iterdir() if folder.is_dir() else ())
+            if not p.name.startswith(".") and (p.is_dir() or image_suffix(p) is not None)
+        )
+        if set(inner) & ref_set:
+            example = next(i for i in inner if i in ref_set)
+            models = [m for m in pred_ids if (pred_root / m).is_dir()]
+            return (
+                f"{text} {pred_root} looks like a folder of model folders "
+                f"({', '.join(m + '/' for m in models[:3])}{' ...' if len(models) > 3 else ''}"
+                f" holding cases such as {name}/{example}): pass one model's folder, e.g. "
+                f"--predictions {folder}."
+            )
+    return (
+        f"{text} Pass the folder whose entries are named after the reference cases "
+        "(<case>/ folders or <case>.nii.gz label maps), or check --reference."
+    )
+
+
+def _some(items: Sequence[str], n: int = 5) -> str:
+    return ", ".join(items[:n]) + (" ..." if len(items) > n else "")
 
 
 def _task(

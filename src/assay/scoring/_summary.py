@@ -22,7 +22,9 @@ AVERAGED = ("ok", "empty_prediction")
 
 MEANS_NOTE = (
     "Means over ok and empty-prediction rows (an empty prediction counts 0); structures absent "
-    "from the reference are not applicable; missing and failed rows are counted, not averaged."
+    "from the reference are not applicable; missing and failed rows are counted, not averaged. "
+    "Leaderboards (assay analyze/report) set missing and failed values to the metric's worst "
+    "value by default (policy worst), so a model with missing cases has a lower mean there."
 )
 
 

@@ -5,8 +5,11 @@
 * :func:`aggregate` — n, mean, SD, median, quartiles, and the ``average`` structure under a
   named convention (``default`` or ``touchstone``);
 * :func:`bootstrap_ci` — paired case bootstrap CIs (percentile or BCa), seeded;
-* :func:`pairwise_wilcoxon` and :func:`winners` — one-sided Wilcoxon signed-rank tests for
-  every ordered pair, Holm-adjusted per (dataset, structure, metric); co-winners;
+* :func:`pairwise_tests` and :func:`winners` — one-sided paired tests for every ordered
+  pair under a named winner rule (``mean``: sign-flip permutation test of the mean
+  difference; ``median``; ``touchstone``: Wilcoxon signed-rank), Holm-adjusted per (dataset,
+  structure, metric); co-winners; :func:`inversions` — significant pairs that contradict the
+  ranking;
 * :func:`rankings`, :func:`consensus_ranking`, :func:`rank_stability` — ranking schemes and
   their bootstrap stability (P(rank 1), rank intervals, Kendall's τ);
 * :func:`subgroup_analysis` — groups from metadata, Kruskal–Wallis and pairwise Mann–Whitney U.
@@ -15,7 +18,16 @@
 from assay.stats._aggregate import AVERAGE, aggregate, case_averages
 from assay.stats._analysis import Analysis, analyze
 from assay.stats._bootstrap import bootstrap_ci, paired_bootstrap_means
-from assay.stats._paired import LOWER_IS_BETTER, higher_is_better_for, pairwise_wilcoxon, winners
+from assay.stats._paired import (
+    LOWER_IS_BETTER,
+    WINNER_RULES,
+    higher_is_better_for,
+    inversions,
+    pairwise_tests,
+    pairwise_wilcoxon,
+    rule_description,
+    winners,
+)
 from assay.stats._policy import POLICIES, apply_policy, default_worst_value
 from assay.stats._ranking import consensus_ranking, rankings
 from assay.stats._stability import rank_stability
@@ -25,6 +37,7 @@ __all__ = [
     "AVERAGE",
     "LOWER_IS_BETTER",
     "POLICIES",
+    "WINNER_RULES",
     "Analysis",
     "aggregate",
     "analyze",
@@ -34,11 +47,14 @@ __all__ = [
     "consensus_ranking",
     "default_worst_value",
     "higher_is_better_for",
+    "inversions",
     "paired_bootstrap_means",
+    "pairwise_tests",
     "pairwise_wilcoxon",
     "parse_group_spec",
     "rank_stability",
     "rankings",
+    "rule_description",
     "subgroup_analysis",
     "winners",
 ]

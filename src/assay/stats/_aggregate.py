@@ -67,13 +67,19 @@ def case_averages(values: pd.DataFrame) -> pd.DataFrame:
     :math:`\\bar x_c = \\frac{1}{|S_c|}\\sum_{s \\in S_c} x_{c,s}` with :math:`S_c` the structures
     with a value for case :math:`c`. Cases with no structure have no row. The result has the
     key columns plus ``value`` and can be passed to :func:`aggregate`'s internals, to paired
-    tests or to rankings to obtain results for the average.
+    tests or to rankings to obtain results for the average. When ``values`` has the policy's
+    ``imputed`` column, the average row is ``imputed`` when any of its structure values was
+    set by the policy (figures draw such averages as imputed).
     """
     check_values(values)
     by = ["dataset", "model", "case_id", "metric"]
-    avg = values.groupby(by, sort=True)["value"].mean().reset_index()
+    grouped = values.groupby(by, sort=True)
+    avg = grouped["value"].mean().reset_index()
     avg["structure"] = AVERAGE
-    return avg.loc[:, [*KEY_COLUMNS, "value"]]
+    if "imputed" not in values.columns:
+        return avg.loc[:, [*KEY_COLUMNS, "value"]]
+    avg["imputed"] = grouped["imputed"].any().to_numpy(dtype=bool)
+    return avg.loc[:, [*KEY_COLUMNS, "value", "imputed"]]
 
 
 def aggregate(values: pd.DataFrame, *, convention: Convention = "default") -> pd.DataFrame:

@@ -18,11 +18,24 @@ import pandas as pd
 from assay.errors import InputError
 from assay.stats._aggregate import AVERAGE, aggregate, case_averages
 from assay.stats._bootstrap import MIN_RELIABLE_N, bootstrap_ci, paired_bootstrap_means
-from assay.stats._paired import pairwise_wilcoxon, winners
+from assay.stats._paired import (
+    N_PERMUTATIONS,
+    WINNER_RULES,
+    check_rule,
+    inversions,
+    pairwise_tests,
+    rule_aggregate,
+    winners,
+)
 from assay.stats._policy import apply_policy
 from assay.stats._ranking import consensus_ranking, rankings
 from assay.stats._stability import rank_bootstrap
-from assay.stats._subgroups import GroupSpec, subgroup_analysis
+from assay.stats._subgroups import (
+    GroupSpec,
+    family_description,
+    subgroup_analysis,
+    subgroup_members,
+)
 
 _SLICE = ["dataset", "model", "structure", "metric"]
 
@@ -45,11 +58,14 @@ class Analysis:
     stability_tau: pd.DataFrame
     subgroups: pd.DataFrame = field(default_factory=pd.DataFrame)
     subgroup_tests: pd.DataFrame = field(default_factory=pd.DataFrame)
+    #: Which case is in which subgroup: dataset, grouping, group, case_id (for plots).
+    subgroup_cases: pd.DataFrame = field(default_factory=pd.DataFrame)
     consensus: pd.DataFrame = field(default_factory=pd.DataFrame)
     warnings: tuple[str, ...] = ()
     values: pd.DataFrame = field(default_factory=pd.DataFrame)
     rank_counts: pd.DataFrame = field(default_factory=pd.DataFrame)
     tau_samples: pd.DataFrame = field(default_factory=pd.DataFrame)
+    inversions: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 def analyze(
@@ -67,16 +83,23 @@ def analyze(
     groups: Mapping[str, GroupSpec] | None = None,
     min_group_size: int = 10,
     correction: Literal["bonferroni", "fdr_bh"] = "bonferroni",
+    subgroup_family: Literal["all", "model"] = "all",
     training_data: Mapping[str, Collection[str]] | None = None,
+    winner_rule: Literal["mean", "median", "touchstone"] = "mean",
+    n_permutations: int = N_PERMUTATIONS,
 ) -> Analysis:
     """Analyse the per-case scores of one metric (all datasets, models and structures).
 
     The ``average`` structure is analysed like the others on per-case averages over
     structures (its aggregate row follows ``aggregation``; its CI, tests, ranks and
     stability use the per-case averages). Aggregate rows get ``ci_low``/``ci_high``
-    (paired bootstrap), ``rank`` (by mean; ties share the minimum) and ``winner`` (the best
-    mean and every model not significantly worse, one-sided Wilcoxon, Holm within the
-    (dataset, structure, metric) family).
+    (paired bootstrap), ``rank`` (by the winner rule's aggregate, the mean unless
+    ``winner_rule="median"``; ties share the minimum) and ``winner`` (the best and every
+    model not significantly worse by the rule's one-sided paired test, Holm within the
+    (dataset, structure, metric) family; see :data:`~assay.stats._paired.WINNER_RULES`:
+    ``mean`` — sign-flip permutation test of the mean difference, ``median`` — permutation
+    test of the difference of medians, ``touchstone`` — Wilcoxon signed-rank, the paper's
+    rule). ``inversions`` lists every significant pair whose better model is ranked lower.
 
     Contamination: ``training_data`` maps a model to the datasets (``"name"``) or cases
     (``"name:case_id"``) it was trained on. A model trained on a dataset keeps its
@@ -84,6 +107,7 @@ def analyze(
     and stability; a model trained on some cases is analysed without them (counted in
     ``n_contaminated``). With several datasets, ``consensus`` ranks models by their mean rank.
     """
+    check_rule(winner_rule)
     part = scores[scores["metric"] == metric]
     if part.empty:
         known = ", ".join(sorted(scores["metric"].unique())) or "none"
@@ -100,9 +124,12 @@ def analyze(
     aggregates = aggregate(values, convention=aggregation)
     with_avg = pd.concat([values, case_averages(values)], ignore_index=True)
     ci = bootstrap_ci(with_avg, n_resamples=n_bootstrap, seed=seed, method=ci_method)
-    pairwise = pairwise_wilcoxon(with_avg, alpha=alpha)
+    pairwise = pairwise_tests(
+        with_avg, rule=winner_rule, alpha=alpha, n_permutations=n_permutations, seed=seed
+    )
     ranks = rankings(with_avg, aggregates, pairwise)
-    aggregates = winners(aggregates, pairwise, alpha=alpha)
+    aggregates = winners(aggregates, pairwise, alpha=alpha, rule=winner_rule)
+    rank_column = f"rank_by_{rule_aggregate(winner_rule)}"
     if aggregation == "touchstone":  # the average is the mean of structure means: bootstrap that
         ci = pd.concat(
             [ci[ci["structure"] != AVERAGE], _mean_of_means_ci(values, n_bootstrap, seed)],
@@ -111,7 +138,7 @@ def analyze(
     aggregates = aggregates.merge(
         ci[[*_SLICE, "ci_low", "ci_high"]], on=_SLICE, how="left", validate="one_to_one"
     ).merge(
-        ranks[[*_SLICE, "rank_by_mean"]].rename(columns={"rank_by_mean": "rank"}),
+        ranks[[*_SLICE, rank_column]].rename(columns={rank_column: "rank"}),
         on=_SLICE,
         how="left",
         validate="one_to_one",
@@ -127,25 +154,37 @@ def analyze(
         extra = aggregate(tainted, convention=aggregation).assign(contaminated=True)
         extra = extra.merge(changes_all, on=_SLICE, how="left", validate="one_to_one")
         aggregates = pd.concat([aggregates, extra], ignore_index=True)
+    contradictions = inversions(aggregates, pairwise, alpha=alpha)
     stability, tau, rank_counts, tau_samples = rank_bootstrap(
         with_avg, n_resamples=n_bootstrap, seed=seed
     )
-    subgroups = subgroup_tests = pd.DataFrame()
+    subgroups = subgroup_tests = subgroup_cases = pd.DataFrame()
     if groups:
         if metadata is None or metadata.empty:
             raise InputError("Subgroup analysis needs case metadata (import it with --metadata).")
-        parts = []
+        parts, members = [], []
         for dataset, vals in with_avg.groupby("dataset", sort=True):
             meta = metadata
             if "dataset" in metadata.columns:  # one table for several datasets: ids per dataset
                 meta = metadata[metadata["dataset"] == dataset].drop(columns="dataset")
             parts.append(
                 subgroup_analysis(
-                    vals, meta, groups, min_size=min_group_size, correction=correction
+                    vals,
+                    meta,
+                    groups,
+                    min_size=min_group_size,
+                    correction=correction,
+                    family=subgroup_family,
+                    alpha=alpha,
+                    n_bootstrap=n_bootstrap,
+                    seed=seed,
+                    ci_method=ci_method,
                 )
             )
+            members.append(subgroup_members(meta, groups).assign(dataset=dataset))
         subgroups = pd.concat([g for g, _ in parts], ignore_index=True)
         subgroup_tests = pd.concat([t for _, t in parts], ignore_index=True)
+        subgroup_cases = pd.concat(members, ignore_index=True)
     consensus = pd.DataFrame()
     if values["dataset"].nunique() > 1:
         consensus = consensus_ranking(ranks)
@@ -156,7 +195,13 @@ def analyze(
         for _ in [0]
         if len(small)
     )
-    warns += _powerless_families(pairwise, alpha)
+    warns += _powerless_families(pairwise, alpha, winner_rule, n_permutations)
+    if len(contradictions):
+        warns += (
+            f"{len(contradictions)} significant pair(s) contradict the ranking (a lower-ranked "
+            "model significantly better than a higher-ranked one); they are marked next to "
+            "the rows.",
+        )
     params = {
         "metric": metric,
         "policy": policy,
@@ -172,13 +217,26 @@ def analyze(
             "paired": True,
             "confidence": 0.95,
         },
+        "winner_rule": winner_rule,
+        "ranked_by": rule_aggregate(winner_rule),
         "tests": {
-            "test": "one-sided Wilcoxon signed-rank (scipy, zero_method wilcox)",
+            "test": WINNER_RULES[winner_rule][1],
+            "alternative": "one-sided, a better than b",
             "correction": "Holm, per (dataset, structure, metric) over ordered pairs",
             "alpha": alpha,
             "all_zero_differences": "p = 1",
+            **(
+                {}
+                if winner_rule == "touchstone"
+                else {
+                    "permutations": n_permutations,
+                    "seed": seed,
+                    "exact": "all 2^m sign patterns when 2^m <= permutations (m = cases "
+                    "with unequal values), else Monte Carlo, p = (count + 1) / (B + 1)",
+                }
+            ),
         },
-        "winners": "best mean, and every model not significantly worse than it",
+        "winners": WINNER_RULES[winner_rule][2],
         "average_structure": (
             "aggregate row per the aggregation convention (touchstone: mean of the structure "
             "means, its CI the percentile bootstrap of that mean over resampled cases); tests, "
@@ -186,6 +244,7 @@ def analyze(
             "structures each case has"
         ),
         "ranking_ties": "share the minimum rank",
+        "stability_ranked_by": "mean (bootstrap ranks of resampled means, under every rule)",
         "training_data": {k: sorted(v) for k, v in (training_data or {}).items()},
         "contamination": (
             "a model trained on a dataset is not tested or ranked on it (aggregates flagged); "
@@ -196,6 +255,12 @@ def analyze(
             "groups": {k: v if isinstance(v, str) else dict(v) for k, v in (groups or {}).items()},
             "min_size": min_group_size,
             "correction": correction,
+            "family": subgroup_family,
+            "family_description": family_description(subgroup_family, correction),
+            "alpha": alpha,
+            "tests": "Kruskal–Wallis, and pairwise two-sided Mann–Whitney U (scipy)",
+            "ci": f"{ci_method} bootstrap of each group mean, resampling the group's cases "
+            f"(default_rng(seed), the same cases for every model), {n_bootstrap} resamples",
         },
     }
     return Analysis(
@@ -208,37 +273,50 @@ def analyze(
         stability_tau=tau,
         subgroups=subgroups,
         subgroup_tests=subgroup_tests,
+        subgroup_cases=subgroup_cases,
         consensus=consensus,
         warnings=warns,
         values=with_avg,
         rank_counts=rank_counts,
         tau_samples=tau_samples,
+        inversions=contradictions,
     )
 
 
-def _powerless_families(pairwise: pd.DataFrame, alpha: float) -> tuple[str, ...]:
+def _powerless_families(
+    pairwise: pd.DataFrame, alpha: float, rule: str, n_permutations: int
+) -> tuple[str, ...]:
     """Warn where no pair can be significant, so every model is a co-winner by construction.
 
-    With n paired cases the exact one-sided Wilcoxon p is at least :math:`2^{-n}` (all
-    differences of one sign), and Holm multiplies the smallest p of a family of K ordered
-    pairs by K: no test of the family can reach α when :math:`K / 2^n > α`.
+    With n paired cases the smallest one-sided p is :math:`2^{-n}` (all differences of one
+    sign: exact Wilcoxon, exact permutation), and a Monte-Carlo permutation p is at least
+    :math:`1 / (B + 1)`; Holm multiplies the smallest p of a family of K ordered pairs by K:
+    no test of the family can reach α when :math:`K \\cdot p_{min} > α`.
     """
     if pairwise.empty:
         return ()
     fam = pairwise.groupby(["dataset", "structure", "metric"]).agg(
         k=("model_a", "size"), n=("n_paired", "max")
     )
-    floor = np.minimum(1.0, fam["k"] / np.exp2(fam["n"].astype(float)))
+    p_min = np.exp2(-fam["n"].astype(float))
+    if rule != "touchstone":
+        p_min = np.maximum(p_min, 1.0 / (n_permutations + 1))
+    floor = np.minimum(1.0, fam["k"] * p_min)
     weak = fam[floor > alpha]
     if weak.empty:
         return ()
     worst = weak.loc[floor[weak.index].idxmax()]
+    budget = (
+        f" or raise the permutation budget (now {n_permutations})"
+        if rule != "touchstone" and 1.0 / (n_permutations + 1) * worst["k"] > alpha
+        else ""
+    )
     return (
         f"Too few cases for any significant difference in {len(weak)} of {len(fam)} "
         f"(dataset, structure) families: with n = {int(worst['n'])} paired cases and "
         f"{int(worst['k'])} ordered pairs the smallest attainable Holm-adjusted p is "
         f"{float(floor[weak.index].max()):.3g} > alpha = {alpha}, so every model there is a "
-        "co-winner by construction. Add cases before reading the winners.",
+        f"co-winner by construction. Add cases{budget} before reading the winners.",
     )
 
 

@@ -3,9 +3,18 @@
 Cases are grouped by a metadata column (``sex``), a binned numeric column (``age:decades``,
 ``age:0,40,60,120``) or named pandas query expressions (``older_women: sex == "f" and
 age >= 60``). Per group and model (plus an ``average`` model, the per-case mean over models)
-the n, mean and median are reported; groups below ``min_size`` are reported as skipped, never
-dropped. Across the groups that qualify, a Kruskal–Wallis test and pairwise two-sided
-Mann–Whitney U tests (Bonferroni or Benjamini–Hochberg adjusted) are run.
+the n, mean, median and a seeded bootstrap CI of the mean are reported; groups below
+``min_size`` are reported as skipped, never dropped. Across the groups that qualify, a
+Kruskal–Wallis test and pairwise two-sided Mann–Whitney U tests are run.
+
+Multiplicity (:data:`FAMILIES`): by default (``family="all"``) the p-values are adjusted
+(Bonferroni, or Benjamini–Hochberg) over *every* Mann–Whitney test of one (dataset, metric)
+— all models including the ``average`` model, all groupings, all structures including the
+average — and, separately, over every Kruskal–Wallis test of that (dataset, metric), so the
+stated error rate (family-wise for Bonferroni, false discovery rate for BH) holds across
+models, groupings and structures. ``family="model"`` adjusts only over the pairs of one
+(dataset, structure, metric, grouping, model), as per-model analyses (and Touchstone) do; it
+makes some model look different by chance as soon as many models or structures are tested.
 """
 
 from __future__ import annotations
@@ -23,7 +32,7 @@ from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
 from assay.errors import InputError
-from assay.stats._bootstrap import SLICE_KEYS, iter_slices
+from assay.stats._bootstrap import SLICE_KEYS, _interval, iter_slices, paired_bootstrap_means
 
 #: A grouping: a column name, ``"column:decades"``, ``"column:e0,e1,..."`` (bin edges), or a
 #: mapping of group name → pandas query string over the metadata.
@@ -31,8 +40,21 @@ GroupSpec = str | Mapping[str, str]
 
 #: Name of the pseudo-model whose value for a case is the mean over the models that have it.
 AVERAGE_MODEL = "average"
-#: Significance level for the ``significant`` column of the pairwise tests.
+#: Default significance level for the ``significant`` column of the tests.
 ALPHA = 0.05
+#: Multiple-testing families: ``all`` = every test (of one kind) of a (dataset, metric);
+#: ``model`` = the tests of one (dataset, structure, metric, grouping, model).
+FAMILIES = ("all", "model")
+#: Columns that identify one family of :data:`FAMILIES` in the ``tests`` frame.
+FAMILY_KEYS = {
+    "all": ("dataset", "metric", "test"),
+    "model": ("dataset", "structure", "metric", "grouping", "model", "test"),
+}
+CORRECTIONS = ("bonferroni", "fdr_bh")
+_CORRECTION_TEXT = {
+    "bonferroni": "Bonferroni (family-wise error rate)",
+    "fdr_bh": "Benjamini–Hochberg (false discovery rate)",
+}
 
 _EDGES = re.compile(r"^\s*-?[\d.]+(?:[eE][-+]?\d+)?(?:\s*,\s*-?[\d.]+(?:[eE][-+]?\d+)?)+\s*$")
 _UNASSIGNED = "(unassigned)"
@@ -186,13 +208,14 @@ def _check_metadata(metadata: pd.DataFrame) -> pd.DataFrame:
     return meta
 
 
-def _tests(samples: list[np.ndarray], correction: str) -> list[dict[str, object]]:
-    """Kruskal–Wallis and adjusted pairwise Mann–Whitney U tests, k columns at once.
+def _tests(samples: list[np.ndarray]) -> list[dict[str, object]]:
+    """Kruskal–Wallis and pairwise Mann–Whitney U tests (unadjusted), k columns at once.
 
     Each sample is an (n_g, k) array of one group's values for k columns (models), all
     finite; SciPy's ``axis=0`` vectorisation tests the k columns in one call. Returns, per
-    column, a dict with ``kruskal`` = (H, p, note) and ``pairs`` = list of
-    (a, b, U, p, p_adj, significant) over the pairs of sample indices a < b.
+    column, a dict with ``kruskal`` = (H, p, note) and ``pairs`` = list of (a, b, U, p) over
+    the pairs of sample indices a < b. Adjustment is done per family afterwards
+    (:func:`adjust_subgroup_tests`).
     """
     k = samples[0].shape[1]
     pooled = np.concatenate(samples)
@@ -207,23 +230,101 @@ def _tests(samples: list[np.ndarray], correction: str) -> list[dict[str, object]
     mwu = [stats.mannwhitneyu(samples[a], samples[b], alternative="two-sided") for a, b in pairs]
     u = np.array([np.atleast_1d(r.statistic) for r in mwu], dtype=np.float64)  # (pairs, k)
     p_mw = np.array([np.atleast_1d(r.pvalue) for r in mwu], dtype=np.float64)
-    out = []
-    for j in range(k):
-        reject, p_adj, _, _ = multipletests(p_mw[:, j], alpha=ALPHA, method=correction)
-        out.append(
-            {
-                "kruskal": (
-                    float(h[j]),
-                    float(p_kw[j]),
-                    "all values identical: p = 1" if constant[j] else "",
-                ),
-                "pairs": [
-                    (a, b, float(u[i, j]), float(p_mw[i, j]), float(p_adj[i]), bool(reject[i]))
-                    for i, (a, b) in enumerate(pairs)
-                ],
-            }
+    return [
+        {
+            "kruskal": (
+                float(h[j]),
+                float(p_kw[j]),
+                "all values identical: p = 1" if constant[j] else "",
+            ),
+            "pairs": [(a, b, float(u[i, j]), float(p_mw[i, j])) for i, (a, b) in enumerate(pairs)],
+        }
+        for j in range(k)
+    ]
+
+
+def family_description(family: str, correction: str) -> str:
+    """One sentence stating which tests one adjustment covers, for reports and params."""
+    how = _CORRECTION_TEXT.get(correction, correction)
+    if family == "all":
+        return (
+            f"{how} over every Mann–Whitney U test of one (dataset, metric): all models (and "
+            "the all-models average), all groupings, all structures (and the average); "
+            "Kruskal–Wallis tests adjusted the same way over their own family"
         )
+    return (
+        f"{how} over the Mann–Whitney U pairs of one (dataset, structure, metric, grouping, "
+        "model) only; Kruskal–Wallis unadjusted (a family of one)"
+    )
+
+
+def adjust_subgroup_tests(
+    tests: pd.DataFrame,
+    *,
+    correction: str = "bonferroni",
+    family: str = "all",
+    alpha: float = ALPHA,
+) -> pd.DataFrame:
+    """Adjust the raw ``p`` of subgroup tests per multiple-testing family.
+
+    Families are the groups of rows sharing :data:`FAMILY_KEYS` ``[family]`` (the ``test``
+    column keeps Kruskal–Wallis and Mann–Whitney apart). Within each family ``p_adj`` is
+    ``statsmodels.stats.multitest.multipletests(p, alpha, method=correction)`` over the rows
+    in frame order, ``significant`` is ``p_adj < alpha``, ``family_size`` the number of tests
+    of the family; ``correction`` and ``family`` record the choice. Rows with a NaN ``p``
+    keep a NaN ``p_adj`` and do not count in the family.
+    """
+    _check_choices(correction, family, alpha)
+    out = tests.copy()
+    out["p_adj"] = np.nan
+    out["family_size"] = 0
+    if out.empty:
+        out["significant"] = pd.Series(dtype=bool)
+        out["correction"], out["family"] = correction, family
+        return out
+    for _, idx in out.groupby(list(FAMILY_KEYS[family]), sort=False).groups.items():
+        p = out.loc[idx, "p"].to_numpy(dtype=np.float64)
+        ok = np.isfinite(p)
+        adj = np.full(p.shape, np.nan)
+        if ok.any():
+            adj[ok] = multipletests(p[ok], alpha=alpha, method=correction)[1]
+        out.loc[idx, "p_adj"] = adj
+        out.loc[idx, "family_size"] = int(ok.sum())
+    out["significant"] = out["p_adj"].lt(alpha)
+    out["correction"], out["family"] = correction, family
     return out
+
+
+def _check_choices(correction: str, family: str, alpha: float) -> None:
+    if correction not in CORRECTIONS:
+        raise InputError(
+            f"Correction {correction!r} is not supported: expected 'bonferroni' or 'fdr_bh'."
+        )
+    if family not in FAMILIES:
+        raise InputError(
+            f"Subgroup test family {family!r} is not supported: expected 'all' (every test of "
+            "a dataset and metric, the default) or 'model' (within one model and grouping)."
+        )
+    if not 0.0 < alpha < 1.0:
+        raise InputError(f"alpha is {alpha}: expected 0 < alpha < 1, e.g. 0.05.")
+
+
+def subgroup_members(metadata: pd.DataFrame, groupings: Mapping[str, GroupSpec]) -> pd.DataFrame:
+    """Which case is in which group: one row per (grouping, real group, case_id).
+
+    The groups of :func:`subgroup_analysis` (the special ``(unassigned)`` and ``(no
+    metadata)`` groups, never tested, are left out); query groups may share cases. Columns
+    grouping, group, case_id (a string); rows in group order, then case id.
+    """
+    meta = _check_metadata(metadata)
+    rows = [
+        (name, group.label, case)
+        for name, spec in groupings.items()
+        for group in _resolve(name, spec, meta)
+        if not group.special
+        for case in sorted(group.cases)
+    ]
+    return pd.DataFrame(rows, columns=["grouping", "group", "case_id"], dtype=object)
 
 
 def subgroup_analysis(
@@ -233,6 +334,12 @@ def subgroup_analysis(
     *,
     min_size: int = 10,
     correction: Literal["bonferroni", "fdr_bh"] = "bonferroni",
+    family: Literal["all", "model"] = "all",
+    alpha: float = ALPHA,
+    n_bootstrap: int = 2000,
+    seed: int = 0,
+    ci_method: Literal["percentile", "bca"] = "percentile",
+    confidence: float = 0.95,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per-group descriptive statistics and between-group tests, per slice and model.
 
@@ -247,32 +354,43 @@ def subgroup_analysis(
         the tests then compare overlapping samples and are only descriptive.
     min_size : a (group, model) with fewer than ``min_size`` cases is reported with
         ``skipped=True`` and a reason, and left out of the tests.
-    correction : ``"bonferroni"`` or ``"fdr_bh"`` (``statsmodels`` ``multipletests``) over
-        the pairwise tests of one (dataset, structure, metric, grouping, model).
+    correction : ``"bonferroni"`` or ``"fdr_bh"`` (``statsmodels`` ``multipletests``).
+    family : which tests one adjustment covers (:func:`adjust_subgroup_tests`): ``"all"``
+        (default) every Mann–Whitney test of a (dataset, metric) — models × groupings ×
+        structures — and separately every Kruskal–Wallis test; ``"model"`` the pairs of one
+        (dataset, structure, metric, grouping, model).
+    alpha : level of the ``significant`` column (``p_adj < alpha``).
+    n_bootstrap, seed, ci_method, confidence : the CI of each group mean. The cases of one
+        (dataset, structure, metric, grouping, group), in sorted case-id order, are
+        resampled with ``numpy.random.default_rng(seed)`` exactly as
+        :func:`assay.stats.paired_bootstrap_means` does (the same resampled cases for every
+        model; a model's mean over the drawn cases it has), and the interval is the
+        percentile (or BCa) interval of :func:`assay.stats.bootstrap_ci`.
 
     Returns
     -------
     groups : DataFrame
         One row per (dataset, structure, metric, grouping, group, model), models plus
         ``average`` (per-case mean over the models that have the case): n, mean, median,
-        skipped, reason. Slice cases outside every group appear as group ``(unassigned)``
-        (column and bin groupings) or, for queries, cases without metadata as
-        ``(no metadata)``; both are always skipped. Empty special groups are left out.
+        ci_low, ci_high (NaN for skipped groups), skipped, reason. Slice cases outside every
+        group appear as group ``(unassigned)`` (column and bin groupings) or, for queries,
+        cases without metadata as ``(no metadata)``; both are always skipped. Empty special
+        groups are left out.
     tests : DataFrame
         Per (dataset, structure, metric, grouping, model) with at least two qualifying
         groups: one ``test="kruskal"`` row (``scipy.stats.kruskal``; group_a/group_b empty;
         p = 1 with a note when all values are identical, where H is undefined) and one
         ``test="mannwhitneyu"`` row per pair of qualifying groups
-        (``scipy.stats.mannwhitneyu``, two-sided, SciPy's default method) with p_adj and
-        significant (p_adj < 0.05). Pairwise tests are reported whatever the Kruskal–Wallis
-        p; condition on it when reading them.
+        (``scipy.stats.mannwhitneyu``, two-sided, SciPy's default method), with mean_a and
+        mean_b (the group means), p_adj, significant (p_adj < alpha), correction, family
+        and family_size (see :func:`adjust_subgroup_tests`). Pairwise tests are reported
+        whatever the Kruskal–Wallis p.
     """
-    if correction not in ("bonferroni", "fdr_bh"):
-        raise InputError(
-            f"Correction {correction!r} is not supported: expected 'bonferroni' or 'fdr_bh'."
-        )
+    _check_choices(correction, family, alpha)
     if min_size < 1:
         raise InputError(f"min_size is {min_size}: expected at least 1.")
+    if n_bootstrap < 1:
+        raise InputError(f"n_bootstrap is {n_bootstrap}: expected at least 1.")
     meta = _check_metadata(metadata)
     resolved = {name: _resolve(name, spec, meta) for name, spec in groupings.items()}
     known = frozenset(meta["case_id"])
@@ -294,10 +412,17 @@ def subgroup_analysis(
                 members = group.cases | unknown if group.include_unknown else group.cases
                 found = [position[c] for c in members if c in position]
                 rows_of.append(np.sort(np.asarray(found, dtype=np.int64)))
+            boots = [
+                paired_bootstrap_means(matrix[rows], n_resamples=n_bootstrap, seed=seed)
+                if rows.size and not group.special
+                else None
+                for group, rows in zip(groups, rows_of, strict=True)
+            ]
             qualifying: list[list[tuple[str, np.ndarray]]] = []
+            means: dict[tuple[int, str], float] = {}
             for j, model in enumerate(models):
                 mine: list[tuple[str, np.ndarray]] = []
-                for group, rows in zip(groups, rows_of, strict=True):
+                for group, rows, boot in zip(groups, rows_of, boots, strict=True):
                     x = matrix[rows, j]
                     x = x[np.isfinite(x)]
                     if group.special and x.size == 0:
@@ -309,6 +434,11 @@ def subgroup_analysis(
                     else:
                         reason = ""
                         mine.append((group.label, rows))
+                    low = high = float("nan")
+                    if not reason and boot is not None:
+                        low, high, _ = _interval(matrix[rows, j], boot[:, j], confidence, ci_method)
+                    mean = float(x.mean()) if x.size else float("nan")
+                    means[(j, group.label)] = mean
                     group_rows.append(
                         {
                             **base,
@@ -316,8 +446,10 @@ def subgroup_analysis(
                             "group": group.label,
                             "model": model,
                             "n": int(x.size),
-                            "mean": float(x.mean()) if x.size else float("nan"),
+                            "mean": mean,
                             "median": float(np.median(x)) if x.size else float("nan"),
+                            "ci_low": low,
+                            "ci_high": high,
                             "skipped": bool(reason),
                             "reason": reason,
                         }
@@ -335,7 +467,7 @@ def subgroup_analysis(
                 for _, rows in first:
                     block = matrix[np.ix_(rows, cols)]
                     samples.append(block[np.isfinite(block[:, 0])])
-                for j, result in zip(cols, _tests(samples, correction), strict=True):
+                for j, result in zip(cols, _tests(samples), strict=True):
                     sizes = [int(np.isfinite(matrix[rows, j]).sum()) for _, rows in first]
                     labels = [label for label, _ in first]
                     h, p, note = result["kruskal"]  # type: ignore[misc]
@@ -348,15 +480,14 @@ def subgroup_analysis(
                             "group_b": "",
                             "n_a": sum(sizes),
                             "n_b": 0,
+                            "mean_a": float("nan"),
+                            "mean_b": float("nan"),
                             "statistic": h,
                             "p": p,
-                            "p_adj": p,
-                            "correction": "none",
-                            "significant": bool(p < ALPHA),
                             "note": note,
                         }
                     )
-                    for ga, gb, stat, pu, q, sig in result["pairs"]:  # type: ignore[attr-defined]
+                    for ga, gb, stat, pu in result["pairs"]:  # type: ignore[attr-defined]
                         test_rows.append(
                             {
                                 **common,
@@ -365,11 +496,10 @@ def subgroup_analysis(
                                 "group_b": labels[gb],
                                 "n_a": sizes[ga],
                                 "n_b": sizes[gb],
+                                "mean_a": means[(j, labels[ga])],
+                                "mean_b": means[(j, labels[gb])],
                                 "statistic": stat,
                                 "p": pu,
-                                "p_adj": q,
-                                "correction": correction,
-                                "significant": sig,
                                 "note": "",
                             }
                         )
@@ -381,6 +511,8 @@ def subgroup_analysis(
         "n",
         "mean",
         "median",
+        "ci_low",
+        "ci_high",
         "skipped",
         "reason",
     ]
@@ -393,14 +525,25 @@ def subgroup_analysis(
         "group_b",
         "n_a",
         "n_b",
+        "mean_a",
+        "mean_b",
         "statistic",
         "p",
         "p_adj",
         "correction",
+        "family",
+        "family_size",
         "significant",
         "note",
     ]
+    adjusted = ("p_adj", "correction", "family", "family_size", "significant")
+    tests = adjust_subgroup_tests(
+        pd.DataFrame(test_rows, columns=[c for c in test_columns if c not in adjusted]),
+        correction=correction,
+        family=family,
+        alpha=alpha,
+    )
     return (
         pd.DataFrame(group_rows, columns=group_columns),
-        pd.DataFrame(test_rows, columns=test_columns),
+        tests.loc[:, test_columns],
     )

@@ -12,6 +12,10 @@ from assay.store._store import ResultStore
 
 FORMATS = ("csv", "parquet", "touchstone")
 
+#: File name suffixes that name a format (an --out that contradicts --format is an error).
+_SUFFIX_FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+_SUFFIXES = {"csv": ".csv", "parquet": ".parquet"}
+
 #: Touchstone files and the metric each holds.
 TOUCHSTONE_FILES = {"dsc.csv": "dsc", "nsd.csv": "nsd"}
 
@@ -36,13 +40,19 @@ def export_scores(
     """
     if fmt not in FORMATS:
         raise InputError(f"Unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}.")
+    out = Path(out)
+    named = _SUFFIX_FORMATS.get(out.suffix.lower())
+    if named is not None and named != fmt:  # e.g. scores.parquet written as CSV
+        raise InputError(
+            f"--out {out} is named like a {named} file but the format is {fmt}; pass "
+            f"--format {named}, or name the output {out.with_suffix(_SUFFIXES.get(fmt, ''))}."
+        )
     df = store.scores(dataset=dataset, model=model, profile=profile)
     if df.empty:
         raise InputError(
-            f"No scores in {store.url} for dataset={dataset!r}, model={model!r}, "
+            f"No scores in {store.location} for dataset={dataset!r}, model={model!r}, "
             f"profile={profile!r}. Run `assay score` first or relax the filters."
         )
-    out = Path(out)
     if fmt == "touchstone" and out.exists() and not out.is_dir():
         raise InputError(f"--out {out} is a file; the Touchstone layout needs a folder.")
     if fmt != "touchstone" and out.is_dir():

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+import sqlite3
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,13 +20,20 @@ from sqlalchemy import (
     delete,
     event,
     insert,
+    inspect,
+    make_url,
     select,
     text,
     update,
 )
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import (
+    ArgumentError,
+    InterfaceError,
+    OperationalError,
+    SQLAlchemyError,
+)
 
-from assay.errors import InputError
+from assay.errors import InputError, StoreError
 from assay.scoring import CaseRecord
 from assay.store._schema import SCORE_COLUMNS, case_metadata, cases, metadata, runs, scores
 
@@ -36,12 +45,34 @@ def database_url(db: str | Path) -> str:
     if "://" in text:
         return text
     path = Path(text).expanduser().resolve()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(
+            f"Cannot create the folder {path.parent} for the results database {path}: "
+            f"{exc.strerror or exc}. Pass --db a path in a writable folder."
+        ) from exc
     return f"sqlite:///{path}"
 
 
 #: pg_advisory_xact_lock key held while creating the tables ("assay" in ASCII).
 _SCHEMA_LOCK = 0x6173736179
+
+#: Backends assay's schema and queries are written and tested for.
+_BACKENDS = ("sqlite", "postgresql")
+
+#: What to install when a database driver (the part after ``+`` in a URL) is missing.
+_DRIVER_PACKAGES = {
+    "psycopg": 'pip install "assay[postgres]" (psycopg 3)',
+    "psycopg2": (
+        "pip install psycopg2-binary, or use postgresql+psycopg://... after pip install "
+        '"assay[postgres]"'
+    ),
+    "pg8000": "pip install pg8000",
+}
+
+#: Seconds an SQLite connection waits for another process's write lock before failing.
+_SQLITE_BUSY_TIMEOUT_S = 60.0
 
 
 def _now() -> str:
@@ -55,27 +86,76 @@ class ResultStore:
     ----------
     db : a file path (SQLite) or an SQLAlchemy URL such as ``postgresql+psycopg://...``.
     create : whether a missing SQLite file may be created (False for read-only commands).
+        With True the database must be writable: that is checked when it is opened.
+
+    Raises
+    ------
+    InputError
+        A malformed or unsupported URL, or (``create=False``) no database file.
+    StoreError
+        The database cannot be opened or (``create=True``) written: a read-only or locked
+        file, an unreachable server, a driver that is not installed.
+
+    Notes
+    -----
+    Opening creates any missing table. Several processes may open a new database at once:
+    on SQLite the tables are created under the database's write lock (``BEGIN IMMEDIATE``),
+    on PostgreSQL under an advisory lock, so exactly one creates them and the others find
+    them.
     """
 
     def __init__(self, db: str | Path = "assay.db", *, create: bool = True) -> None:
+        if "://" not in str(db) and Path(db).expanduser().is_dir():
+            raise InputError(
+                f"--db {db} is a folder; pass the database file in it, e.g. "
+                f"{Path(db) / 'assay.db'}."
+            )
         if not create and "://" not in str(db) and not Path(db).expanduser().is_file():
             raise InputError(f"No results database at {db}; pass the --db used with `assay score`.")
         self.url = database_url(db)
+        self._shown = _shown_url(self.url)
+        self.engine: Engine = _create_engine(self.url, self._shown)
+        with self._guard("open", every=True):
+            self._create_schema(write=create)
+
+    def _create_schema(self, *, write: bool) -> None:
+        """Create missing tables; with ``write``, also prove the database is writable."""
+        dialect = self.engine.dialect.name
+        with self.engine.connect() as con:
+            if not write and set(metadata.tables) <= set(inspect(con).get_table_names()):
+                return  # a complete database opened for reading: take no write lock
+            con.rollback()
+            if dialect == "sqlite":
+                # The write lock, taken before looking for the tables: processes opening a
+                # new file at once wait here for each other instead of racing to CREATE.
+                con.exec_driver_sql("BEGIN IMMEDIATE")
+            elif dialect == "postgresql":
+                # Processes opening a new database at once would race to create the
+                # tables (duplicate-type errors); the lock serializes them until commit.
+                con.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK})
+            metadata.create_all(con)
+            if dialect == "sqlite" and write:
+                # Prove the file is writable now, not at the first case an hour later: a
+                # read-only file takes BEGIN IMMEDIATE but refuses any write (same value).
+                version = con.exec_driver_sql("PRAGMA user_version").scalar()
+                con.exec_driver_sql(f"PRAGMA user_version = {int(version or 0)}")
+            con.commit()
+
+    @contextmanager
+    def _guard(self, action: str, *, every: bool = False) -> Iterator[None]:
+        """Database errors from the environment (``every``: all of them, e.g. a file that is
+        not a database) as one-line :class:`StoreError` messages that say what to do."""
         try:
-            self.engine: Engine = create_engine(self.url, future=True)
-            if self.engine.dialect.name == "sqlite":
-                event.listen(self.engine, "connect", _sqlite_pragmas)
-            with self.engine.begin() as con:
-                if self.engine.dialect.name == "postgresql":
-                    # Processes opening a new database at once would race to create the
-                    # tables (duplicate-type errors); the lock serializes them until commit.
-                    con.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK})
-                metadata.create_all(con)
+            yield
         except SQLAlchemyError as exc:
-            raise InputError(
-                f"Cannot open results database {self.url!r}: {exc.__class__.__name__}: "
-                f"{str(exc).splitlines()[0]}. Check the path or URL given with --db."
-            ) from exc
+            if not every and not _environmental(exc):
+                raise  # a bug in a query, or rows that break a constraint: not the user's
+            raise _store_error(self._shown, action, exc) from exc
+
+    @property
+    def location(self) -> str:
+        """The database as messages show it: an SQLite file's path, a URL without password."""
+        return self._shown
 
     def close(self) -> None:
         """Close the database connections (the store can be used again; it reconnects)."""
@@ -92,7 +172,7 @@ class ResultStore:
     ) -> None:
         """Create the run, or refresh its manifest if it exists (a resumed run)."""
         text = json.dumps(manifest, sort_keys=True, default=str)
-        with self.engine.begin() as con:
+        with self._guard(f"store run {run_id} in"), self.engine.begin() as con:
             exists = con.execute(select(runs.c.run_id).where(runs.c.run_id == run_id)).first()
             if exists:
                 con.execute(
@@ -115,19 +195,19 @@ class ResultStore:
 
     def delete_run(self, run_id: str) -> None:
         """Remove every case and score of a run (the run row stays)."""
-        with self.engine.begin() as con:
+        with self._guard(f"delete run {run_id} from"), self.engine.begin() as con:
             con.execute(delete(scores).where(scores.c.run_id == run_id))
             con.execute(delete(cases).where(cases.c.run_id == run_id))
 
     def manifest(self, run_id: str) -> dict[str, Any] | None:
         """The stored manifest of a run, or None if the run does not exist."""
-        with self.engine.connect() as con:
+        with self._guard("read"), self.engine.connect() as con:
             row = con.execute(select(runs.c.manifest).where(runs.c.run_id == run_id)).first()
         return None if row is None else dict(json.loads(row.manifest))
 
     def delete_cases(self, run_id: str, case_ids: Sequence[str]) -> None:
         """Remove some cases (and their scores) of a run."""
-        with self.engine.begin() as con:
+        with self._guard(f"delete cases of run {run_id} from"), self.engine.begin() as con:
             for chunk in range(0, len(case_ids), 500):
                 ids = list(case_ids[chunk : chunk + 500])
                 con.execute(
@@ -137,7 +217,7 @@ class ResultStore:
 
     def runs(self) -> pd.DataFrame:
         """All runs with their manifests parsed."""
-        with self.engine.connect() as con:
+        with self._guard("read"), self.engine.connect() as con:
             df = pd.read_sql(select(runs).order_by(self._sorted(runs.c.run_id)), con)
         df["manifest"] = [json.loads(m) for m in df["manifest"]]
         return df
@@ -145,7 +225,7 @@ class ResultStore:
     # -- cases ------------------------------------------------------------------------------
     def stored_cases(self, run_id: str) -> dict[str, str]:
         """Case id -> case status for every case stored in a run."""
-        with self.engine.connect() as con:
+        with self._guard("read"), self.engine.connect() as con:
             rows = con.execute(
                 select(cases.c.case_id, cases.c.status).where(cases.c.run_id == run_id)
             )
@@ -159,7 +239,8 @@ class ResultStore:
         self, run_id: str, dataset: str, model: str, records: Sequence[CaseRecord]
     ) -> None:
         """Store several cases in one transaction (replacing old ones): all or none."""
-        with self.engine.begin() as con:
+        what = f"case {records[0].case_id!r}" if len(records) == 1 else f"{len(records)} cases"
+        with self._guard(f"store {what} in"), self.engine.begin() as con:
             for record in records:
                 ResultStore._write_case(con, run_id, dataset, model, record)
 
@@ -202,7 +283,7 @@ class ResultStore:
         query = select(cases)
         if run_ids is not None:
             query = query.where(cases.c.run_id.in_(list(run_ids)))
-        with self.engine.connect() as con:
+        with self._guard("read"), self.engine.connect() as con:
             return pd.read_sql(
                 query.order_by(self._sorted(cases.c.run_id), self._sorted(cases.c.case_id)), con
             )
@@ -221,7 +302,7 @@ class ResultStore:
             }
             for rec in table.to_dict(orient="records")
         ]
-        with self.engine.begin() as con:
+        with self._guard(f"store metadata of {dataset!r} in"), self.engine.begin() as con:
             con.execute(delete(case_metadata).where(case_metadata.c.dataset == dataset))
             if rows:
                 con.execute(insert(case_metadata), rows)
@@ -229,7 +310,7 @@ class ResultStore:
 
     def metadata(self, dataset: str) -> pd.DataFrame:
         """A dataset's per-case metadata: ``case_id`` plus one column per field."""
-        with self.engine.connect() as con:
+        with self._guard("read"), self.engine.connect() as con:
             rows = con.execute(
                 select(case_metadata.c.case_id, case_metadata.c.data)
                 .where(case_metadata.c.dataset == dataset)
@@ -260,7 +341,7 @@ class ResultStore:
             query = query.where(scores.c.run_id.in_(list(run_ids)))
         order = ("dataset", "model", "case_id", "structure", "metric")
         query = query.order_by(*(self._sorted(scores.c[c]) for c in order))
-        with self.engine.connect() as con:
+        with self._guard("read"), self.engine.connect() as con:
             df = pd.read_sql(query, con)
         df["value"] = df["value"].astype("float64")
         return df
@@ -283,7 +364,124 @@ def _value(value: float) -> float | None:
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     """WAL journal: readers never block the writer; synchronous=NORMAL is crash-safe in WAL."""
     cur = dbapi_connection.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
+    try:
+        cur.execute("PRAGMA journal_mode=WAL")
+    except sqlite3.OperationalError as exc:  # a read-only file keeps its journal mode
+        if not str(getattr(exc, "sqlite_errorname", "")).startswith("SQLITE_READONLY"):
+            raise
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
+
+
+def _shown_url(url: str) -> str:
+    """``url`` as it may be printed: an SQLite file as its path, a password as ``***``."""
+    if url.startswith("sqlite:///"):
+        return url.removeprefix("sqlite:///")
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url
+
+
+def _create_engine(url: str, shown: str) -> Engine:
+    """An engine for ``url``, or a one-line error naming what to change or install."""
+    example = "an SQLite file path or postgresql+psycopg://USER@HOST/DB"
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise InputError(
+            f"Invalid results database URL {shown!r} ({exc}); give --db {example}."
+        ) from exc
+    backend, _, driver = parsed.drivername.partition("+")
+    if backend == "postgres":
+        raise InputError(
+            f"Unknown database scheme 'postgres' in {shown!r}; write postgresql+psycopg:// "
+            "(SQLAlchemy's name for PostgreSQL)."
+        )
+    if backend not in _BACKENDS:
+        raise InputError(
+            f"Unsupported results database {shown!r}: assay stores results in SQLite or "
+            f"PostgreSQL, not {backend}; give --db {example}."
+        )
+    try:
+        dialect = parsed.get_dialect()
+        driver = driver or str(dialect.driver)  # the backend's default driver
+        if getattr(dialect, "is_async", False):
+            raise InputError(
+                f"The database driver {driver!r} in {shown!r} is asynchronous; assay needs a "
+                f"synchronous one: give --db {example}."
+            )
+        kwargs: dict[str, Any] = {}
+        if backend == "sqlite":
+            kwargs["connect_args"] = {"timeout": _SQLITE_BUSY_TIMEOUT_S}
+        engine = create_engine(url, **kwargs)
+    except ImportError as exc:
+        advice = _DRIVER_PACKAGES.get(driver, f"pip install the {driver!r} package")
+        raise StoreError(
+            f"The database driver {driver!r} for {shown!r} is not installed "
+            f"(No module named {exc.name!r}); {advice}."
+        ) from exc
+    except SQLAlchemyError as exc:  # an unknown driver name
+        raise InputError(
+            f"Cannot use the results database URL {shown!r}: {_first_line(exc)}; give --db "
+            f"{example}."
+        ) from exc
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _first_line(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None)
+    text = str(orig if orig is not None else exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+#: SQLSTATE classes and codes of PostgreSQL errors that the environment causes (connection,
+#: resources, shutdown, no privilege, a read-only transaction or server).
+_PG_ENVIRONMENT = ("08", "53", "57", "58", "42501", "25006")
+
+
+def _environmental(exc: SQLAlchemyError) -> bool:
+    """Whether a database error comes from the environment (a file, a lock, a server, a
+    privilege) rather than from assay's own queries or rows."""
+    if isinstance(exc, OperationalError | InterfaceError):
+        return True
+    sqlstate = str(getattr(getattr(exc, "orig", None), "sqlstate", "") or "")
+    return sqlstate.startswith(_PG_ENVIRONMENT)
+
+
+def _store_error(shown: str, action: str, exc: SQLAlchemyError) -> StoreError:
+    """One line for a database error: what failed, on which database, and what to do."""
+    detail = _first_line(exc)
+    code = str(getattr(getattr(exc, "orig", None), "sqlite_errorname", ""))
+    where = f"the results database {shown}"
+    if code.startswith("SQLITE_READONLY"):
+        return StoreError(
+            f"Cannot {action} {where}: it is read-only ({detail}). Make the file and its "
+            "folder writable (SQLite writes -wal and -shm files beside it), or pass --db "
+            "another file."
+        )
+    if code.startswith("SQLITE_CANTOPEN"):
+        return StoreError(
+            f"Cannot {action} {where} ({detail}): check that the file and its folder exist "
+            "and are readable and writable, or pass --db another file."
+        )
+    if code.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+        return StoreError(
+            f"Cannot {action} {where}: another process held its lock for more than "
+            f"{_SQLITE_BUSY_TIMEOUT_S:g} s ({detail}). Retry when it has finished, or use "
+            "PostgreSQL for many concurrent writers."
+        )
+    if code.startswith("SQLITE_NOTADB"):
+        return StoreError(
+            f"Cannot {action} {where}: it is not an SQLite database ({detail}); pass --db a "
+            "database written by assay, or a new file."
+        )
+    if code.startswith("SQLITE_FULL"):
+        return StoreError(f"Cannot {action} {where}: the disk is full ({detail}).")
+    return StoreError(
+        f"Cannot {action} {where}: {type(exc).__name__}: {detail}. Check the path or URL "
+        "given with --db."
+    )

@@ -26,9 +26,11 @@ _SCANNERS: Final = (
     "Philips IQon Spectral CT",
     "Canon Aquilion ONE",
 )
+#: Marker file :func:`write_benchmark` leaves in its folder (what ``overwrite`` may replace).
+BENCHMARK_MARKER: Final = ".assay-benchmark"
 _MISSING_MODEL: Final = "boundary_noise"  # has no prediction for the last case
 _FLIPPED_MODEL: Final = "flipped_orientation"
-_MAX_CASES: Final = 9999
+MAX_CASES: Final = 9999
 _T = TypeVar("_T", bound=np.generic)
 
 
@@ -111,9 +113,11 @@ def write_benchmark(
     layout : {"structures", "labelmap"}, default "structures"
         File layout, see above.
     overwrite : bool, default False
-        Replace an existing benchmark in `out_dir` (its ``reference``, ``predictions``,
-        ``images``, ``metadata.csv`` and ``dataset.json``); without it an existing one is an
-        error, because mixing two benchmarks would silently corrupt both.
+        Replace a benchmark that this function wrote in `out_dir` (its ``reference``,
+        ``predictions``, ``images``, ``metadata.csv`` and ``dataset.json``, recognised by the
+        ``.assay-benchmark`` marker it writes); without it an existing one is an error,
+        because mixing two benchmarks would silently corrupt both. Files of those names that
+        it did not write (no marker) are never removed: that is an error too.
 
     Returns
     -------
@@ -125,7 +129,8 @@ def write_benchmark(
     assay.errors.InputError
         If an argument is invalid or a model is unknown.
     assay.errors.LayoutError
-        If `out_dir` already holds a benchmark and `overwrite` is false.
+        If `out_dir` already holds a benchmark and `overwrite` is false, or holds files of
+        those names that were not written by this function.
     """
     unknown = [m for m in models if m not in MODELS]
     if unknown:
@@ -139,27 +144,38 @@ def write_benchmark(
         raise InputError(
             f"Unknown benchmark layout {layout!r}: expected 'structures' or 'labelmap'."
         )
-    if isinstance(n_cases, bool) or not isinstance(n_cases, int) or not 1 <= n_cases <= _MAX_CASES:
-        raise InputError(
-            f"Invalid n_cases {n_cases!r}: expected an integer from 1 to {_MAX_CASES}."
-        )
+    if isinstance(n_cases, bool) or not isinstance(n_cases, int) or not 1 <= n_cases <= MAX_CASES:
+        raise InputError(f"Invalid n_cases {n_cases!r}: expected an integer from 1 to {MAX_CASES}.")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise InputError(f"Invalid benchmark seed {seed!r}: expected a non-negative integer.")
 
     out = Path(out_dir)
     owned = [out / "reference", out / "predictions", out / "images"]
     owned_files = [out / "metadata.csv", out / "dataset.json"]
-    existing = [p for p in [*owned, *owned_files] if p.exists()]
+    existing = [p for p in [*owned, *owned_files] if p.exists() or p.is_symlink()]
+    marker = out / BENCHMARK_MARKER
     if existing and not overwrite:
         raise LayoutError(
             f"{out} already holds a benchmark ({', '.join(p.name for p in existing)}). "
             "Choose an empty folder or pass overwrite=True to replace it."
         )
+    if existing and not marker.is_file():
+        raise LayoutError(
+            f"{out} holds {', '.join(p.name for p in existing)}, not written by "
+            f"write_benchmark (no {BENCHMARK_MARKER} marker); they are not replaced. Choose "
+            "an empty folder."
+        )
     for path in existing:
-        if path.is_dir():
+        if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
         else:
             path.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    marker.write_text(
+        json.dumps({"written_by": "assay.synthetic.write_benchmark", "seed": seed,
+                    "n_cases": n_cases, "layout": layout}) + "\n",
+        encoding="utf-8",
+    )  # fmt: skip
 
     reference_dir = out / "reference"
     reference_dir.mkdir(parents=True)
