@@ -358,6 +358,8 @@ def test_provenance_turns_training_sources_into_contaminated_test_cases(tmp_path
         ({"spot_check": {"cases": -1}}, "spot_check.cases must be a positive integer"),
         ({"analysis": {"metrics": ["dcs"]}}, "analysis.metrics ['dcs'] are not computed"),
         ({"analysis": {"policy": "median"}}, "analysis.policy 'median' is not one of"),
+        ({"analysis": {"winner_rule": "wilcoxon"}}, "analysis.winner_rule 'wilcoxon' is not one"),
+        ({"analysis": {"subgroup_family": "x"}}, "analysis.subgroup_family 'x' is not one of"),
         ({"datasets": [{"name": "d", "root": ".", "image": "{case_id}/ct.nii.gz"}]},
          "is not a valid template"),
         ({"models": [{"name": "m", "runner": {"command": "x {input}", "cwd": "nowhere"}}]},

@@ -312,3 +312,33 @@ def test_winners_and_inversions_api_directly():
     assert set(map(tuple, inv[["model", "better_than"]].values)) >= {("A", "B")}
     for r in itertools.islice(inv.itertuples(), 5):
         assert r.rank > r.rank_better_than and r.p_holm < 0.05
+
+
+def _demo_pancreas(n: int) -> pd.DataFrame:
+    """The demo's pancreas (closed form): ``misses_small`` scores 0 on the odd cases and
+    exactly the best model's 0.996 on the even ones; ``dilated`` is 0.879 on every case;
+    three more models make K = 30 ordered pairs."""
+    best = np.full(n, 0.996)
+    misses = np.where(np.arange(n) % 2 == 1, 0.0, 0.996)
+    return _rows(
+        {"best": best, "twin": best.copy(), "close": best - 0.001, "dilated": np.full(n, 0.879),
+         "misses_small": misses, "noise": np.full(n, 0.768)}, structure="pancreas",
+    )  # fmt: skip
+
+
+def test_twelve_cases_cannot_beat_a_model_that_differs_on_six_and_says_so():
+    """With 12 cases misses_small differs from the best on m = 6: the smallest p is 2^-6 and
+    30 × 2^-6 = 0.47 > 0.05, so no test can make it lose — the analysis warns that its 🏆
+    means 'not enough evidence'. With 24 cases (m = 12, 30 × 2^-12 = 0.007) it loses."""
+    small = analyze(_demo_pancreas(12), n_bootstrap=200)
+    agg = small.aggregates[small.aggregates.structure == "pancreas"].set_index("model")
+    assert bool(agg.loc["misses_small", "winner"]) and not bool(agg.loc["dilated", "winner"])
+    pw = small.pairwise.set_index(["structure", "model_a", "model_b"])
+    assert pw.loc[("pancreas", "best", "misses_small"), "n_differing"] == 6
+    assert pw.loc[("pancreas", "best", "misses_small"), "p_value"] == 2.0**-6
+    (warning,) = [w for w in small.warnings if "too few cases for any test" in w]
+    assert "misses_small on pancreas (dsc, 6 cases)" in warning
+    large = analyze(_demo_pancreas(24), n_bootstrap=200)
+    agg = large.aggregates[large.aggregates.structure == "pancreas"].set_index("model")
+    assert not bool(agg.loc["misses_small", "winner"]) and not bool(agg.loc["dilated", "winner"])
+    assert not [w for w in large.warnings if "misses_small on pancreas" in w]

@@ -836,9 +836,9 @@ def demo_command(
     cases: Annotated[
         int,
         typer.Option(
-            min=2, help="Number of synthetic cases (12: enough for tests to separate models)."
+            min=2, help="Number of synthetic cases (24: enough for the tests to separate models)."
         ),
-    ] = 12,
+    ] = 24,
     workers: Annotated[int, typer.Option(min=1, help="Local worker processes.")] = 1,
     profile: Annotated[str, typer.Option(help="Metric protocol.")] = "default",
 ) -> None:

@@ -74,20 +74,25 @@ class NumberFormat:
 
 
 def _distinct(values: Iterable[float], scale: float, digits: int) -> bool:
-    """Whether different values stay different when rounded to ``digits`` decimals."""
-    seen: dict[str, float] = {}
+    """Whether values that differ at :data:`_MAX_DIGITS` decimals still differ at ``digits``.
+
+    Values equal to the last shown decimal at the finest format (e.g. two models 1e-9 apart)
+    cannot be told apart by any format we print, so they do not force more digits.
+    """
+    seen: dict[str, str] = {}
     for v in values:
         text = f"{scale * v:.{digits}f}"
-        if text in seen and seen[text] != v:
+        finest = f"{scale * v:.{_MAX_DIGITS}f}"
+        if seen.setdefault(text, finest) != finest:
             return False
-        seen[text] = v
     return True
 
 
 def number_format(aggregates: pd.DataFrame, metric: str) -> NumberFormat:
     """The format of ``metric``: the fewest decimals (1–4 in percent, 2–4 in mm) with which
     the ranked means and medians of every (dataset, structure) family that differ are
-    written differently, so two models never show the same number with different ranks."""
+    written differently, so two models never show the same number with different ranks
+    (unless they are equal to 4 decimals, which no format here could show)."""
     percent = is_percent(metric)
     scale = 100.0 if percent else 1.0
     part = aggregates

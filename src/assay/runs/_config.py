@@ -40,7 +40,7 @@ _KEYS = ("name", "output", "db", "profile", "workers", "datasets", "models", "sp
          "analysis", "report")  # fmt: skip
 _ANALYSIS_KEYS = ("metrics", "policy", "aggregation", "bootstrap", "seed", "ci", "alpha",
                   "groups", "min_group_size", "correction", "worst_values", "winner_rule",
-                  "permutations")  # fmt: skip
+                  "permutations", "subgroup_family")  # fmt: skip
 _SPOT_KEYS = ("cases", "min_dice")
 
 
@@ -134,7 +134,8 @@ def load_benchmark(path: str | Path) -> Benchmark:
                          ("aggregation", ("default", "touchstone")),
                          ("ci_method", ("percentile", "bca")),
                          ("correction", ("bonferroni", "fdr_bh")),
-                         ("winner_rule", tuple(WINNER_RULES))):  # fmt: skip
+                         ("winner_rule", tuple(WINNER_RULES)),
+                         ("subgroup_family", ("all", "model"))):  # fmt: skip
         if key in analysis and analysis[key] not in allowed:
             name = {"ci_method": "ci"}.get(key, key)
             raise InputError(

@@ -46,7 +46,9 @@ class Analysis:
 
     ``values`` are the per-case values the statistics used (after the policy and the
     contamination rules, plus the per-case ``average`` rows); ``rank_counts`` and
-    ``tau_samples`` are the bootstrap distributions behind ``stability`` (for plots).
+    ``tau_samples`` are the bootstrap distributions behind ``stability`` (for plots);
+    ``inversions`` the significant pairs whose better model is ranked lower
+    (:func:`~assay.stats._paired.inversions`).
     """
 
     params: dict[str, Any]
@@ -196,6 +198,7 @@ def analyze(
         if len(small)
     )
     warns += _powerless_families(pairwise, alpha, winner_rule, n_permutations)
+    warns += _powerless_pairs(aggregates, pairwise, alpha)
     if len(contradictions):
         warns += (
             f"{len(contradictions)} significant pair(s) contradict the ranking (a lower-ranked "
@@ -317,6 +320,41 @@ def _powerless_families(
         f"{int(worst['k'])} ordered pairs the smallest attainable Holm-adjusted p is "
         f"{float(floor[weak.index].max()):.3g} > alpha = {alpha}, so every model there is a "
         f"co-winner by construction. Add cases{budget} before reading the winners.",
+    )
+
+
+def _powerless_pairs(aggregates: pd.DataFrame, pairwise: pd.DataFrame, alpha: float) -> tuple:
+    """Warn about co-winners that no test could have beaten: the best model and the co-winner
+    differ on so few cases m that even the smallest p, :math:`2^{-m}`, times the K pairs of
+    the family exceeds α (e.g. a model that misses a structure in 6 of 12 cases and equals
+    the best on the rest)."""
+    if pairwise.empty or "n_differing" not in pairwise.columns:
+        return ()
+    is_best = aggregates["best"].eq(True)
+    won = aggregates.loc[aggregates["winner"].eq(True) & ~is_best]
+    best = aggregates.loc[is_best, ["dataset", "structure", "metric", "model"]]
+    if won.empty or best.empty:
+        return ()
+    fam = ["dataset", "structure", "metric"]
+    k = pairwise.groupby(fam).size().rename("k").reset_index()
+    pairs = (
+        best.rename(columns={"model": "model_a"})
+        .merge(won[[*fam, "model"]].rename(columns={"model": "model_b"}), on=fam)
+        .merge(pairwise[[*fam, "model_a", "model_b", "n_differing"]], on=[*fam, "model_a",
+                                                                         "model_b"])
+        .merge(k, on=fam)
+    )  # fmt: skip
+    weak = pairs[pairs["k"] * np.exp2(-pairs["n_differing"].astype(float)) > alpha]
+    if weak.empty:
+        return ()
+    examples = ", ".join(
+        f"{r.model_b} on {r.structure} ({r.metric}, {int(r.n_differing)} cases)"
+        for r in weak.drop_duplicates(["model_b", "structure", "metric"]).head(4).itertuples()
+    )
+    return (
+        f"{len(weak.drop_duplicates([*fam, 'model_b']))} co-winner(s) differ from the best "
+        f"model on too few cases for any test to reach alpha = {alpha} after Holm, e.g. "
+        f"{examples}: a 🏆 there means 'not enough evidence', not 'as good'. Add cases.",
     )
 
 

@@ -83,6 +83,7 @@ _PAIR_COLUMNS = [
     "model_a",
     "model_b",
     "n_paired",
+    "n_differing",
     "mean_difference",
     "median_difference",
     "p_value",
@@ -352,7 +353,8 @@ def pairwise_tests(
     -------
     pandas.DataFrame
         One row per (dataset, structure, metric) and ordered pair (``model_a``, ``model_b``):
-        ``n_paired`` (cases with a value for both), ``mean_difference`` and
+        ``n_paired`` (cases with a value for both), ``n_differing`` (those where the two
+        values differ: only they carry evidence), ``mean_difference`` and
         ``median_difference`` (of :math:`a_i - b_i`; NaN when ``n_paired == 0``),
         ``p_value`` (one-sided, alternative "a better than b"), ``p_holm`` (Holm-adjusted
         within the family), ``significant`` (``p_holm < alpha``), ``higher_is_better``,
@@ -419,6 +421,7 @@ def pairwise_tests(
                     "model_a": models[i],
                     "model_b": models[j],
                     "n_paired": n,
+                    "n_differing": int(np.count_nonzero(d != 0)),
                     "mean_difference": float(np.mean(d)) if n else np.nan,
                     "median_difference": float(np.median(d)) if n else np.nan,
                     "p_value": min(1.0, pv),
@@ -438,6 +441,7 @@ def pairwise_tests(
     return out.astype(
         {
             "n_paired": np.int64,
+            "n_differing": np.int64,
             "mean_difference": np.float64,
             "median_difference": np.float64,
             "p_value": np.float64,
