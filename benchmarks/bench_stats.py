@@ -4,7 +4,8 @@ A synthetic per-case table: 20 models x 10 structures x 2 metrics (dsc, nsd) x 5
 (Beta-distributed scores with model effects; 3 models miss 5 % of cases; about 8 % of
 (case, structure) pairs not applicable), case metadata with 6 groupings. Then
 ``assay.stats.analyze`` for each metric: policy, aggregates, 2,000 paired bootstrap
-resamples (CIs and rank stability), one-sided Wilcoxon for all ordered pairs with Holm,
+resamples (CIs and rank stability), the default mean-rule sign-flip permutation tests and
+Touchstone's one-sided Wilcoxon for all ordered pairs with Holm,
 winners, rankings, and 6 subgroup groupings. Prints the time of each stage and the total.
 
 Usage: ``python benchmarks/bench_stats.py [--cases 5160] [--models 20] [--bootstrap 2000]``.
