@@ -10,12 +10,12 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from cli_helpers import assay_script as _console_script
 from rich.console import Console
 from typer.testing import CliRunner, Result
 
@@ -384,15 +384,6 @@ def test_export_bad_format_and_empty_selection(tmp_path, scored_db):
 
 
 # -- the installed console script ----------------------------------------------------------------
-
-
-def _console_script() -> str:
-    found = Path(sys.executable).parent / "assay"
-    if found.is_file():
-        return str(found)
-    on_path = shutil.which("assay")
-    assert on_path is not None, "the `assay` console script is not installed"
-    return on_path
 
 
 def test_demo_console_script(tmp_path):

@@ -13,7 +13,6 @@ import io
 import os
 import re
 import select
-import shutil
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ import pandas as pd
 import pytest
 import typer
 import yaml
+from cli_helpers import assay_script as _assay
 from rich.console import Console
 from rich.table import Table
 
@@ -44,15 +44,6 @@ MODES = ("piped", "tty")
 
 
 # -- running the real command --------------------------------------------------------------------
-
-
-def _assay() -> str:
-    found = Path(sys.executable).parent / "assay"
-    if found.is_file():
-        return str(found)
-    on_path = shutil.which("assay")
-    assert on_path is not None, "the `assay` console script is not installed"
-    return on_path
 
 
 def _env() -> dict[str, str]:

@@ -30,7 +30,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from rich.console import Console
+from cli_helpers import assay_script as _assay
+from cli_helpers import wide_console  # noqa: F401  (autouse fixture)
 from typer.testing import CliRunner
 
 from assay import cli
@@ -45,24 +46,12 @@ ENV = {**os.environ, "COLUMNS": "1000", "NO_COLOR": "1"}
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True)
-def wide_console(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cli, "out", Console(width=1000))
-    monkeypatch.setattr(cli, "err", Console(width=1000, stderr=True))
-
-
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory: pytest.TempPathFactory):
     return write_benchmark(
         tmp_path_factory.mktemp("robust") / "data", n_cases=4,
         models=("near_perfect", "boundary_noise"), **SMALL,
     )  # fmt: skip
-
-
-def _assay() -> str:
-    found = Path(sys.executable).parent / "assay"
-    assert found.is_file(), "the `assay` console script is not installed next to python"
-    return str(found)
 
 
 def _score_args(reference: Path, predictions: Path, db: Path | str, model: str = "m") -> list:

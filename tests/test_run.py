@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from rich.console import Console
+from cli_helpers import wide_console  # noqa: F401  (autouse fixture)
 from typer.testing import CliRunner
 
 from assay import cli
@@ -37,12 +37,6 @@ runner = CliRunner()
 CRASH = "import sys; sys.stderr.write('CUDA out of memory\\n'); sys.exit(3)"
 HANG = "import time; time.sleep(60)"
 NOTHING = "pass"
-
-
-@pytest.fixture(autouse=True)
-def wide_console(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cli, "out", Console(width=1000))
-    monkeypatch.setattr(cli, "err", Console(width=1000, stderr=True))
 
 
 @pytest.fixture(scope="module")

@@ -42,13 +42,14 @@ def metric_label(metric: str) -> str:
     return f"{metric.upper()} ({'%' if is_percent(metric) else 'mm'})"
 
 
-def _isnan(value: Any) -> bool:
+def is_missing(value: Any) -> bool:
+    """None, ``pd.NA`` and NaN are missing; any other value (a number, a text) is not."""
     if value is None or value is pd.NA:
         return True
     try:
         return math.isnan(float(value))
     except (TypeError, ValueError):
-        return True
+        return False
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,7 @@ class NumberFormat:
 
     def __call__(self, value: Any, missing: str = "—") -> str:
         """``0.91234`` -> ``91.2`` (percent, 1 decimal); NaN -> ``missing``."""
-        if _isnan(value):
+        if is_missing(value):
             return missing
         return f"{self.scale * float(value):.{self.digits}f}"
 
@@ -126,7 +127,7 @@ class RowMarks:
 
 
 def _true(value: Any) -> bool:
-    return (not _isnan(value)) and bool(value)
+    return (not is_missing(value)) and bool(value)
 
 
 def row_marks(family: pd.DataFrame, inversions: pd.DataFrame | None) -> dict[str, RowMarks]:
@@ -137,7 +138,7 @@ def row_marks(family: pd.DataFrame, inversions: pd.DataFrame | None) -> dict[str
     families are ignored when it has the family columns).
     """
     rows = family.to_dict("records")
-    ranked = [r for r in rows if not _true(r.get("contaminated")) and not _isnan(r.get("rank"))]
+    ranked = [r for r in rows if not _true(r.get("contaminated")) and not is_missing(r.get("rank"))]
     loser_ranks = [float(r["rank"]) for r in ranked if not _true(r.get("winner"))]
     best_loser = min(loser_ranks, default=math.inf)
     better: dict[str, list[tuple[str, float]]] = {}
@@ -152,7 +153,7 @@ def row_marks(family: pd.DataFrame, inversions: pd.DataFrame | None) -> dict[str
     out = {}
     for r in rows:
         model = str(r["model"])
-        ranked_row = not _true(r.get("contaminated")) and not _isnan(r.get("rank"))
+        ranked_row = not _true(r.get("contaminated")) and not is_missing(r.get("rank"))
         win = _true(r.get("winner")) and ranked_row
         out[model] = RowMarks(
             winner=win,

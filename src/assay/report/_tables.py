@@ -7,7 +7,6 @@ Every builder returns a :class:`Table` of :class:`Cell` objects that the templat
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from assay.report._format import (
     row_marks,
     winner_legend,
 )
+from assay.report._format import is_missing as _isnan
 from assay.report._render import ALL_MODELS, _slice, _structures, all_models, pairwise_alpha
 from assay.stats import AVERAGE, rule_description
 from assay.stats._policy import CHANGE_COLUMNS as POLICY_CHANGE_COLUMNS
@@ -52,15 +52,6 @@ _SAFE_URL = re.compile(r"^(https?://|mailto:)", re.IGNORECASE)
 
 
 # --------------------------------------------------------------------------- formatting
-
-
-def _isnan(value: Any) -> bool:
-    if value is None or value is pd.NA:
-        return True
-    try:
-        return math.isnan(float(value))
-    except (TypeError, ValueError):
-        return False
 
 
 def _digits(metric: str, aggregates: pd.DataFrame | None = None) -> NumberFormat:
