@@ -567,7 +567,7 @@ def _print_analysis(result: Any) -> None:
         highlight=False,
     )
     for w in result.warnings:
-        out.print(f"[yellow]warning:[/] {escape(w)}")
+        out.print(f"[yellow]warning:[/] {escape(w)}", highlight=False)
 
 
 @app.command("report")

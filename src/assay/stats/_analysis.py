@@ -344,7 +344,11 @@ def _powerless_pairs(aggregates: pd.DataFrame, pairwise: pd.DataFrame, alpha: fl
                                                                          "model_b"])
         .merge(k, on=fam)
     )  # fmt: skip
-    weak = pairs[pairs["k"] * np.exp2(-pairs["n_differing"].astype(float)) > alpha]
+    n_max = pairwise.groupby(fam)["n_paired"].max().rename("n_max").reset_index()
+    pairs = pairs.merge(n_max, on=fam)
+    # families where no pair at all can be significant are reported by _powerless_families
+    whole = pairs["k"] * np.exp2(-pairs["n_max"].astype(float)) > alpha
+    weak = pairs[~whole & (pairs["k"] * np.exp2(-pairs["n_differing"].astype(float)) > alpha)]
     if weak.empty:
         return ()
     examples = ", ".join(
