@@ -251,6 +251,49 @@ def test_processes_opening_a_new_sqlite_database_at_once_all_succeed(tmp_path):
         assert len(store.cases()) == n
 
 
+def _open_and_write(db: str, go: str, errors) -> None:
+    from assay.store._store import _sqlite_pragmas
+
+    while not Path(go).exists():
+        time.sleep(0.0005)
+    try:
+        con = sqlite3.connect(db, timeout=60)
+        _sqlite_pragmas(con, None)
+        con.execute("BEGIN IMMEDIATE")
+        con.execute("CREATE TABLE IF NOT EXISTS t (x)")
+        con.execute("INSERT INTO t VALUES (1)")
+        con.commit()
+        mode = con.execute("PRAGMA journal_mode").fetchone()[0]
+        con.close()
+        if mode != "wal":
+            errors.put(f"journal mode {mode}")
+    except Exception as exc:  # reported to the test, which names it
+        errors.put(f"{type(exc).__name__}: {exc}")
+
+
+def test_connections_switching_a_new_file_to_wal_at_once_all_succeed(tmp_path):
+    """CI found it (1 of 18 openings): SQLite fails `PRAGMA journal_mode=WAL` at once, with no
+    busy wait, when another connection is converting the new file; before the fix about one
+    in five rounds of 8 processes had a `database is locked` here."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    errors = ctx.Queue()
+    for attempt in range(25):
+        db, go = str(tmp_path / f"wal{attempt}.db"), str(tmp_path / f"go{attempt}")
+        procs = [ctx.Process(target=_open_and_write, args=(db, go, errors)) for _ in range(8)]
+        for proc in procs:
+            proc.start()
+        time.sleep(0.05)
+        Path(go).touch()
+        for proc in procs:
+            proc.join(timeout=120)
+        assert [proc.exitcode for proc in procs] == [0] * 8
+        assert errors.empty(), f"round {attempt}: {errors.get()}"
+        with sqlite3.connect(db) as con:
+            assert con.execute("SELECT count(*) FROM t").fetchone()[0] == 8
+
+
 def test_three_assay_score_commands_on_a_new_database_all_score(tmp_path, bench):
     db = tmp_path / "shared.db"
     models = ["near_perfect", "boundary_noise", "near_perfect_again"]

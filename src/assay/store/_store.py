@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -361,14 +362,37 @@ def _value(value: float) -> float | None:
     return 0.0 if value == 0 else float(value)
 
 
+def _use_wal(cur: sqlite3.Cursor) -> None:
+    """Switch the file to the WAL journal, waiting as long as the busy timeout for the lock.
+
+    WAL is a property of the file, so once it is set nothing is locked. The switch itself
+    needs the file to itself and SQLite fails it at once (``database is locked``, no busy
+    wait) when another connection is busy, as when processes open a new database together:
+    retry with backoff, and stop as soon as one of them has switched it. A read-only file
+    keeps its journal mode.
+    """
+    deadline = time.monotonic() + _SQLITE_BUSY_TIMEOUT_S
+    pause = 0.001
+    while True:
+        try:
+            if str(cur.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal":
+                return
+            cur.execute("PRAGMA journal_mode=WAL").fetchall()
+            return
+        except sqlite3.OperationalError as exc:
+            code = str(getattr(exc, "sqlite_errorname", ""))
+            if code.startswith("SQLITE_READONLY"):
+                return
+            if not code.startswith("SQLITE_BUSY") or time.monotonic() > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(2 * pause, 0.1)
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     """WAL journal: readers never block the writer; synchronous=NORMAL is crash-safe in WAL."""
     cur = dbapi_connection.cursor()
-    try:
-        cur.execute("PRAGMA journal_mode=WAL")
-    except sqlite3.OperationalError as exc:  # a read-only file keeps its journal mode
-        if not str(getattr(exc, "sqlite_errorname", "")).startswith("SQLITE_READONLY"):
-            raise
+    _use_wal(cur)
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
