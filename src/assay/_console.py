@@ -21,7 +21,6 @@ from importlib.metadata import PackageNotFoundError, version
 from types import TracebackType
 from typing import Any
 
-import click
 import typer
 from rich import box
 from rich.console import Console
@@ -331,7 +330,9 @@ class HelpGroup(TyperGroup):
     """A command group whose help lists each command with its whole summary (click cuts it
     to what fits on one line, "Score every case and ...;..."), wrapped to the terminal."""
 
-    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+    def format_commands(self, ctx: Any, formatter: Any) -> None:
+        # ctx, formatter: click's Context and HelpFormatter (typer >= 0.29 vendors its own
+        # click, older typers use the click package: no one annotation fits both).
         rows = []
         for name in self.list_commands(ctx):
             command = self.get_command(ctx, name)

@@ -100,11 +100,11 @@ def dataset_card_from_mapping(raw: Mapping[str, Any], *, where: str, base: Path)
         )
     if not raw.get("name"):
         raise InputError(f"Dataset card {where} needs a 'name'.")
-    paths: dict[str, Path | None] = {}
+    paths: dict[str, Any] = {}
     for key in _PATH_FIELDS:
         value = raw.get(key)
         paths[key] = None if value is None else (base / str(value)).resolve()
-        if paths[key] is not None and not paths[key].exists():  # type: ignore[union-attr]
+        if paths[key] is not None and not paths[key].exists():
             raise InputError(
                 f"Dataset card {where}: {key} {paths[key]} does not exist; fix the path "
                 "(relative paths are relative to the card file)."
@@ -126,9 +126,12 @@ def dataset_card_from_mapping(raw: Mapping[str, Any], *, where: str, base: Path)
         raise InputError(
             f"Dataset card {where}: layout {raw['layout']!r} is not 'structures' or 'labelmap'."
         )
+    texts: dict[str, Any] = {
+        k: (None if raw.get(k) is None else str(raw[k]).strip()) for k in _TEXT_FIELDS
+    }
     return DatasetCard(
         name=str(raw["name"]),
-        **{k: (None if raw.get(k) is None else str(raw[k]).strip()) for k in _TEXT_FIELDS},
+        **texts,
         **paths,
         layout=raw.get("layout"),
         id_column=raw.get("id_column"),

@@ -108,8 +108,10 @@ def _resample_nearest(pred: Image, ref: Image) -> np.ndarray:
         data = data.astype(np.uint8)
     source = nib.Nifti1Image(data, pred.affine, dtype=data.dtype)
     result = resample_from_to(source, (ref.shape, ref.affine), order=0)
-    out = np.asarray(result.dataobj)
-    return out.astype(bool) if as_bool else out
+    out: np.ndarray = np.asarray(result.dataobj)
+    if as_bool:
+        out = out.astype(bool)
+    return out
 
 
 def _fmt(values: np.ndarray | tuple[float, ...]) -> str:
@@ -117,7 +119,8 @@ def _fmt(values: np.ndarray | tuple[float, ...]) -> str:
 
 
 def _direction(affine: np.ndarray) -> np.ndarray:
-    return affine[:3, :3] / np.linalg.norm(affine[:3, :3], axis=0)
+    columns: np.ndarray = affine[:3, :3] / np.linalg.norm(affine[:3, :3], axis=0)
+    return columns
 
 
 def _describe_difference(pred: Image, ref: Image) -> str:

@@ -12,6 +12,7 @@ import struct
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import nibabel as nib
 import numpy as np
@@ -47,7 +48,7 @@ _DECODE_ERRORS: tuple[type[BaseException], ...] = (
     HeaderDataError,
     WrapStructError,
     zlib.error,
-    isal_zlib.error,
+    cast("type[BaseException]", isal_zlib.error),  # its stub calls it an instance
 )
 # Integer types NIfTI stores without surprises, smallest first (used by write_image).
 _INT_TYPES = (np.uint8, np.int16, np.int32)
@@ -367,7 +368,7 @@ def binary_mask(image: Image, *, what: str) -> np.ndarray:
             # uint8/int8 holding 0/1 are valid booleans: a view, no copy
             return array.view(bool) if array.dtype.itemsize == 1 else array.astype(bool)
     elif array.dtype.kind == "f":
-        mask = array != 0
+        mask: np.ndarray = array != 0
         if bool(np.all(array[mask] == 1)):
             return mask
     values = np.unique(array)

@@ -6,7 +6,9 @@ Nothing here reads files or mutates its inputs. Entry points:
 * :func:`label_map_metrics` — the same for every label of two multi-label maps;
 * :func:`surface_distances` and the reductions :func:`nsd`, :func:`hausdorff`,
   :func:`hausdorff_percentile`, :func:`assd`, :func:`masd` for custom protocols;
-* :data:`PROFILES` / :class:`Profile` — named, complete protocols.
+* :data:`PROFILES` / :class:`Profile` — named, complete protocols;
+* :data:`METRICS` / :func:`metric_info` — the metric registry (direction, unit, worst value,
+  display names): the one place a metric's facts live.
 """
 
 from assay.metrics._distances import lattice_distance, nearest_distances
@@ -23,6 +25,17 @@ from assay.metrics._protocol import (
     label_map_metrics,
     structure_metrics,
 )
+from assay.metrics._registry import (
+    METRICS,
+    MetricInfo,
+    UnknownMetricError,
+    is_registered,
+    iter_metrics,
+    metric_info,
+    metric_label,
+    metric_title,
+    register_metric,
+)
 from assay.metrics._surface import (
     SurfaceDistances,
     assd,
@@ -35,25 +48,34 @@ from assay.metrics._surface import (
 
 __all__ = [
     "BASE_METRICS",
+    "METRICS",
     "PROFILES",
     "Box",
+    "MetricInfo",
     "Profile",
     "Status",
     "StructureResult",
     "SurfaceDistances",
+    "UnknownMetricError",
     "assd",
     "bounding_box",
     "dice",
     "get_profile",
     "hausdorff",
     "hausdorff_percentile",
+    "is_registered",
+    "iter_metrics",
     "label_boxes",
     "label_map_metrics",
     "lattice_distance",
     "masd",
+    "metric_info",
+    "metric_label",
+    "metric_title",
     "nearest_distances",
     "neighbour_codes",
     "nsd",
+    "register_metric",
     "structure_metrics",
     "surface_distances",
     "surfel_area_table",

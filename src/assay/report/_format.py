@@ -20,10 +20,8 @@ from typing import Any
 
 import pandas as pd
 
+from assay.metrics import metric_info
 from assay.stats import higher_is_better_for, rule_description
-
-#: Metrics reported in percent (Touchstone's convention); others in their unit (mm).
-PERCENT_METRICS = ("dsc", "nsd")
 
 DAGGER = "†"
 DOUBLE_DAGGER = "‡"
@@ -33,13 +31,8 @@ _MAX_DIGITS = 4
 
 
 def is_percent(metric: str) -> bool:
-    """Dice and every NSD variant are fractions shown in percent."""
-    return metric in PERCENT_METRICS or metric.startswith("nsd")
-
-
-def metric_label(metric: str) -> str:
-    """Column label of a metric, e.g. ``DSC (%)``, ``HD95 (mm)``."""
-    return f"{metric.upper()} ({'%' if is_percent(metric) else 'mm'})"
+    """Whether the registry shows ``metric`` in percent (Dice and every NSD variant)."""
+    return metric_info(metric).percent
 
 
 def is_missing(value: Any) -> bool:
@@ -65,7 +58,7 @@ class NumberFormat:
 
     @property
     def unit(self) -> str:
-        return "%" if is_percent(self.metric) else "mm"
+        return metric_info(self.metric).display_unit
 
     def __call__(self, value: Any, missing: str = "—") -> str:
         """``0.91234`` -> ``91.2`` (percent, 1 decimal); NaN -> ``missing``."""

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import pandas as pd
 
+from assay.metrics import metric_label
 from assay.report._data import ReportData
 from assay.report._format import DOUBLE_DAGGER as DOUBLE
 from assay.report._format import (
     NumberFormat,
     better_than_text,
     mark_notes,
-    metric_label,
     number_format,
     row_marks,
     winner_legend,

@@ -12,12 +12,14 @@
   ranking;
 * :func:`rankings`, :func:`consensus_ranking`, :func:`rank_stability` — ranking schemes and
   their bootstrap stability (P(rank 1), rank intervals, Kendall's τ);
+* :class:`AnalysisOptions` — every analysis parameter, declared and checked once;
 * :func:`subgroup_analysis` — groups from metadata, Kruskal–Wallis and pairwise Mann–Whitney U.
 """
 
 from assay.stats._aggregate import AVERAGE, aggregate, case_averages
 from assay.stats._analysis import Analysis, analyze
 from assay.stats._bootstrap import bootstrap_ci, paired_bootstrap_means
+from assay.stats._options import OPTION_SPECS, AnalysisOptions, OptionSpec
 from assay.stats._paired import (
     LOWER_IS_BETTER,
     WINNER_RULES,
@@ -36,9 +38,12 @@ from assay.stats._subgroups import parse_group_spec, subgroup_analysis
 __all__ = [
     "AVERAGE",
     "LOWER_IS_BETTER",
+    "OPTION_SPECS",
     "POLICIES",
     "WINNER_RULES",
     "Analysis",
+    "AnalysisOptions",
+    "OptionSpec",
     "aggregate",
     "analyze",
     "apply_policy",

@@ -16,8 +16,10 @@ import numpy as np
 import pandas as pd
 
 from assay.errors import InputError
+from assay.metrics import metric_info
 from assay.stats._aggregate import AVERAGE, aggregate, case_averages
 from assay.stats._bootstrap import MIN_RELIABLE_N, bootstrap_ci, paired_bootstrap_means
+from assay.stats._options import AnalysisOptions
 from assay.stats._paired import (
     N_PERMUTATIONS,
     WINNER_RULES,
@@ -110,6 +112,13 @@ def analyze(
     ``n_contaminated``). With several datasets, ``consensus`` ranks models by their mean rank.
     """
     check_rule(winner_rule)
+    AnalysisOptions(  # one place checks every option: choices and ranges
+        policy=policy, aggregation=aggregation, n_bootstrap=n_bootstrap, seed=seed,
+        ci_method=ci_method, alpha=alpha, winner_rule=winner_rule, n_permutations=n_permutations,
+        min_group_size=min_group_size, correction=correction, subgroup_family=subgroup_family,
+        worst_values=worst_values, groups=groups,
+    )  # fmt: skip
+    metric_info(metric)  # an unregistered metric has no direction: refuse it, never guess
     part = scores[scores["metric"] == metric]
     if part.empty:
         known = ", ".join(sorted(scores["metric"].unique())) or "none"
@@ -323,7 +332,9 @@ def _powerless_families(
     )
 
 
-def _powerless_pairs(aggregates: pd.DataFrame, pairwise: pd.DataFrame, alpha: float) -> tuple:
+def _powerless_pairs(
+    aggregates: pd.DataFrame, pairwise: pd.DataFrame, alpha: float
+) -> tuple[str, ...]:
     """Warn about co-winners that no test could have beaten: the best model and the co-winner
     differ on so few cases m that even the smallest p, :math:`2^{-m}`, times the K pairs of
     the family exceeds α (e.g. a model that misses a structure in 6 of 12 cases and equals
