@@ -5,9 +5,29 @@ search run ``HYPOTHESIS_PROFILE=thorough python -m pytest tests/test_metrics_pro
 """
 
 import os
+from pathlib import Path
 
+import pytest
 from hypothesis import settings
 
 settings.register_profile("ci", derandomize=True, deadline=None, max_examples=25)
 settings.register_profile("thorough", derandomize=False, deadline=None, max_examples=1000)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+# -- markers: select parts of the suite with -m (e.g. `-m "not browser and not postgres"`) --
+
+#: The real published Touchstone results (../shared/data, see its README); never committed.
+TOUCHSTONE = Path(__file__).resolve().parents[2] / "shared" / "data" / "touchstone_totalsegmentator"
+
+#: Fixtures that mean a test needs a real part: marker given to every test that uses one.
+_FIXTURE_MARKERS = {"driver": "browser", "pg": "postgres", "pg_store": "postgres"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark tests by the real parts they use (Chromium, PostgreSQL) from their fixtures."""
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        for fixture, marker in _FIXTURE_MARKERS.items():
+            if fixture in names:
+                item.add_marker(getattr(pytest.mark, marker))
