@@ -30,6 +30,7 @@ from numpy.typing import NDArray
 from assay.errors import InputError, InputTypeError
 from assay.metrics._distances import Spacing
 from assay.metrics._geometry import BoolArray, Box, bounding_box, union_box
+from assay.metrics._registry import metric_info
 from assay.metrics._surface import (
     HD95Variant,
     NSDVariant,
@@ -302,13 +303,11 @@ def label_boxes(
 def _empty_result(
     prof: Profile, status: Status, n_r: int, n_p: int, spacing: Spacing
 ) -> StructureResult:
-    fill = {"both_empty": (math.nan, math.nan), "empty_reference": (0.0, math.inf),
-            "empty_prediction": (0.0, math.inf)}[status]  # fmt: skip
-    values = {
-        m: fill[0] if m == "dsc" or m.startswith("nsd") else fill[1]
-        for m in prof.metrics
-        if not m.startswith("volume")
-    }
+    values: dict[str, float] = {}
+    for m in prof.metrics:  # edge values from the registry (DESIGN §3 edge-case table)
+        empty = metric_info(m).empty_value
+        if empty is not None:
+            values[m] = math.nan if status == "both_empty" else empty
     values.update(_volumes(n_r, n_p, spacing))
     return StructureResult(status, values)
 

@@ -11,6 +11,7 @@ Parametrised variants share their family's facts: ``nsd@1.5mm`` is an ``nsd``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -49,6 +50,9 @@ class MetricInfo:
     worst : the built-in worst value a missing or failed prediction gets under the
         ``worst`` policy; ``None`` when it depends on the image (distances: the image
         diagonal or a configured cap) or there is none.
+    empty_value : the raw value when exactly one of reference and prediction is empty
+        (DESIGN §3 edge cases: 0 for overlaps, ``+inf`` for distances); ``None`` when the
+        metric is computed even then (volumes). Both empty gives NaN for every score.
     task : the task the metric belongs to (``segmentation``, later ``detection``, ...).
     description : one line for documentation and ``--help``.
     """
@@ -60,6 +64,7 @@ class MetricInfo:
     higher_is_better: bool | None
     percent: bool = False
     worst: float | None = None
+    empty_value: float | None = None
     task: str = "segmentation"
     description: str = ""
 
@@ -81,17 +86,17 @@ class MetricInfo:
 
 
 _BUILTIN = (
-    MetricInfo("dsc", "DSC", "Dice (DSC)", "", True, percent=True, worst=0.0,
+    MetricInfo("dsc", "DSC", "Dice (DSC)", "", True, percent=True, worst=0.0, empty_value=0.0,
                description="Dice similarity coefficient 2|G∧P| / (|G| + |P|)"),
-    MetricInfo("nsd", "NSD", "NSD", "", True, percent=True, worst=0.0,
+    MetricInfo("nsd", "NSD", "NSD", "", True, percent=True, worst=0.0, empty_value=0.0,
                description="normalised surface distance (surface Dice) at tolerance τ"),
-    MetricInfo("hd", "HD", "Hausdorff distance (mm)", "mm", False,
+    MetricInfo("hd", "HD", "Hausdorff distance (mm)", "mm", False, empty_value=math.inf,
                description="largest distance between the two surfaces"),
-    MetricInfo("hd95", "HD95", "HD95 (mm)", "mm", False,
+    MetricInfo("hd95", "HD95", "HD95 (mm)", "mm", False, empty_value=math.inf,
                description="95th-percentile Hausdorff distance"),
-    MetricInfo("assd", "ASSD", "ASSD (mm)", "mm", False,
+    MetricInfo("assd", "ASSD", "ASSD (mm)", "mm", False, empty_value=math.inf,
                description="average symmetric surface distance (pooled mean)"),
-    MetricInfo("masd", "MASD", "MASD (mm)", "mm", False,
+    MetricInfo("masd", "MASD", "MASD (mm)", "mm", False, empty_value=math.inf,
                description="mean of the two directed average surface distances"),
     MetricInfo("volume_ref_ml", "reference volume", "Reference volume (ml)", "ml", None,
                description="volume of the reference structure"),
