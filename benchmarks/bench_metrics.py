@@ -29,9 +29,22 @@ goals (≥ 5x DeepMind, ≥ 15x MONAI, ≥ 50x MedPy, with identical numbers) ar
 the time of the full ``bench`` profile. Finally the peak RSS of an assay-only run on the liver
 case is measured in a fresh subprocess that loads the two masks from ``.npy`` files.
 
+**Error profiles** (issue 10 §1). The cases above move boundaries by ±2 voxels, where almost
+every surface point has a near neighbour on the other surface. Out-of-distribution predictions
+have large errors, so the liver reference is also scored (assay ``bench`` profile vs DeepMind,
+values required identical to within 1e-12, the time ratio printed per profile) against:
+
+* ``boundary ±2``: the smooth ±2-voxel boundary field alone;
+* ``noise + blob 14 cm``: that field plus a false-positive ball (r = 8 mm) 14 cm beyond the
+  structure's bounding box;
+* ``shift 12``: the whole structure shifted by 12 voxels along axis 0;
+* ``half missed``: the half of the structure beyond the middle of axis 0 removed;
+* ``shift k``, k = 2, 4, 8, 16 (misregistration sweep; with ``shift 12`` above).
+
 Usage::
 
     .venv/bin/python benchmarks/bench_metrics.py [--quick] [--skip-medpy] [--repeats N]
+        [--profiles-only]
 """
 
 from __future__ import annotations
@@ -76,6 +89,9 @@ GOALS = {"DeepMind": 5.0, "MONAI": 15.0, "MedPy": 50.0}
 CHEAP_S = 5.0  # runs shorter than this are repeated, the best time is kept
 FP_GAP_MM = 40.0  # distance between a structure's bounding box and its false-positive blob
 FP_RADIUS_MM = {"liver": 8.0, "gallbladder": 4.0}
+FAR_GAP_MM = 140.0  # the far false positive of the error profiles
+SWEEP_VOXELS = (2, 4, 8, 12, 16)
+PROFILE_GOAL = 10.0  # DeepMind time / assay time on every error profile
 
 # Largest |assay - library| accepted as "the same number", per library.
 TOLERANCE = {"DeepMind": 1e-12, "MONAI": 1e-6, "MedPy": 1e-9}
@@ -134,9 +150,14 @@ def _ellipsoid_masks(
 
 
 def simulate_prediction(
-    ref: BoolArray, spacing: Spacing, rng: np.random.Generator, fp_radius_mm: float
+    ref: BoolArray,
+    spacing: Spacing,
+    rng: np.random.Generator,
+    fp_radius_mm: float,
+    gap_mm: float = FP_GAP_MM,
 ) -> BoolArray:
-    """Reference with its boundary moved by a smooth ±2-voxel field, plus a false positive."""
+    """Reference with its boundary moved by a smooth ±2-voxel field, plus a false positive
+    ball ``gap_mm`` beyond the bounding box along axis 0 (none when ``fp_radius_mm`` is 0)."""
     box = bounding_box(ref)
     assert box is not None
     margin = 6
@@ -153,9 +174,11 @@ def simulate_prediction(
     field = np.clip(field * (1.3 / field.std()), -2.0, 2.0)
     pred = ref.copy()
     pred[grown] = sdf + field > 0
-    # false-positive ball, FP_GAP_MM beyond the bounding box along axis 0
+    if fp_radius_mm <= 0:
+        return pred
+    # false-positive ball, gap_mm beyond the bounding box along axis 0
     centre = [
-        box[0].stop - 1 + (FP_GAP_MM + fp_radius_mm) / spacing[0],
+        box[0].stop - 1 + (gap_mm + fp_radius_mm) / spacing[0],
         (box[1].start + box[1].stop - 1) / 2,
         (box[2].start + box[2].stop - 1) / 2,
     ]
@@ -174,6 +197,42 @@ def simulate_prediction(
     )
     pred[sl] |= sum(g * g for g in grid) <= fp_radius_mm**2
     return pred
+
+
+def shifted(ref: BoolArray, voxels: int, axis: int = 0) -> BoolArray:
+    """``ref`` translated by ``voxels`` along ``axis`` (what leaves the grid is lost)."""
+    out = np.zeros_like(ref)
+    src = [slice(None)] * 3
+    dst = [slice(None)] * 3
+    src[axis] = slice(0, ref.shape[axis] - voxels)
+    dst[axis] = slice(voxels, None)
+    out[tuple(dst)] = ref[tuple(src)]
+    return out
+
+
+def half_missed(ref: BoolArray) -> BoolArray:
+    """``ref`` without the part beyond the middle of its bounding box along axis 0."""
+    box = bounding_box(ref)
+    assert box is not None
+    out = ref.copy()
+    out[(box[0].start + box[0].stop) // 2 :] = False
+    return out
+
+
+def error_profiles(
+    ref: BoolArray, spacing: Spacing, seed: int, fp_radius_mm: float
+) -> dict[str, BoolArray]:
+    """Predictions of ``ref`` with small and large errors (module docstring)."""
+    preds = {
+        "boundary ±2": simulate_prediction(ref, spacing, np.random.default_rng(seed + 2), 0.0),
+        "noise + blob 14 cm": simulate_prediction(
+            ref, spacing, np.random.default_rng(seed + 3), fp_radius_mm, FAR_GAP_MM
+        ),
+        "half missed": half_missed(ref),
+    }
+    for k in SWEEP_VOXELS:
+        preds[f"shift {k}"] = shifted(ref, k)
+    return preds
 
 
 # ---------------------------------------------------------------------------------------------
@@ -360,6 +419,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-medpy", action="store_true", help="leave MedPy out (slow)")
     parser.add_argument("--repeats", type=int, default=3, help="repeats of cheap runs (3)")
     parser.add_argument("--seed", type=int, default=0, help="phantom and prediction seed (0)")
+    parser.add_argument(
+        "--profiles-only", action="store_true", help="only the error profiles vs DeepMind"
+    )
     args = parser.parse_args(argv)
     warnings.simplefilter("ignore")  # MONAI/torch import-time deprecation noise
 
@@ -388,6 +450,13 @@ def main(argv: list[str] | None = None) -> int:
             f"pred {np.count_nonzero(pred) * voxel_ml:7.1f} ml"
         )
     print()
+
+    from assay.metrics._edt import warm_up
+
+    print(f"numba kernels compiled or loaded from cache in {warm_up():.1f} s")
+    ok_profiles = run_error_profiles(refs["liver"], spacing, args.seed, args.repeats)
+    if args.profiles_only:
+        return 0 if ok_profiles else 1
 
     rows: list[tuple[str, str, float, float, str]] = []
     goal_lines: list[str] = []
@@ -457,6 +526,42 @@ def main(argv: list[str] | None = None) -> int:
         "Linux execve carries over the RSS of the forking benchmark process)"
     )
     return 0
+
+
+def run_error_profiles(ref: BoolArray, spacing: Spacing, seed: int, repeats: int) -> bool:
+    """Time assay vs DeepMind on every error profile; True when all values are identical."""
+    t0 = time.perf_counter()
+    preds = error_profiles(ref, spacing, seed, FP_RADIUS_MM["liver"])
+    print(f"error profiles of the liver built in {time.perf_counter() - t0:.1f} s")
+    rows = []
+    all_ok = True
+    for name, pred in preds.items():
+        t_assay, bench = timed(lambda p=pred: run_assay(p, ref, spacing, BENCH), repeats)
+        t_dm, values = timed(lambda p=pred: run_deepmind(p, ref, spacing), repeats)
+        expected = assay_expected(pred, ref, spacing, bench)["DeepMind"]
+        ok, worst = compare(expected, values, TOLERANCE["DeepMind"])
+        all_ok &= ok
+        dsc, hd = bench["dsc"], bench["hd"]
+        rows.append((name, dsc, hd, t_assay, t_dm, t_dm / t_assay, ok, worst))
+        print(
+            f"  {name:<20} dsc={dsc:.4f} hd={hd:7.2f} mm  assay {t_assay:.3f} s  DeepMind "
+            f"{t_dm:.3f} s  ratio {t_dm / t_assay:5.1f}x  identical: {ok} ({worst:.1e})"
+        )
+    print()
+    print("| prediction | Dice | HD (mm) | assay s | DeepMind s | DeepMind / assay | identical |")
+    print("|---|---:|---:|---:|---:|---:|---|")
+    for name, dsc, hd, ta, td, ratio, ok, worst in rows:
+        same = f"{'yes' if ok else 'NO'} ({worst:.1e})"
+        print(f"| {name} | {dsc:.3f} | {hd:.1f} | {ta:.3f} | {td:.3f} | {ratio:.1f}x | {same} |")
+    worst_ratio = min(r[5] for r in rows)
+    met = all_ok and worst_ratio >= PROFILE_GOAL
+    print(
+        f"\nError profiles: goal >= {PROFILE_GOAL:g}x DeepMind on every profile: worst "
+        f"{worst_ratio:.1f}x, values {'identical' if all_ok else 'DIFFER'} -> "
+        f"{'MET' if met else 'NOT MET'}\n"
+    )
+    assert all_ok, "assay and DeepMind values differ on an error profile"
+    return all_ok
 
 
 def _fmt(values: dict[str, float]) -> str:

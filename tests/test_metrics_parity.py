@@ -551,3 +551,198 @@ def test_many_tied_far_candidates_take_the_exact_minimum(monkeypatch: pytest.Mon
     expected = distance_transform_edt(~target, sampling=spacing)[query]
     assert calls, "the k-d tree fallback must be exercised"
     assert np.array_equal(got, expected) and got[0] == 6.3
+
+
+# ---------------------------------------------------------------------------------------------
+# The exact separable transform (assay.metrics._edt) on hard inputs: large errors, far blobs,
+# missed parts, ties on lattice distances. Oracles: brute-force minimum of the float64 lattice
+# distance over all targets, the shell/k-d tree engine, scipy's EDT and DeepMind, all exact.
+# ---------------------------------------------------------------------------------------------
+
+
+def _brute_force(query: BoolArray, target: BoolArray, spacing: Spacing) -> NDArray[np.float64]:
+    from assay.metrics import lattice_distance
+
+    t = np.argwhere(target)
+    return np.array([lattice_distance(t - q, spacing).min() for q in np.argwhere(query)])
+
+
+@pytest.mark.parametrize(
+    "spacing",
+    [(1.0, 1.0, 1.0), (0.9, 0.9, 0.9), (0.3, 0.3, 0.3), (0.8, 0.8, 1.5), (0.7, 1.3, 2.5),
+     (3.0, 0.5, 0.5)],
+)  # fmt: skip
+def test_transform_equals_brute_force_lattice_minimum(spacing: Spacing) -> None:
+    """Sparse random targets (many far points and float64 ties on isotropic grids): every
+    distance equals the smallest float64 lattice distance, bit for bit."""
+    from assay.metrics._edt import nearest_squared
+
+    rng = np.random.default_rng(int(sum(spacing) * 1000))
+    for _ in range(6):
+        shape = tuple(int(v) for v in rng.integers(8, 40, 3))
+        target = rng.random(shape) < rng.choice([0.0005, 0.003, 0.02])
+        target[tuple(int(rng.integers(0, s)) for s in shape)] = True
+        query = rng.random(shape) < 0.05
+        got = np.sqrt(nearest_squared(target, np.nonzero(query), spacing))  # type: ignore[arg-type]
+        assert np.array_equal(got, _brute_force(query, target, spacing))
+
+
+@pytest.mark.parametrize("spacing", [(1.0, 1.0, 1.0), (0.8, 0.8, 1.5), (3.0, 0.5, 0.5)])
+def test_transform_with_queries_in_few_planes_equals_brute_force(spacing: Spacing) -> None:
+    """Queries confined to a few planes of axis 0 (the transform skips the other planes'
+    envelopes) and targets spread over the whole grid: still the exact lattice minimum."""
+    from assay.metrics._edt import nearest_squared
+
+    rng = np.random.default_rng(7)
+    for _ in range(4):
+        shape = tuple(int(v) for v in rng.integers(10, 36, 3))
+        target = rng.random(shape) < rng.choice([0.001, 0.01])
+        target[tuple(int(rng.integers(0, s)) for s in shape)] = True
+        query = np.zeros(shape, dtype=bool)
+        planes = rng.choice(shape[0], size=int(rng.integers(1, 4)), replace=False)
+        query[planes] = rng.random((len(planes), *shape[1:])) < 0.2
+        got = np.sqrt(nearest_squared(target, np.nonzero(query), spacing))  # type: ignore[arg-type]
+        assert np.array_equal(got, _brute_force(query, target, spacing))
+
+
+def test_sampled_switch_keeps_the_shells_for_a_small_shift(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A 3-voxel shift leaves many points after the first shells, but the sample shows the
+    next shells settle them cheaply: no transform, values == scipy's."""
+    ref = _ellipsoid((48, 48, 40), (24, 24, 20), (16, 14, 12))
+    pred = np.zeros_like(ref)
+    pred[3:] = ref[:-3]
+    spacing = (1.0, 1.0, 1.0)
+    monkeypatch.setattr(distances_module, "_EDT_MIN_POINTS", 100)
+    calls: list[int] = []
+    original = distances_module.nearest_squared
+
+    def spy(target: Any, q: Any, spacing_mm: Any) -> Any:
+        calls.append(int(q[0].size))
+        return original(target, q, spacing_mm)
+
+    monkeypatch.setattr(distances_module, "nearest_squared", spy)
+    sd = surface_distances(pred, ref, spacing, box=FULL_BOX, surfels=False)
+    assert not calls
+    expected = ndimage.distance_transform_edt(~_border(pred), sampling=spacing)[_border(ref)]
+    _assert_equal_up_to_ties(sd.ref_to_pred, expected)
+
+
+def test_transform_resolves_three_way_float_ties() -> None:
+    """Query (1, 1, 1) with targets at offsets (7, 0, 0) and (2, 3, 6) at 0.9 mm (real ties,
+    6.3 vs 6.300000000000001 in float64), plus (6, 3, 2) and (3, 6, 2): the smaller float64
+    value wins, as in scipy's EDT."""
+    from assay.metrics._edt import nearest_squared
+
+    spacing = (0.9, 0.9, 0.9)
+    target = np.zeros((10, 10, 10), dtype=bool)
+    for o in [(7, 0, 0), (2, 3, 6), (6, 3, 2), (3, 6, 2), (0, 7, 0), (0, 0, 7)]:
+        target[1 + o[0], 1 + o[1], 1 + o[2]] = True
+    query = np.zeros_like(target)
+    query[1, 1, 1] = True
+    got = np.sqrt(nearest_squared(target, np.nonzero(query), spacing))  # type: ignore[arg-type]
+    edt = ndimage.distance_transform_edt(~target, sampling=spacing)[query]
+    assert got[0] == edt[0] == 6.3
+
+
+def _hard_cases() -> dict[str, tuple[BoolArray, BoolArray, Spacing]]:
+    shape = (56, 52, 40)
+    ref = _ellipsoid(shape, (24, 25, 19), (13, 11, 9)) | _ellipsoid(shape, (30, 18, 22), (7, 9, 6))
+    shifted = np.zeros_like(ref)
+    shifted[9:] = ref[:-9]
+    half = ref.copy()
+    half[24:] = False
+    blob = ref.copy()
+    blob[50:54, 40:44, 30:34] = True
+    noisy = _blob(shape, seed=3, sigma=1.5, threshold=0.0) & _ellipsoid(
+        shape, (24, 25, 19), (16, 14, 12)
+    )
+    return {
+        "shift 9 voxels, anisotropic": (ref, shifted, (0.8, 0.8, 1.5)),
+        "half missed": (ref, half, (0.8, 0.8, 1.5)),
+        "far blob, isotropic": (ref, blob, (1.0, 1.0, 1.0)),
+        "noise, tie-rich 0.9 mm": (ref, noisy, (0.9, 0.9, 0.9)),
+        "shift 9, odd spacing": (ref, shifted, (0.7, 1.3, 2.5)),
+    }
+
+
+def _assert_equal_up_to_ties(got: NDArray[np.float64], scipy_values: NDArray[np.float64]) -> None:
+    """``got <= scipy_values`` everywhere, equal except at one-ulp float64 ties (< 1 %)."""
+    assert got.shape == scipy_values.shape
+    assert np.all(got <= scipy_values)
+    differ = got != scipy_values
+    assert np.all(scipy_values[differ] - got[differ] <= 2 * np.spacing(scipy_values[differ]))
+    assert np.count_nonzero(differ) <= 0.01 * got.size
+
+
+def _engine(monkeypatch: pytest.MonkeyPatch, transform: bool) -> None:
+    """Force every far point through the transform, or keep it out entirely."""
+    monkeypatch.setattr(distances_module, "_EDT_MIN_POINTS", 0 if transform else 10**18)
+    monkeypatch.setattr(distances_module, "_EDT_VOXELS_PER_POINT", 10**9 if transform else 0)
+
+
+@pytest.mark.parametrize("name", list(_hard_cases()))
+def test_transform_equals_shell_engine_and_oracles_on_hard_inputs(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Large shifts, a missed half, far blobs: with the transform forced on, every surface
+    distance array equals (==) the shell/k-d tree engine's, scipy's EDT (voxel surfaces) and
+    DeepMind's (surfels), and all metrics of every profile are identical."""
+    ref, pred, spacing = _hard_cases()[name]
+    calls: list[int] = []
+    original = distances_module.nearest_squared
+
+    def spy(target: Any, q: Any, spacing_mm: Any) -> Any:
+        calls.append(int(q[0].size))
+        return original(target, q, spacing_mm)
+
+    monkeypatch.setattr(distances_module, "nearest_squared", spy)
+    _engine(monkeypatch, transform=True)
+    new = surface_distances(pred, ref, spacing, box=FULL_BOX, surfels=True)
+    new_results = {p: structure_metrics(pred, ref, spacing, p) for p in PROFILES}
+    assert calls and sum(calls) > 0
+    _engine(monkeypatch, transform=False)
+    old = surface_distances(pred, ref, spacing, box=FULL_BOX, surfels=True)
+    for field in ("ref_to_pred", "pred_to_ref", "surfel_ref_to_pred", "surfel_pred_to_ref"):
+        assert np.array_equal(getattr(new, field), getattr(old, field)), field
+    for p, result in new_results.items():
+        _assert_results_equal(result, structure_metrics(pred, ref, spacing, p))
+    # scipy's EDT (and so DeepMind) breaks float64 ties between lattice offsets of equal real
+    # length its own way, e.g. (-5, 0, -1) vs (-3, -4, -1) at (0.8, 0.8, 1.5): 4.272001872658765
+    # vs ...766; the engine's rule (shared with the shell/k-d tree engine) takes the smaller.
+    # So: never above scipy's value, and equal up to such one-ulp ties.
+    expected = ndimage.distance_transform_edt(~_border(ref), sampling=spacing)[_border(pred)]
+    _assert_equal_up_to_ties(new.pred_to_ref, expected)
+    import surface_distance
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        dm = surface_distance.compute_surface_distances(ref, pred, spacing)
+    _assert_equal_up_to_ties(np.sort(new.surfel_ref_to_pred), dm["distances_gt_to_pred"])
+    _assert_equal_up_to_ties(np.sort(new.surfel_pred_to_ref), dm["distances_pred_to_gt"])
+    for tau in (*_taus(spacing), 7.2, 9 * 0.8):
+        want = surface_distance.compute_surface_dice_at_tolerance(dm, tau)
+        assert nsd(new, tau, "surfel") == pytest.approx(want, rel=1e-12, abs=0)
+
+
+def test_default_policy_uses_the_transform_for_a_large_shift(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The policy's own switch (only its minimum point count lowered for a small grid): a
+    9-voxel shift leaves most points unsettled by the first shells, so they go to the
+    transform, and the values stay scipy's."""
+    ref, pred, spacing = _hard_cases()["shift 9 voxels, anisotropic"]
+    monkeypatch.setattr(distances_module, "_EDT_MIN_POINTS", 100)
+    calls: list[int] = []
+    original = distances_module.nearest_squared
+
+    def spy(target: Any, q: Any, spacing_mm: Any) -> Any:
+        calls.append(int(q[0].size))
+        return original(target, q, spacing_mm)
+
+    monkeypatch.setattr(distances_module, "nearest_squared", spy)
+    sd = surface_distances(pred, ref, spacing, box=FULL_BOX, surfels=True)
+    assert calls
+    expected = ndimage.distance_transform_edt(~_border(pred), sampling=spacing)[_border(ref)]
+    _assert_equal_up_to_ties(sd.ref_to_pred, expected)

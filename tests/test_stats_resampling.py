@@ -9,6 +9,10 @@ unless stated.
 
 from __future__ import annotations
 
+import gzip
+import json
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -334,3 +338,143 @@ def test_subgroups_input_errors(cohort) -> None:
         subgroup_analysis(values, pd.concat([meta, meta.iloc[:1]]), {"sex": "sex"})
     with pytest.raises(InputError):
         subgroup_analysis(values, meta, {"sex": "sex"}, correction="holm")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("method", ["percentile", "bca"])
+def test_batched_intervals_equal_per_column_intervals(method: str) -> None:
+    """intervals() gives every column exactly what the 1-D _interval gives (and its notes)."""
+    from assay.stats._bootstrap import _interval, intervals
+
+    rng = np.random.default_rng(4)
+    x = rng.random((25, 5))
+    x[:, 1] = 0.5  # degenerate
+    x[3:, 2] = np.nan  # resamples without any case
+    boot = paired_bootstrap_means(x, n_resamples=400, seed=1)
+    low, high, notes = intervals(x, boot, 0.9, method)  # type: ignore[arg-type]
+    for j in range(x.shape[1]):
+        lo, hi, note = _interval(x[:, j], boot[:, j], 0.9, method)  # type: ignore[arg-type]
+        assert np.array_equal([lo, hi], [low[j], high[j]], equal_nan=True)
+        assert note == notes[j]
+
+
+# ------------------------------------------- regression against the pre-issue-10 implementation
+#
+# tests/snapshots/stats_before_issue10.json.gz holds the outputs of the implementation before
+# issue 10 (per-pair permutation products, per-resample bincount weights, per-column
+# intervals) on the seeded inputs below; it was written by running this module as a script
+# against that implementation (``python tests/test_stats_resampling.py OUT``). The faster code
+# must reproduce it: point estimates exactly, CIs and p-values within 1e-12, counts exactly.
+
+SNAPSHOT = Path(__file__).parent / "snapshots" / "stats_before_issue10.json.gz"
+SNAPSHOT_GROUPS = {
+    "sex": "sex",
+    "age": "age:decades",
+    "site": "site",
+    "older_women": {"older_women": 'sex == "F" and age >= 60'},
+}
+#: Point estimates that must be bit-identical (everything else numeric: within TOL).
+EXACT_COLUMNS = {"mean", "median", "mean_difference", "median_difference", "n", "n_paired"}
+
+
+def snapshot_inputs() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Seeded scores and metadata: continuous values with gaps (dataset a, dsc and hd95), and
+    discrete values with ties and a duplicated model (dataset b, one 11-case structure)."""
+    rng = np.random.default_rng(20261201)
+    frames = []
+    cases = [f"a{i:03d}" for i in range(150)]
+    not_applicable = rng.random((150, 3)) < 0.1
+    for m in range(6):
+        missing = rng.random(150) < (0.1 if m == 3 else 0.0)
+        for metric in ("dsc", "hd95"):
+            v = rng.beta(6 + m, 1.5, size=(150, 3))
+            if metric == "hd95":
+                v = 20 * (1 - v)
+            v[not_applicable | missing[:, None]] = np.nan
+            for s, structure in enumerate(("liver", "spleen", "kidney")):
+                frames.append(
+                    pd.DataFrame(
+                        {"dataset": "a", "model": f"m{m}", "case_id": cases,
+                         "structure": structure, "metric": metric, "value": v[:, s]}
+                    )
+                )  # fmt: skip
+    cases = [f"b{i:03d}" for i in range(60)]
+    base = rng.integers(5, 9, size=60) / 8.0
+    for metric in ("dsc", "nsd"):
+        for structure in ("liver", "tiny"):
+            for m in range(5):
+                step = rng.integers(-1, 2, size=60) / 8.0
+                v = base.copy() if m in (0, 4) else np.clip(base + step, 0, 1)
+                if structure == "tiny":
+                    v[11:] = np.nan  # 11 cases: exact enumeration
+                frames.append(
+                    pd.DataFrame(
+                        {"dataset": "b", "model": f"m{m}", "case_id": cases,
+                         "structure": structure, "metric": metric, "value": v}
+                    )
+                )  # fmt: skip
+    scores = pd.concat(frames, ignore_index=True)
+    scores = scores[scores["value"].notna()].reset_index(drop=True)
+    ids = [f"a{i:03d}" for i in range(150)] + [f"b{i:03d}" for i in range(60)]
+    meta = pd.DataFrame(
+        {
+            "case_id": ids,
+            "sex": rng.choice(["F", "M"], len(ids)),
+            "age": rng.integers(18, 90, len(ids)),
+            "site": rng.choice(["s1", "s2", "s3"], len(ids)),
+        }
+    )
+    return scores, meta.iloc[:-7]  # a few cases without metadata
+
+
+def snapshot_outputs(scores: pd.DataFrame, meta: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Bootstrap CIs, the three rules' pairwise tests, rank stability and subgroups."""
+    from assay.stats import case_averages, pairwise_tests
+    from assay.stats._stability import rank_bootstrap
+
+    with_avg = pd.concat([scores, case_averages(scores)], ignore_index=True)
+    out = {}
+    for method in ("percentile", "bca"):
+        out[f"ci_{method}"] = bootstrap_ci(with_avg, n_resamples=300, seed=3, method=method)
+    for rule, n_perm in (("mean", 1000), ("median", 500), ("touchstone", 10_000)):
+        out[f"pairwise_{rule}"] = pairwise_tests(with_avg, rule=rule, n_permutations=n_perm, seed=5)
+    per_model, per_slice, counts, taus = rank_bootstrap(with_avg, n_resamples=300, seed=3)
+    out.update(stability=per_model, stability_tau=per_slice, rank_counts=counts)
+    out["tau_samples"] = taus[taus["resample"] < 60].reset_index(drop=True)
+    for method in ("percentile", "bca"):
+        groups, tests = subgroup_analysis(
+            scores, meta, SNAPSHOT_GROUPS, min_size=5, n_bootstrap=200, seed=2, ci_method=method
+        )
+        out[f"subgroups_{method}"] = groups
+        out["subgroup_tests"] = tests  # the CI method changes no test
+    return out
+
+
+def test_outputs_match_pre_issue10_snapshot() -> None:
+    with gzip.open(SNAPSHOT, "rt") as fh:
+        before = json.load(fh)
+    after = snapshot_outputs(*snapshot_inputs())
+    assert sorted(after) == sorted(before)
+    for name, frame in after.items():
+        ref = pd.DataFrame(**before[name])
+        assert list(frame.columns) == list(ref.columns), name
+        assert len(frame) == len(ref), name
+        for col in frame.columns:
+            got, want = frame[col].to_numpy(), ref[col].to_numpy()
+            if frame[col].dtype.kind in "fiu" and frame[col].dtype != bool:
+                got, want = got.astype(np.float64), want.astype(np.float64)
+                assert np.array_equal(np.isnan(got), np.isnan(want)), (name, col)
+                ok = ~np.isnan(got)
+                if col in EXACT_COLUMNS:
+                    assert np.array_equal(got[ok], want[ok]), (name, col)
+                else:
+                    np.testing.assert_allclose(got[ok], want[ok], rtol=0, atol=TOL, err_msg=name)
+            else:
+                assert got.tolist() == want.tolist(), (name, col)
+
+
+if __name__ == "__main__":  # write the snapshot (only ever with the pre-issue-10 code)
+    import sys
+
+    result = snapshot_outputs(*snapshot_inputs())
+    with gzip.open(sys.argv[1], "wt") as fh:
+        json.dump({k: v.to_dict(orient="split") for k, v in result.items()}, fh)

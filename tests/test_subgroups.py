@@ -275,7 +275,7 @@ def test_touchstone_gender_flags_under_both_families() -> None:
     multipletests over that family."""
     scores, meta = _touchstone_scores()
     groups = {"gender": "gender", "age:decades": "age:decades"}
-    kw = {"policy": "paper", "n_bootstrap": 50, "metadata": meta, "groups": groups}
+    kw = {"policy": "paper", "n_bootstrap": 100, "metadata": meta, "groups": groups}
     every = analyze(scores, **kw).subgroup_tests
     per_model = analyze(scores, subgroup_family="model", **kw).subgroup_tests
     mw = every[every["test"] == "mannwhitneyu"]

@@ -342,3 +342,66 @@ def test_twelve_cases_cannot_beat_a_model_that_differs_on_six_and_says_so():
     agg = large.aggregates[large.aggregates.structure == "pancreas"].set_index("model")
     assert not bool(agg.loc["misses_small", "winner"]) and not bool(agg.loc["dilated", "winner"])
     assert not [w for w in large.warnings if "misses_small on pancreas" in w]
+
+
+# ------------------------------------------------------- fast Monte-Carlo paths (issue 10)
+
+
+def test_raw_bit_stream_equals_rng_integers() -> None:
+    """The sign patterns read from raw words are NumPy's int8 draws, block after block."""
+    from assay.stats._paired import _BLOCK, _flip_blocks, _raw_bits_match
+
+    assert _raw_bits_match()  # the fast path is the one in use here
+    for n_perm, n in ((10_000, 7), (5_000, 4_751), (2 * _BLOCK + 3, 33)):
+        ref = np.random.default_rng([1, n])
+        for got in _flip_blocks(np.random.default_rng([1, n]), n_perm, n):
+            want = ref.integers(0, 2, size=got.shape, dtype=np.int8).astype(bool)
+            assert np.array_equal(got, want)
+
+
+def _direct_mean_counts(x, present, pairs, n_perm, rng):
+    """The pre-issue-10 product: ±1 patterns @ one difference column per pair."""
+    diffs = np.zeros((x.shape[0], len(pairs)))
+    for c, (i, j) in enumerate(pairs):
+        cm = present[:, i] & present[:, j]
+        diffs[cm, c] = x[cm, i] - x[cm, j]
+    observed, gamma = diffs.sum(axis=0), np.finfo(float).eps * 100 * np.abs(diffs).sum(axis=0)
+    g = np.zeros(len(pairs), dtype=np.int64)
+    le = np.zeros(len(pairs), dtype=np.int64)
+    for start in range(0, n_perm, 2048):
+        size = min(2048, n_perm - start)
+        flips = rng.integers(0, 2, size=(size, x.shape[0]), dtype=np.int8).astype(bool)
+        null = np.where(flips, -1.0, 1.0) @ diffs
+        g += np.count_nonzero(null >= observed - gamma, axis=0)
+        le += np.count_nonzero(null <= observed + gamma, axis=0)
+    return g, le
+
+
+@pytest.mark.parametrize("kind", ["continuous", "discrete", "gaps"])
+def test_decomposed_sign_flip_counts_equal_direct_product(kind: str) -> None:
+    """Per-model columns (with near-tie recomputation) count exactly as per-pair columns."""
+    from assay.stats._paired import _mean_null_counts
+
+    rng = np.random.default_rng(11)
+    x = rng.beta(8, 1.5, size=(400, 7))
+    if kind == "discrete":  # many exact ties of the null sums with the observed sum
+        x = np.round(x * 4) / 4 + 0.3
+    present = np.ones(x.shape, dtype=bool)
+    if kind == "gaps":
+        present[rng.random(x.shape) < 0.1] = False
+    xm = np.where(present, x, np.nan)
+    pairs = list(itertools.combinations(range(7), 2))
+    commons = [present[:, i] & present[:, j] for i, j in pairs]
+    got = _mean_null_counts(xm, commons, pairs, 3000, np.random.default_rng(5))
+    want = _direct_mean_counts(xm, present, pairs, 3000, np.random.default_rng(5))
+    assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
+
+
+def test_holm_equals_statsmodels_bit_for_bit() -> None:
+    from assay.stats._paired import holm
+
+    rng = np.random.default_rng(2)
+    for m in (1, 2, 7, 380):
+        p = np.round(rng.random(m) ** 3, 3)  # ties, zeros-ish and ones
+        p[: m // 5] = 1.0
+        assert np.array_equal(holm(p), multipletests(p, alpha=0.05, method="holm")[1])

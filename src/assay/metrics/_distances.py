@@ -12,8 +12,17 @@ Algorithm: offsets within a radius R are enumerated once per spacing and grouped
 exact distance; query points are tested against the target shell by shell, nearest first,
 and a point is settled by the first shell that holds a target voxel. Most surface points of
 a reasonable prediction lie within a few voxels of the other surface, so almost all settle in
-the first shells. The few farther than R (false-positive blobs, missed parts) go to a k-d
-tree over the target points, whose answer is recomputed from integer offsets as above.
+the first shells. When many points are still unsettled after the first shells and a sample of
+them shows that the shells would take long to settle them (a large shift, a missed part: see
+``_SWITCH_OFFSETS``), or many are left beyond R, they all go to the
+exact separable transform of :mod:`assay.metrics._edt` (numba), which returns the same float64
+minimum. A few points farther than R (a small false-positive blob) go to a k-d tree over the
+target points instead, whose answer is recomputed from integer offsets as above.
+
+Ties: when several targets lie at the same real distance but their float64 distances differ
+by an ulp, every path takes the smallest float64 value. scipy's EDT (hence DeepMind and MedPy)
+may return the other one (e.g. offsets (-5, 0, -1) and (-3, -4, -1) at (0.8, 0.8, 1.5) mm:
+4.272001872658765 vs 4.272001872658766), so agreement with them is exact except at such ties.
 """
 
 from __future__ import annotations
@@ -23,6 +32,8 @@ from functools import lru_cache
 import numpy as np
 from numpy.typing import NDArray
 from scipy.spatial import cKDTree
+
+from assay.metrics._edt import nearest_squared
 
 Spacing = tuple[float, float, float]
 
@@ -35,6 +46,20 @@ _MAX_SHELL_OFFSETS = 4000
 _TIE_CANDIDATES = 8
 #: Target points sampled to bound far points' distances before building the k-d tree.
 _PRUNE_SAMPLE = 1024
+#: When more query points than this are left after the first shells, they are all settled
+#: by the exact separable transform of :mod:`assay.metrics._edt` ...
+_EDT_MIN_POINTS = 2000
+#: ... provided it is not much dearer than the k-d tree: its cost is one pass over the box,
+#: compared with this many box voxels per remaining query point.
+_EDT_VOXELS_PER_POINT = 400
+#: After this many shell offsets the shells may hand every remaining point to the transform
+#: at once. The choice is made once, from a sample of the remaining points whose settling
+#: shells are found directly: the transform is taken when the shells would still cost more
+#: than ``_SWITCH_RATIO`` box voxels of point-offset tests (measured: a transform costs about
+#: as much as 3 box voxels of them; a shift by 4 voxels needs ~0.5, a shift by 8 needs 5–8).
+_SWITCH_OFFSETS = 19
+_SWITCH_SAMPLE = 256
+_SWITCH_RATIO = 2.5
 
 
 def lattice_distance(offsets: NDArray[np.integer], spacing_mm: Spacing) -> NDArray[np.float64]:
@@ -104,10 +129,19 @@ def nearest_distances(
     bounds = [*starts.tolist(), len(dist)]
     always = _ball_radius(spacing_mm, _SHELL_OFFSETS)
     budget, cost = 4 * np.count_nonzero(target), 0
+    decided = False
     for g in range(len(starts)):
         if remaining.size == 0:
             break
         lo, hi = bounds[g], bounds[g + 1]
+        if not decided and lo >= _SWITCH_OFFSETS:
+            decided = True
+            if (
+                _use_transform(remaining.size, target.size)
+                and _shells_cost(flat_query[remaining], flat_target, deltas[lo:])
+                >= _SWITCH_RATIO * target.size
+            ):
+                break
         if dist[lo] > always:
             cost += remaining.size * (hi - lo)
             if cost > budget:
@@ -119,9 +153,32 @@ def nearest_distances(
             hit = flat_target[base[:, None] + deltas[None, lo:hi]].any(axis=1)
         out[remaining[hit]] = dist[lo]
         remaining = remaining[~hit]
-    if remaining.size:
+    if _use_transform(remaining.size, target.size):
+        sub = (q_idx[0][remaining], q_idx[1][remaining], q_idx[2][remaining])
+        out[remaining] = np.sqrt(nearest_squared(target, sub, spacing_mm))
+    elif remaining.size:
         out[remaining] = _tree_distances(q_idx, remaining, target, spacing_mm)
     return out
+
+
+def _shells_cost(
+    base: NDArray[np.int64], flat_target: NDArray[np.bool_], deltas: NDArray[np.int64]
+) -> float:
+    """Estimated point-offset tests the shells ``deltas`` would take to settle ``base``.
+
+    From an evenly spaced sample: each point costs the offsets up to its first hit (all of
+    them when none hits).
+    """
+    sample = base[:: max(1, base.size // _SWITCH_SAMPLE)]
+    hits = flat_target[sample[:, None] + deltas[None, :]]
+    found = hits.any(axis=1)
+    first = np.where(found, hits.argmax(axis=1) + 1, deltas.size)
+    return float(base.size / sample.size * first.sum())
+
+
+def _use_transform(n_remaining: int, box_voxels: int) -> bool:
+    """Whether the separable transform settles ``n_remaining`` far points more cheaply."""
+    return n_remaining >= _EDT_MIN_POINTS and n_remaining * _EDT_VOXELS_PER_POINT >= box_voxels
 
 
 def _tree_distances(

@@ -9,7 +9,11 @@ complete model column gives the same bootstrap distribution as SciPy with the sa
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import collections
+import functools
+import hashlib
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -25,7 +29,7 @@ SLICE_KEYS = ("dataset", "structure", "metric")
 #: Below this many cases a bootstrap interval is flagged as unreliable.
 MIN_RELIABLE_N = 50
 #: Upper bound on the elements of one (resamples × cases) weight block, to bound memory.
-_BLOCK_ELEMENTS = 2_000_000
+_BLOCK_ELEMENTS = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -83,21 +87,39 @@ def iter_slices(values: pd.DataFrame) -> Iterator[SliceMatrix]:
         yield SliceMatrix((dataset, structure, metric), cases, models, matrix)
 
 
+@functools.cache
+def _count_kernel() -> Callable[[np.ndarray, np.ndarray], None]:
+    """The compiled counting loop (numba, compiled on first use and cached on disk)."""
+    from numba import njit
+
+    @njit(cache=True, nogil=True)
+    def count(idx: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover - compiled
+        for b in range(idx.shape[0]):
+            row = out[b]
+            for k in range(idx.shape[1]):
+                row[idx[b, k]] += 1.0
+
+    return count
+
+
 def _weight_blocks(n_cases: int, n_resamples: int, seed: int) -> Iterator[np.ndarray]:
     """Yield (block, n_cases) float arrays of resample counts, block after block.
 
     Row ``b`` holds how often each case was drawn in resample ``b``. The indices are drawn
     block by block from one generator; consecutive ``rng.integers`` calls continue the same
-    stream, so the rows equal those of one ``rng.integers(0, n, size=(B, n))`` call.
+    stream, so the rows equal those of one ``rng.integers(0, n, size=(B, n))`` call (int32
+    draws equal int64 draws: both take one bounded 32-bit Lemire draw per index).
     """
     rng = np.random.default_rng(seed)
     block = max(1, min(n_resamples, _BLOCK_ELEMENTS // max(n_cases, 1)))
+    dtype = np.int32 if n_cases < 2**31 else np.int64
+    count = _count_kernel()
     for start in range(0, n_resamples, block):
         size = min(block, n_resamples - start)
-        idx = rng.integers(0, n_cases, size=(size, n_cases))
-        flat = idx + (np.arange(size, dtype=np.int64) * n_cases)[:, None]
-        counts = np.bincount(flat.ravel(), minlength=size * n_cases)
-        yield counts.reshape(size, n_cases).astype(np.float64)
+        idx = rng.integers(0, n_cases, size=(size, n_cases), dtype=dtype)
+        weights = np.zeros((size, n_cases), dtype=np.float64)
+        count(idx, weights)
+        yield weights
 
 
 def paired_bootstrap_means(
@@ -112,8 +134,10 @@ def paired_bootstrap_means(
                                     {\\sum_i w_{bi}\\, [x_{ij}\\ \\text{finite}]},
 
     where :math:`w_{bi}` counts how often case ``i`` occurs in ``idx[b]``; this equals
-    ``np.nanmean(matrix[idx[b], j])``. It is computed as two (B × n) @ (n × m) products, in
-    blocks of resamples of at most 2·10⁶ weights, with no Python loop over cases.
+    ``np.nanmean(matrix[idx[b], j])``. It is computed as one (B × n) @ (n × m') product, in
+    blocks of resamples of at most 10⁶ weights, with no Python loop over cases; the
+    denominators are computed only for columns with missing values (for a complete column
+    they are n).
 
     Parameters
     ----------
@@ -140,18 +164,54 @@ def paired_bootstrap_means(
         )
     if n_resamples < 1:
         raise InputError(f"n_resamples is {n_resamples}: expected at least 1.")
+    n, m = data.shape
     finite = np.isfinite(data)
-    filled = np.where(finite, data, 0.0)
-    present = finite.astype(np.float64)
-    out = np.empty((n_resamples, data.shape[1]), dtype=np.float64)
+    gaps = ~finite.all(axis=0)
+    rhs = np.hstack([np.where(finite, data, 0.0), finite[:, gaps].astype(np.float64)])
+    out = np.empty((n_resamples, m), dtype=np.float64)
     row = 0
-    for weights in _weight_blocks(data.shape[0], n_resamples, seed):
-        sums = weights @ filled
-        counts = weights @ present
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out[row : row + len(weights)] = np.where(counts > 0, sums / counts, np.nan)
+    for weights in _weight_blocks(n, n_resamples, seed):
+        prod = weights @ rhs
+        block = out[row : row + len(weights)]
+        block[:] = prod[:, :m] / float(n)
+        if gaps.any():
+            counts = prod[:, m:]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                block[:, gaps] = np.where(counts > 0, prod[:, :m][:, gaps] / counts, np.nan)
         row += len(weights)
     return out
+
+
+#: Bootstrap means kept by :func:`_cached_means`: key -> means, least recently used first.
+_MEANS_CACHE: collections.OrderedDict[tuple[object, ...], np.ndarray] = collections.OrderedDict()
+#: Upper bound on the bytes of means kept.
+_MEANS_CACHE_BYTES = 64 * 2**20
+_MEANS_LOCK = threading.Lock()
+
+
+def _cached_means(matrix: np.ndarray, n_resamples: int, seed: int) -> np.ndarray:
+    """:func:`paired_bootstrap_means`, remembering the last results (at most 64 MiB).
+
+    The key is the matrix's shape and a BLAKE2b digest of its bytes with ``n_resamples`` and
+    ``seed``, so a hit is the same computation; a copy is returned.
+    """
+    digest = hashlib.blake2b(matrix.tobytes(), digest_size=32).digest()
+    key = (matrix.shape, digest, int(n_resamples), seed)
+    with _MEANS_LOCK:
+        hit = _MEANS_CACHE.get(key)
+        if hit is not None:
+            _MEANS_CACHE.move_to_end(key)
+            return hit.copy()
+    means = paired_bootstrap_means(matrix, n_resamples=n_resamples, seed=seed)
+    if means.nbytes > _MEANS_CACHE_BYTES:
+        return means
+    with _MEANS_LOCK:
+        _MEANS_CACHE[key] = means.copy()
+        total = sum(v.nbytes for v in _MEANS_CACHE.values())
+        while total > _MEANS_CACHE_BYTES and len(_MEANS_CACHE) > 1:
+            _, dropped = _MEANS_CACHE.popitem(last=False)
+            total -= dropped.nbytes
+    return means
 
 
 def slice_bootstrap_means(
@@ -164,6 +224,9 @@ def slice_bootstrap_means(
     share the resampled cases; the result for each slice equals bootstrapping it alone with
     the same seed.
 
+    The last results are kept (:func:`_cached_means`), so the CIs and the rank stability of
+    one analysis share one resampling.
+
     Returns
     -------
     list of arrays (n_resamples, n_models), one per slice, in input order.
@@ -173,8 +236,8 @@ def slice_bootstrap_means(
         groups.setdefault(tuple(piece.cases), []).append(i)
     result: list[np.ndarray] = [np.empty(0)] * len(slices)
     for members in groups.values():
-        stacked = np.hstack([slices[i].matrix for i in members])
-        means = paired_bootstrap_means(stacked, n_resamples=n_resamples, seed=seed)
+        stacked = np.ascontiguousarray(np.hstack([slices[i].matrix for i in members]))
+        means = _cached_means(stacked, n_resamples, seed)
         col = 0
         for i in members:
             width = slices[i].matrix.shape[1]
@@ -242,6 +305,39 @@ def _interval(
     return float(low), float(high), notes
 
 
+def intervals(
+    matrix: np.ndarray,
+    boot: np.ndarray,
+    confidence: float,
+    method: Literal["percentile", "bca"],
+) -> tuple[np.ndarray, np.ndarray, list[list[str]]]:
+    """:func:`_interval` of every column of ``matrix`` from its bootstrap column of ``boot``.
+
+    Percentile intervals of columns whose resamples are all finite and not all equal (the
+    usual case, without notes) come from one ``np.quantile(..., axis=0)`` call, which
+    computes each column as the 1-D call does; every other column goes through
+    :func:`_interval`.
+
+    Returns
+    -------
+    low, high : arrays (n_columns,).
+    notes : per column, the notes of :func:`_interval`.
+    """
+    m = boot.shape[1]
+    low, high = np.full(m, np.nan), np.full(m, np.nan)
+    notes: list[list[str]] = [[] for _ in range(m)]
+    fast = np.zeros(m, dtype=bool)
+    if method == "percentile" and boot.shape[0]:
+        fast = np.isfinite(boot).all(axis=0) & (np.ptp(boot, axis=0) != 0.0)
+    if fast.any():
+        alpha = (1.0 - confidence) / 2.0
+        q = np.quantile(boot[:, fast], np.array([alpha, 1.0 - alpha]), axis=0)
+        low[fast], high[fast] = q[0], q[1]
+    for j in np.flatnonzero(~fast):
+        low[j], high[j], notes[j] = _interval(matrix[:, j], boot[:, j], confidence, method)
+    return low, high, notes
+
+
 def bootstrap_ci(
     values: pd.DataFrame,
     *,
@@ -297,10 +393,11 @@ def bootstrap_ci(
     boots = slice_bootstrap_means(slices, n_resamples=n_resamples, seed=seed)
     rows = []
     for piece, boot in zip(slices, boots, strict=True):
+        lows, highs, all_notes = intervals(piece.matrix, boot, confidence, chosen)  # type: ignore[arg-type]
         for j, model in enumerate(piece.models):
             column = piece.matrix[:, j]
             n = int(np.isfinite(column).sum())
-            low, high, notes = _interval(column, boot[:, j], confidence, chosen)  # type: ignore[arg-type]
+            low, high, notes = float(lows[j]), float(highs[j]), all_notes[j]
             if n < MIN_RELIABLE_N:
                 notes.insert(0, f"n < {MIN_RELIABLE_N}: interval unreliable")
             rows.append(

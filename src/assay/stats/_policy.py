@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from assay.errors import InputError
+from assay.metrics import is_registered, metric_info
 
 __all__ = [
     "KEY_COLUMNS",
@@ -54,16 +55,14 @@ CHANGE_COLUMNS = (
 
 
 def default_worst_value(metric: str) -> float | None:
-    """Return the built-in worst value of a metric, or ``None`` when there is none.
+    """Return the built-in worst value of a metric (the metric registry's), or ``None``.
 
     Dice (``dsc``) and every NSD variant (``nsd``, ``nsd@1.5mm``, ...) are fractions in [0, 1]
     where 0 is the worst possible value. Distances (``hd``, ``hd95``, ``assd``, ``masd``) have no
-    natural worst value (DESIGN §4: the image diagonal or a configured cap), so they, and every
-    other metric, have none.
+    natural worst value (DESIGN §4: the image diagonal or a configured cap), so they have none;
+    nor has a metric the registry does not know.
     """
-    if metric == "dsc" or metric == "nsd" or metric.startswith("nsd@"):
-        return 0.0
-    return None
+    return metric_info(metric).worst if is_registered(metric) else None
 
 
 def check_scores(scores: pd.DataFrame, columns: tuple[str, ...], what: str) -> None:

@@ -13,16 +13,12 @@ import numpy as np
 import pandas as pd
 
 from assay.stats._bootstrap import SLICE_KEYS, iter_slices, slice_bootstrap_means
-from assay.stats._paired import LOWER_IS_BETTER as LOWER_IS_BETTER_METRICS
+from assay.stats._paired import higher_is_better_for
 
 
 def metric_higher_is_better(metric: str) -> bool:
-    """Whether a larger value of ``metric`` is better.
-
-    False for the distance metrics in :data:`LOWER_IS_BETTER_METRICS` (hd, hd95, assd, masd),
-    True for every other metric (dsc, nsd, ``nsd@<τ>mm``, ...).
-    """
-    return metric not in LOWER_IS_BETTER_METRICS
+    """Whether a larger value of ``metric`` is better (the metric registry's direction)."""
+    return higher_is_better_for(metric)
 
 
 def rank_min(scores: np.ndarray, *, higher_is_better: bool = True) -> np.ndarray:

@@ -32,7 +32,7 @@ from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
 from assay.errors import InputError
-from assay.stats._bootstrap import SLICE_KEYS, _interval, iter_slices, paired_bootstrap_means
+from assay.stats._bootstrap import SLICE_KEYS, intervals, iter_slices, paired_bootstrap_means
 
 #: A grouping: a column name, ``"column:decades"``, ``"column:e0,e1,..."`` (bin edges), or a
 #: mapping of group name → pandas query string over the metadata.
@@ -327,6 +327,38 @@ def subgroup_members(metadata: pd.DataFrame, groupings: Mapping[str, GroupSpec])
     return pd.DataFrame(rows, columns=["grouping", "group", "case_id"], dtype=object)
 
 
+def _group_summary(
+    block: np.ndarray,
+    boot: np.ndarray | None,
+    group: _Group,
+    min_size: int,
+    confidence: float,
+    ci_method: Literal["percentile", "bca"],
+) -> tuple[np.ndarray, list[float], list[float], list[float], list[float], list[str]]:
+    """Per column of one group's rows: n, mean, median, CI bounds and the skip reason.
+
+    Means and medians are taken column by column over the finite values, as 1-D arrays;
+    the CIs of the qualifying columns come from :func:`~assay.stats._bootstrap.intervals`.
+    """
+    finite = np.isfinite(block)
+    n = finite.sum(axis=0)
+    cols = [block[finite[:, j], j] for j in range(block.shape[1])]
+    mean = [float(x.mean()) if x.size else float("nan") for x in cols]
+    median = [float(np.median(x)) if x.size else float("nan") for x in cols]
+    if group.special:
+        reasons = [group.reason] * block.shape[1]
+    else:
+        reasons = ["" if k >= min_size else f"n = {k} < min_size = {min_size}" for k in n]
+    low = [float("nan")] * block.shape[1]
+    high = list(low)
+    ok = [j for j, r in enumerate(reasons) if not r]
+    if ok and boot is not None:
+        lo, hi, _ = intervals(block[:, ok], boot[:, ok], confidence, ci_method)
+        for k, j in enumerate(ok):
+            low[j], high[j] = float(lo[k]), float(hi[k])
+    return n, mean, median, low, high, reasons
+
+
 def subgroup_analysis(
     values: pd.DataFrame,
     metadata: pd.DataFrame,
@@ -418,38 +450,33 @@ def subgroup_analysis(
                 else None
                 for group, rows in zip(groups, rows_of, strict=True)
             ]
+            summaries = [
+                _group_summary(matrix[rows], boot, group, min_size, confidence, ci_method)
+                for group, rows, boot in zip(groups, rows_of, boots, strict=True)
+            ]
             qualifying: list[list[tuple[str, np.ndarray]]] = []
             means: dict[tuple[int, str], float] = {}
             for j, model in enumerate(models):
                 mine: list[tuple[str, np.ndarray]] = []
-                for group, rows, boot in zip(groups, rows_of, boots, strict=True):
-                    x = matrix[rows, j]
-                    x = x[np.isfinite(x)]
-                    if group.special and x.size == 0:
+                for group, rows, summary in zip(groups, rows_of, summaries, strict=True):
+                    n, mean, median, low, high, reasons = summary
+                    if group.special and n[j] == 0:
                         continue
-                    if group.special:
-                        reason = group.reason
-                    elif x.size < min_size:
-                        reason = f"n = {x.size} < min_size = {min_size}"
-                    else:
-                        reason = ""
+                    reason = reasons[j]
+                    if not reason:
                         mine.append((group.label, rows))
-                    low = high = float("nan")
-                    if not reason and boot is not None:
-                        low, high, _ = _interval(matrix[rows, j], boot[:, j], confidence, ci_method)
-                    mean = float(x.mean()) if x.size else float("nan")
-                    means[(j, group.label)] = mean
+                    means[(j, group.label)] = mean[j]
                     group_rows.append(
                         {
                             **base,
                             "grouping": grouping,
                             "group": group.label,
                             "model": model,
-                            "n": int(x.size),
-                            "mean": mean,
-                            "median": float(np.median(x)) if x.size else float("nan"),
-                            "ci_low": low,
-                            "ci_high": high,
+                            "n": int(n[j]),
+                            "mean": mean[j],
+                            "median": median[j],
+                            "ci_low": low[j],
+                            "ci_high": high[j],
                             "skipped": bool(reason),
                             "reason": reason,
                         }
