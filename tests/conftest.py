@@ -25,9 +25,12 @@ _FIXTURE_MARKERS = {"driver": "browser", "pg": "postgres", "pg_store": "postgres
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark tests by the real parts they use (Chromium, PostgreSQL) from their fixtures."""
+    """Mark tests by the real parts they use (Chromium, PostgreSQL) from their fixtures; a
+    ``realdata`` test cannot run without the data, which is not part of a clone: it says so."""
     for item in items:
         names = set(getattr(item, "fixturenames", ()))
         for fixture, marker in _FIXTURE_MARKERS.items():
             if fixture in names:
                 item.add_marker(getattr(pytest.mark, marker))
+        if item.get_closest_marker("realdata") and not TOUCHSTONE.is_dir():
+            item.add_marker(pytest.mark.skip(reason=f"real Touchstone data not at {TOUCHSTONE}"))

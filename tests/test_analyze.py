@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import TOUCHSTONE
 from typer.testing import CliRunner
 
 from assay import cli
@@ -135,10 +136,7 @@ def test_explicit_missing_where_the_reference_is_empty_is_not_applicable():
     assert (row["n_set_worst"], row["n_not_applicable"]) == (1, 1)
 
 
-TOUCHSTONE = Path(__file__).resolve().parents[1].parent / "shared/data/touchstone_totalsegmentator"
-
-
-@pytest.mark.skipif(not TOUCHSTONE.is_dir(), reason=f"real Touchstone data not at {TOUCHSTONE}")
+@pytest.mark.realdata
 def test_touchstone_policies_and_subgroups(tmp_path):
     """Real data: STU-Net-H has 656 of 743 rows. Under `paper` its missing cases are dropped,
     under `worst` they count 0 wherever the structure exists; both are counted in the output.

@@ -8,11 +8,10 @@ family the analysis states, and the group-mean CIs with a direct bootstrap loop 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import TOUCHSTONE
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
@@ -251,9 +250,6 @@ def test_analyze_passes_family_seed_and_bootstrap(cohort) -> None:
     assert (per_model.subgroup_tests["family_size"] == 1).all()
 
 
-TOUCHSTONE = Path(__file__).resolve().parents[1].parent / "shared/data/touchstone_totalsegmentator"
-
-
 def _touchstone_scores(metric: str = "dsc") -> tuple[pd.DataFrame, pd.DataFrame]:
     """The published per-case files as tidy scores (empty cells dropped: policy ``paper``)."""
     parts = []
@@ -268,7 +264,7 @@ def _touchstone_scores(metric: str = "dsc") -> tuple[pd.DataFrame, pd.DataFrame]
     return scores, meta.rename(columns={"image_id": "case_id"})[["case_id", "gender", "age"]]
 
 
-@pytest.mark.skipif(not TOUCHSTONE.is_dir(), reason=f"real Touchstone data not at {TOUCHSTONE}")
+@pytest.mark.realdata
 def test_touchstone_gender_flags_under_both_families() -> None:
     """Real data: per-model correction flags models on gender that the family over all
     19 models (+ average) × 2 groupings × 10 structures does not; every corrected p is
