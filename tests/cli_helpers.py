@@ -25,5 +25,5 @@ def assay_script() -> str:
 @pytest.fixture(autouse=True)
 def wide_console(monkeypatch: pytest.MonkeyPatch) -> None:
     """In-process CLI output on 1000-column consoles (imported by a module: autouse there)."""
-    monkeypatch.setattr(cli, "out", Console(width=1000))
-    monkeypatch.setattr(cli, "err", Console(width=1000, stderr=True))
+    monkeypatch.setattr(cli._common, "out", Console(width=1000))
+    monkeypatch.setattr(cli._common, "err", Console(width=1000, stderr=True))

@@ -512,8 +512,8 @@ runner = CliRunner()
 def wide_consoles(monkeypatch: pytest.MonkeyPatch) -> None:
     from rich.console import Console
 
-    monkeypatch.setattr(cli, "out", Console(width=1000))
-    monkeypatch.setattr(cli, "err", Console(stderr=True, width=1000))
+    monkeypatch.setattr(cli._common, "out", Console(width=1000))
+    monkeypatch.setattr(cli._common, "err", Console(stderr=True, width=1000))
 
 
 def _cli(*args: str | Path) -> Result:

@@ -57,8 +57,8 @@ def bench_labelmap(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(autouse=True)
 def wide_consoles(monkeypatch: pytest.MonkeyPatch) -> None:
     """Rich sizes its output to the terminal; pin a wide one so text is never cut."""
-    monkeypatch.setattr(cli, "out", Console(width=WIDE))
-    monkeypatch.setattr(cli, "err", Console(stderr=True, width=WIDE))
+    monkeypatch.setattr(cli._common, "out", Console(width=WIDE))
+    monkeypatch.setattr(cli._common, "err", Console(stderr=True, width=WIDE))
 
 
 def _invoke(*args: str | Path) -> Result:
@@ -112,7 +112,7 @@ def test_score_prints_summary_and_case_counts(tmp_path, bench):
 def test_summary_table_is_readable_in_an_80_column_terminal(tmp_path, bench, monkeypatch):
     """At the common default width every structure must still be told apart: kidney_left and
     kidney_right must not both print as a truncated 'kidne…'."""
-    monkeypatch.setattr(cli, "out", Console(width=80))
+    monkeypatch.setattr(cli._common, "out", Console(width=80))
     db = tmp_path / "r.db"
     result = _invoke(*_score_args(bench.reference, bench.predictions["near_perfect"], db))
     assert result.exit_code == 0, result.output
@@ -335,7 +335,8 @@ def test_report_command_writes_site_leaderboard_figures_and_a_bundle(tmp_path, s
     out = tmp_path / "site"
     result = _invoke("report", "--db", scored_db, "--dataset", "d", "--out", out,
                      "--bootstrap", "100", "--workers", "1", "--metric", "dsc",
-                     "--metric", "hd95", "--worst-value", "hd95=700")  # fmt: skip
+                     "--metric", "hd95", "--worst-value", "hd95=700",
+                     "--figure-formats", "svg,pdf,png")  # fmt: skip
     assert result.exit_code == 0, result.output
     for name in ("index.html", "methods.html", "stability.html", "leaderboard.md",
                  "bundle/results.json", "bundle/scores.parquet", "bundle/scores.csv"):  # fmt: skip
@@ -389,7 +390,7 @@ def test_export_bad_format_and_empty_selection(tmp_path, scored_db):
 def test_demo_console_script(tmp_path):
     out = tmp_path / "demo"
     proc = subprocess.run(
-        [_console_script(), "demo", "--out", str(out), "--cases", "2"],
+        [_console_script(), "demo", "--out", str(out), "--cases", "2", "--figure-formats", "pdf"],
         capture_output=True,
         text=True,
         timeout=300,

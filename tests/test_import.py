@@ -115,7 +115,7 @@ def test_example_cards_name_the_nineteen_touchstone_models():
             "Diff-UNet"} == names  # fmt: skip
 
 
-@pytest.mark.skipif(not TOUCHSTONE.is_dir(), reason=f"real Touchstone data not at {TOUCHSTONE}")
+@pytest.mark.realdata
 def test_real_touchstone_data(tmp_path):
     """All 19 published models: STU-Net-H and -L have 656 of 743 rows (README of the data);
     stored values equal the published cells exactly; metadata (BOM, ';') loads."""

@@ -287,12 +287,14 @@ def test_import_table_is_uncut(mode, db, tmp_path):
 def test_demo_tables_are_uncut_in_an_80_column_terminal(db, monkeypatch):
     """The demo's two tables (drawn by the functions `assay demo` calls) on a terminal."""
     buffer = io.StringIO()
-    monkeypatch.setattr(cli, "out", Console(file=buffer, width=COLUMNS, force_terminal=True))
+    monkeypatch.setattr(
+        cli._common, "out", Console(file=buffer, width=COLUMNS, force_terminal=True)
+    )
     from assay.scoring import summarize
 
     summary = summarize(ResultStore(db).scores(dataset="synthetic"))
-    cli._print_structure_matrix(summary)
-    cli._print_leaderboard(summary)
+    cli._demo._print_structure_matrix(summary)
+    cli._demo._print_leaderboard(summary)
     text = ANSI.sub("", buffer.getvalue())
     assert "…" not in text
     assert max(len(line) for line in text.splitlines()) <= COLUMNS
@@ -461,19 +463,21 @@ def test_report_figures_progress_has_a_known_total(mode, db, monkeypatch):
 
     calls = []
 
-    def fake_build_report(data, out_dir, *, metadata, workers, on_figure):
+    def fake_build_report(data, out_dir, *, metadata, workers, on_figure, **_options):
         for key, _draw in _figure_jobs(data):  # the real figures, not drawn (speed)
             calls.append(key)
             on_figure(str(key))
         return type("Files", (), {"n_figures": len(calls)})()
 
     monkeypatch.setattr(build, "build_report", fake_build_report)
-    monkeypatch.setattr(cli, "out", Console(file=io.StringIO(), width=1000))
+    monkeypatch.setattr(cli._common, "out", Console(file=io.StringIO(), width=1000))
     buffer = io.StringIO()
     terminal = mode == "tty"
-    monkeypatch.setattr(cli, "err", Console(file=buffer, width=COLUMNS, force_terminal=terminal))
+    monkeypatch.setattr(
+        cli._common, "err", Console(file=buffer, width=COLUMNS, force_terminal=terminal)
+    )
     options = {"metrics": ["dsc"], "n_bootstrap": 100}
-    cli._build_report(ResultStore(db), ["synthetic"], Path("unused"), options=options)
+    cli._analyze._build_report(ResultStore(db), ["synthetic"], Path("unused"), options=options)
     n = len(calls)
     assert n > 10
     text = ANSI.sub("", buffer.getvalue())

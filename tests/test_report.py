@@ -39,8 +39,8 @@ def data():
 
 @pytest.fixture(autouse=True)
 def wide_console(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cli, "out", Console(width=1000))
-    monkeypatch.setattr(cli, "err", Console(width=1000, stderr=True))
+    monkeypatch.setattr(cli._common, "out", Console(width=1000))
+    monkeypatch.setattr(cli._common, "err", Console(width=1000, stderr=True))
 
 
 @pytest.fixture
@@ -367,7 +367,7 @@ def test_leaderboard_tied_ranks_are_not_elided(data, monkeypatch):
 TOUCHSTONE = Path(__file__).resolve().parents[1].parent / "shared/data/touchstone_totalsegmentator"
 
 
-@pytest.mark.skipif(not TOUCHSTONE.is_dir(), reason=f"real Touchstone data not at {TOUCHSTONE}")
+@pytest.mark.realdata
 def test_touchstone_bundle_reanalyzes_and_leaderboard_flags_missing_cases(tmp_path):
     """Real data (19 models × 743 cases): the bundle re-verifies; STU-Net-H and STU-Net-L lack
     87 of the 743 cases (656 published rows, see the data README) and are flagged ⚠; the
@@ -394,3 +394,30 @@ def test_touchstone_bundle_reanalyzes_and_leaderboard_flags_missing_cases(tmp_pa
     first = _overall_rows(text, "dsc")[0]
     assert first[0] == "🏆 1" and first[1] == best
     assert "CC BY-NC-ND 4.0" in text
+
+
+# -- figure formats ----------------------------------------------------------------------------
+
+
+def test_figure_formats_option_and_config_key_are_validated(tmp_path):
+    """A bad --figure-formats (report, demo) or figure_formats key is one error line, exit 2,
+    before anything is written."""
+    for args in (
+        ["report", "--db", str(tmp_path / "x.db"), "--dataset", "d", "--out", str(tmp_path / "s")],
+        ["demo", "--out", str(tmp_path / "demo")],
+    ):
+        result = runner.invoke(cli.app, [*args, "--figure-formats", "svg,jpeg"])
+        assert result.exit_code == 2, result.output
+        lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+        assert len(lines) == 1 and "'jpeg'" in lines[0] and "svg, pdf, png" in lines[0]
+    assert not (tmp_path / "s").exists() and not (tmp_path / "demo").exists()
+    from assay.runs._config import load_benchmark
+
+    config = tmp_path / "bench.yaml"
+    config.write_text("datasets: [{name: d, root: .}]\nmodels: [{name: m, predictions: .}]\n")
+    assert load_benchmark(config).figure_formats == ("svg",)
+    config.write_text(config.read_text() + "figure_formats: [png, pdf]\n")
+    assert load_benchmark(config).figure_formats == ("svg", "pdf", "png")
+    config.write_text(config.read_text().replace("png, pdf", "tiff"))
+    with pytest.raises(InputError, match=r"bench.yaml: figure_formats: unknown .*'tiff'"):
+        load_benchmark(config)

@@ -66,6 +66,15 @@ def _significant_texts(fig: Figure) -> list[Text]:
     return [t for t in fig.findobj(Text) if t.get_gid() == "significant"]
 
 
+def _heatmap_marks(fig: Figure) -> list[tuple[float, float]]:
+    """(x, y) of the heatmap's significance marks: the offsets of its one scatter layer of
+    gid ``"significant"`` (x = column index, y = row index), sorted."""
+    layers = _layers(fig, "significant")
+    assert len(layers) <= 1  # all marks in one layer, not one artist each
+    assert not _significant_texts(fig)  # and no Text marks
+    return sorted((float(x), float(y)) for c in layers for x, y in c.get_offsets())
+
+
 def _layers(fig: Figure, *gids: str) -> list[PathCollection]:
     """Scatter layers of ``fig`` (those with one of ``gids`` when given)."""
     return [
@@ -109,9 +118,9 @@ def test_heatmap_marks_exactly_the_significant_cells() -> None:
     assert len(cells) == 6  # 3 × 3 grid minus the diagonal
     marked = cells.loc[cells["significant"], ["row", "col"]]
     assert sorted(map(tuple, marked.to_numpy())) == [("A", "B"), ("A", "C")]
-    texts = _significant_texts(significance_heatmap(pairwise, ["A", "B", "C"]))
+    marks = _heatmap_marks(significance_heatmap(pairwise, ["A", "B", "C"]))
     # imshow coordinates: x = column index (B = 1, C = 2), y = row index (A = 0).
-    assert sorted(t.get_position() for t in texts) == [(1, 0), (2, 0)]
+    assert marks == [(1, 0), (2, 0)]
 
 
 def test_heatmap_follows_order_and_skips_absent_models() -> None:
@@ -120,7 +129,7 @@ def test_heatmap_follows_order_and_skips_absent_models() -> None:
     cells = heatmap_cells(pairwise, ["C", "Z", "B", "A"])
     assert set(cells["row"]) | set(cells["col"]) == {"A", "B", "C"}
     # Order C, B, A: row A is index 2, column B is index 1.
-    assert [t.get_position() for t in _significant_texts(fig)] == [(1, 2)]
+    assert _heatmap_marks(fig) == [(1, 2)]
     labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
     assert labels == ["C", "B", "A"]
 
@@ -134,7 +143,7 @@ def test_heatmap_nan_p_is_untested_and_never_significant() -> None:
     assert np.isnan(cells.loc[("B", "A"), "p_holm"])
     image = significance_heatmap(pairwise, ["A", "B"]).axes[0].images[0]
     assert image.get_array().mask[1, 0]  # masked: drawn in the grey "bad" colour
-    assert len(_significant_texts(significance_heatmap(pairwise, ["A", "B"]))) == 1
+    assert _heatmap_marks(significance_heatmap(pairwise, ["A", "B"])) == [(1, 0)]
 
 
 def test_heatmap_single_model_has_one_cell_and_no_marks() -> None:
@@ -142,7 +151,7 @@ def test_heatmap_single_model_has_one_cell_and_no_marks() -> None:
     assert heatmap_cells(empty, ["A"]).empty
     fig = significance_heatmap(empty, ["A"])
     assert fig.axes[0].images[0].get_array().shape == (1, 1)
-    assert _significant_texts(fig) == []
+    assert _heatmap_marks(fig) == []
 
 
 def test_heatmap_colours_split_at_alpha_and_labels_say_the_direction() -> None:
@@ -184,7 +193,7 @@ def test_heatmap_on_fixture_matches_pairwise_flags(data: ReportData) -> None:
     assert len(cells) == 12  # 4 models: 4 × 3 ordered pairs
     expected = int(pairwise["significant"].sum())  # the analysis' own Holm decisions
     assert int(cells["significant"].sum()) == expected
-    assert len(_significant_texts(significance_heatmap(pairwise, ORDER))) == expected
+    assert len(_heatmap_marks(significance_heatmap(pairwise, ORDER))) == expected
 
 
 def test_frames_of_several_slices_are_refused(data: ReportData) -> None:

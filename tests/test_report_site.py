@@ -9,6 +9,7 @@ analysis frames (``tests/report_inputs.py``): the 🏆 rows are the ``winner`` r
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -18,9 +19,10 @@ import pytest
 from markupsafe import escape
 from report_inputs import make_report_data
 
+from assay.errors import InputError
 from assay.report import _tables
 from assay.report._data import SPEED_COLUMNS
-from assay.report._site import figure_stem, render_figures, slugify, write_site
+from assay.report._site import FIGURE_KINDS, figure_stem, render_figures, slugify, write_site
 from assay.stats import AVERAGE
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -482,3 +484,96 @@ def test_index_trophies_and_screenshot(site, driver, data, tmp_path_factory):
     assert driver.save_screenshot(str(shot))
     png = shot.read_bytes()
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 10_000
+
+
+# ------------------------------------------------------------------- figure formats
+
+
+def test_parse_figure_formats_validates_and_keeps_svg():
+    from assay.report._render import parse_figure_formats
+
+    assert parse_figure_formats(None) == ("svg",)
+    assert parse_figure_formats("") == ("svg",)
+    assert parse_figure_formats("png, PDF") == ("svg", "pdf", "png")
+    assert parse_figure_formats(["svg", "pdf"]) == ("svg", "pdf")
+    with pytest.raises(InputError, match=r"--figure-formats: unknown figure format\(s\) 'jpg'"):
+        parse_figure_formats("svg,jpg")
+
+
+def test_registry_names_every_figure_kind(data):
+    from assay.report._render import FIGURES, _figure_jobs
+
+    assert tuple(FIGURES) == FIGURE_KINDS
+    assert {key[0] for key, _ in _figure_jobs(data)} <= set(FIGURES)
+    for spec in FIGURES.values():
+        module, _, name = spec.draw.partition(":")
+        assert callable(getattr(importlib.import_module(module), name))
+
+
+def test_render_figures_in_parallel_writes_the_same_files_once(data, tmp_path):
+    """Two worker processes write byte-identical files to one process, each figure once,
+    and publication formats only when asked."""
+    serial = render_figures(data, tmp_path / "serial", formats=("svg", "pdf", "png"))
+    stems: list[str] = []
+    parallel = render_figures(
+        data, tmp_path / "parallel", formats=("svg", "pdf", "png"), workers=2,
+        on_figure=stems.append,
+    )  # fmt: skip
+    assert list(parallel) == list(serial) and len(stems) == len(set(stems)) == len(serial)
+    for key, path in serial.items():
+        assert path.read_bytes() == parallel[key].read_bytes(), path.name
+    pdfs = sorted(p.stem for p in (tmp_path / "parallel" / "figures").glob("*.pdf"))
+    assert pdfs == sorted(figure_stem(k) for k in serial)
+    for ext in ("pdf", "png"):
+        for stem in pdfs:
+            one = (tmp_path / "serial" / "figures" / f"{stem}.{ext}").read_bytes()
+            two = (tmp_path / "parallel" / "figures" / f"{stem}.{ext}").read_bytes()
+            assert one == two, f"{stem}.{ext}"
+
+
+def test_figure_job_list_is_built_once_per_report_data(data):
+    """The progress total and the drawing share one job list (built once per ReportData)."""
+    from assay._console import figure_total
+    from assay.report._render import _figure_jobs
+
+    fresh = dataclasses.replace(data)
+    n = figure_total(fresh)
+    jobs = _figure_jobs(fresh)
+    assert n == len(jobs) > 0
+    assert all(a[1] is b[1] for a, b in zip(jobs, _figure_jobs(fresh), strict=True))
+    assert fresh == data  # the cache is not part of the data
+
+
+def test_rebuilt_report_removes_only_its_own_stale_figures(data, tmp_path):
+    """A rebuild with fewer formats removes the PDF/PNG figures the first build listed in
+    its manifest, and no other file (a user's file, an unlisted figure-like file)."""
+    from assay.report._render import FIGURE_MANIFEST
+
+    out = tmp_path / "site"
+    first = render_figures(data, out, formats=("svg", "pdf", "png"))
+    mine = out / "figures" / "my-notes.pdf"
+    mine.write_text("keep me")
+    unlisted = out / "svg" / "not-from-assay.svg"
+    unlisted.write_text("<svg/>")
+    outside = tmp_path / "outside.png"
+    outside.write_text("keep me too")
+    manifest = json.loads((out / FIGURE_MANIFEST).read_text())
+    assert len(manifest["files"]) == 3 * len(first)
+    manifest["files"].append("figures/../../outside.png")  # never followed
+    (out / FIGURE_MANIFEST).write_text(json.dumps(manifest))
+    second = render_figures(data, out)  # SVG only
+    assert list(second) == list(first)
+    assert sorted(p.name for p in (out / "figures").iterdir()) == ["my-notes.pdf"]
+    assert unlisted.exists() and outside.exists()
+    assert {p.name for p in (out / "svg").glob("*.svg")} == {
+        *(p.name for p in second.values()),
+        unlisted.name,
+    }
+    assert json.loads((out / FIGURE_MANIFEST).read_text())["files"] == sorted(
+        f"svg/{p.name}" for p in second.values()
+    )
+
+
+def test_render_figures_refuses_unknown_format(data, tmp_path):
+    with pytest.raises(InputError, match="jpg"):
+        render_figures(data, tmp_path, formats=("svg", "jpg"))

@@ -137,8 +137,8 @@ def _demo(out: Path, cases: int) -> object:
 def test_demo_replaces_only_its_own_previous_demo(tmp_path, monkeypatch):
     """A second demo removes exactly the first one's files (its extra case too), keeps what
     the user added, and refuses once the user has changed the demo's database."""
-    monkeypatch.setattr(cli, "_demo_report", _fake_report)
-    monkeypatch.setattr(cli, "_print_report_files", lambda _files: None)
+    monkeypatch.setattr(cli._demo, "_demo_report", _fake_report)
+    monkeypatch.setattr(cli._demo, "_print_report_files", lambda _files: None)
     out = tmp_path / "demo"
     first = _demo(out, 3)
     assert first.exit_code == 0, first.output
@@ -184,12 +184,12 @@ def test_an_interrupted_demo_is_replaced_without_touching_older_files(tmp_path, 
     def interrupted(*_args, **_kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "_demo_report", interrupted)
+    monkeypatch.setattr(cli._demo, "_demo_report", interrupted)
     cut = _demo(tmp_path / "fresh", 2)  # a new folder, cut in the report stage
     assert cut.exit_code == 130 and "interrupted" in cut.stderr
     assert not json.loads((tmp_path / "fresh" / DEMO_MARKER).read_text())["complete"]
-    monkeypatch.setattr(cli, "_demo_report", _fake_report)
-    monkeypatch.setattr(cli, "_print_report_files", lambda _files: None)
+    monkeypatch.setattr(cli._demo, "_demo_report", _fake_report)
+    monkeypatch.setattr(cli._demo, "_print_report_files", lambda _files: None)
     again = _demo(tmp_path / "fresh", 2)
     assert again.exit_code == 0, again.output
     assert "replacing the previous demo" in again.stdout

@@ -506,3 +506,118 @@ def test_retry_failed_false_keeps_failures_on_resume(tmp_path, bench):
     (outcome,) = run_benchmark(load_benchmark(path)).outcomes
     assert len(log.read_text().splitlines()) == 4  # not run again
     assert outcome.case_statuses == {"failed": 4}
+
+
+# -- re-runs: scoring, analysis and report skipped when their inputs are unchanged -----------
+
+
+def _fake_report(calls: list[str]):
+    """A stand-in for the pipeline's report step (the figures take a minute): a small
+    report folder whose bundle records the stored scores, counting the builds."""
+    from assay.runs._pipeline import KeptReport
+
+    def build(bench, store, scored, ui):
+        report = bench.output / "report"
+        (report / "bundle").mkdir(parents=True, exist_ok=True)
+        (report / "index.html").write_text(f"build {len(calls)}")
+        (report / "leaderboard.md").write_text(str(dict(bench.analysis)))
+        store.scores(run_ids=[o.run_id for o in scored]).to_csv(report / "bundle" / "s.csv")
+        calls.append("built")
+        return KeptReport(index=report / "index.html", leaderboard=report / "leaderboard.md",
+                          bundle=report / "bundle", figures=report / "figures", n_figures=0,
+                          pages=(report / "index.html",), formats=("svg",))  # fmt: skip
+
+    return build
+
+
+def test_unchanged_rerun_skips_analysis_and_a_change_redoes_it(tmp_path, bench, monkeypatch):
+    from assay.runs import _pipeline
+
+    calls: list[str] = []
+    monkeypatch.setattr(_pipeline, "_report", _fake_report(calls))
+    predictions = tmp_path / "predictions"
+    shutil.copytree(bench.predictions["near_perfect"], predictions)
+    models = [
+        {"name": "near_perfect", "predictions": str(predictions)},
+        {"name": "boundary_noise", "predictions": str(bench.predictions["boundary_noise"])},
+    ]
+    path = _config(tmp_path, bench, models, report=True)
+    first = run_benchmark(load_benchmark(path))
+    assert calls == ["built"] and first.report is not None
+    assert "synthetic / near_perfect: 0 cases already scored, 4 scored now" in first.resumed
+    assert "analysis and report rebuilt (no report stamp of an earlier run)" in first.resumed[-1]
+    stamp = json.loads((tmp_path / "out" / _pipeline.STAMP_NAME).read_text())
+    assert set(stamp["files"]) == {"index.html", "leaderboard.md", "bundle/s.csv"}
+    store = ResultStore(tmp_path / "out" / "assay.db")
+    rows = _rows(store)
+
+    # unchanged: nothing scored, the analysis and report kept, and said so
+    again = run_benchmark(load_benchmark(path))
+    assert calls == ["built"]
+    assert "synthetic / near_perfect: 4 cases already scored, 0 to score" in again.resumed
+    assert again.resumed[-1].startswith("7 cases already scored, analysis unchanged")
+    assert isinstance(again.report, _pipeline.KeptReport)
+    assert again.report.index == tmp_path / "out" / "report" / "index.html"
+    pd.testing.assert_frame_equal(_rows(store), rows)
+
+    # one prediction changed: that case rescored, the analysis redone (it is joint)
+    mask = predictions / "case_0002" / "liver.nii.gz"
+    image = read_image(mask)
+    array = np.asarray(image.array).copy()
+    array.flat[int(np.flatnonzero(array)[0])] = 0
+    write_image(mask, array.astype(np.uint8), image.affine)
+    changed = run_benchmark(load_benchmark(path))
+    assert calls == ["built", "built"]
+    assert ("synthetic / near_perfect: 3 cases already scored, 1 scored now (1 changed since "
+            "the last run)") in changed.resumed  # fmt: skip
+    # boundary_noise misses one prediction: that case is retried on every run, unchanged
+    assert ("synthetic / boundary_noise: 3 cases already scored, 1 scored now (1 failed, "
+            "partial or missing before, retried)") in changed.resumed  # fmt: skip
+    assert "scores of synthetic / near_perfect changed" in changed.resumed[-1]
+    assert "joint across models" in changed.resumed[-1]
+    after = _rows(store)
+    differ = after.merge(rows, on=KEY, suffixes=("", "_old"))
+    differ = differ[~np.isclose(differ["value"], differ["value_old"], equal_nan=True)]
+    assert set(differ["case_id"]) == {"case_0002"} and set(differ["model"]) == {"near_perfect"}
+    assert run_benchmark(load_benchmark(path)).resumed[-1].startswith("7 cases already scored")
+    assert calls == ["built", "built"]
+
+    # a changed analysis option redoes the analysis; so does an edited or removed report file
+    raw = yaml.safe_load(path.read_text())
+    raw["analysis"]["bootstrap"] = 200
+    path.write_text(yaml.safe_dump(raw))
+    option = run_benchmark(load_benchmark(path))
+    assert calls == ["built"] * 3
+    assert "the analysis or report options or the cards changed" in option.resumed[-1]
+    (tmp_path / "out" / "report" / "leaderboard.md").write_text("edited")
+    edited = run_benchmark(load_benchmark(path))
+    assert calls == ["built"] * 4
+    assert "report file leaderboard.md was edited or removed" in edited.resumed[-1]
+    (tmp_path / "out" / "report" / "bundle" / "s.csv").unlink()
+    assert "bundle/s.csv was edited" in run_benchmark(load_benchmark(path)).resumed[-1]
+    assert calls == ["built"] * 5
+
+
+def test_an_interrupted_report_build_leaves_no_stamp(tmp_path, bench, monkeypatch):
+    from assay.runs import _pipeline
+
+    calls: list[str] = []
+    monkeypatch.setattr(_pipeline, "_report", _fake_report(calls))
+    models = [{"name": "near_perfect", "predictions": str(bench.predictions["near_perfect"])}]
+    path = _config(tmp_path, bench, models, report=True)
+    run_benchmark(load_benchmark(path))
+    stamp = tmp_path / "out" / _pipeline.STAMP_NAME
+    assert stamp.is_file()
+    raw = yaml.safe_load(path.read_text())
+    raw["analysis"]["seed"] = 7
+    path.write_text(yaml.safe_dump(raw))
+
+    def crash(*_args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(_pipeline, "_report", crash)
+    with pytest.raises(KeyboardInterrupt):
+        run_benchmark(load_benchmark(path))
+    assert not stamp.exists()  # the old stamp can never vouch for a half-written report
+    monkeypatch.setattr(_pipeline, "_report", _fake_report(calls))
+    assert "no report stamp" in run_benchmark(load_benchmark(path)).resumed[-1]

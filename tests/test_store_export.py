@@ -463,3 +463,45 @@ def test_store_accepts_an_sqlalchemy_url(tmp_path):
         "r", "d", "m", CaseRecord("c", "ok", 0.5, (ScoreRow("liver", "dsc", 0.5, "ok"),))
     )
     assert ResultStore(tmp_path / "by_url.db").scores()["value"].tolist() == [0.5]
+
+
+def _bulk_records(n: int, value: float) -> list[CaseRecord]:
+    return [
+        CaseRecord(f"c{i:03d}", "ok", 0.1, tuple(
+            ScoreRow(s, m, value + i / 1000, "ok") for s in ("liver", "spleen")
+            for m in ("dsc", "nsd")
+        ))
+        for i in range(n)
+    ]  # fmt: skip
+
+
+def test_write_cases_in_bulk_equals_one_case_at_a_time(tmp_path):
+    bulk, single = _store(tmp_path / "a"), _store(tmp_path / "b")
+    records = _bulk_records(1200, 0.5)  # more than one chunk of deletes
+    records.append(CaseRecord("c007", "failed", 2.0, (ScoreRow("liver", "dsc", NAN, "failed",
+                                                               "boom\x00"),)))  # fmt: skip
+    bulk.write_cases("r1", "d", "m", records)
+    for record in records:
+        single.write_case("r1", "d", "m", record)
+    pd.testing.assert_frame_equal(bulk.scores(), single.scores())
+    drop = ["finished_at"]
+    pd.testing.assert_frame_equal(
+        bulk.cases().drop(columns=drop), single.cases().drop(columns=drop)
+    )
+    c7 = bulk.scores()[lambda d: d["case_id"] == "c007"]  # a case given twice: the last record
+    assert c7[["structure", "status", "message"]].values.tolist() == [["liver", "failed",
+                                                                       "boom\\x00"]]  # fmt: skip
+
+
+def test_write_cases_replace_run_replaces_every_case_in_one_transaction(tmp_path):
+    store = _store(tmp_path)
+    store.write_cases("r1", "d", "m", _bulk_records(5, 0.2))
+    store.write_cases("r1", "d", "m", _bulk_records(2, 0.9), replace_run=True)
+    assert store.cases()["case_id"].tolist() == ["c000", "c001"]
+    assert store.scores()["value"].min() == 0.9
+    duplicate = (ScoreRow("liver", "dsc", 0.1, "ok"), ScoreRow("liver", "dsc", 0.2, "ok"))
+    with pytest.raises(IntegrityError):  # all or none: the old run is still there
+        store.write_cases("r1", "d", "m", [CaseRecord("c9", "ok", 0.0, duplicate)],
+                          replace_run=True)  # fmt: skip
+    assert store.cases()["case_id"].tolist() == ["c000", "c001"]
+    assert len(store.scores()) == 8

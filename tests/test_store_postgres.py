@@ -318,3 +318,27 @@ def test_cli_scores_two_models_concurrently_into_one_database(pg, bench, sqlite_
         want = _cases(sqlite_store)
         _assert_same(_cases(store), want[want["run_id"].isin(store.runs()["run_id"])])
         assert len(store.runs()) == len(MODELS)
+
+
+def test_bulk_run_replacement_is_the_same_on_both_backends(pg, tmp_path) -> None:
+    """An import-sized replacement (one transaction, bulk inserts) stores the same rows."""
+    records = [
+        CaseRecord(f"s{i:04d}", "ok" if i % 7 else "partial", 0.0, tuple(
+            ScoreRow(s, m, (i * 37 % 101) / 101 if (i + len(s)) % 5 else NAN,
+                     "ok" if (i + len(s)) % 5 else "empty_reference",
+                     "" if (i + len(s)) % 5 else "not evaluated é")
+            for m in ("dsc", "nsd") for s in ("aorta", "liver", "spleen")
+        ))
+        for i in range(1500)
+    ]  # fmt: skip
+    with (_closing(ResultStore(pg.database())) as on_pg,
+          _closing(ResultStore(tmp_path / "bulk.db")) as on_sqlite):  # fmt: skip
+        for store in (on_pg, on_sqlite):
+            store.ensure_run("r-bulk", dataset="ts", model="M", profile="touchstone", manifest={})
+            store.write_cases("r-bulk", "ts", "M", records[:10])
+            store.write_cases("r-bulk", "ts", "M", records, replace_run=True)
+        _assert_same(on_pg.scores(run_ids=["r-bulk"]), on_sqlite.scores(run_ids=["r-bulk"]))
+        drop = ["finished_at"]
+        _assert_same(on_pg.cases(["r-bulk"]).drop(columns=drop),
+                     on_sqlite.cases(["r-bulk"]).drop(columns=drop))  # fmt: skip
+        assert len(on_pg.scores(run_ids=["r-bulk"])) == 1500 * 6

@@ -31,6 +31,7 @@ from rich.progress import (
     ProgressColumn,
     SpinnerColumn,
     Task,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
 )
@@ -224,11 +225,11 @@ class LineProgress:
     def _task(self, task_id: Any) -> LineTask:
         return next(t for t in self.tasks if t.id == task_id)
 
-    def add_task(self, description: str, total: float | None = None, **fields: Any) -> int:
+    def add_task(self, description: str, total: float | None = None, **fields: Any) -> TaskID:
         task = LineTask(id=len(self.tasks), description=description, total=total, fields=fields)
         self.tasks.append(task)
         self._maybe_print(task)
-        return task.id
+        return TaskID(task.id)
 
     def advance(self, task_id: Any, advance: float = 1) -> None:
         self.update(task_id, advance=advance)

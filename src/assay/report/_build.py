@@ -11,6 +11,7 @@ import pandas as pd
 from assay.report._bundle import write_bundle
 from assay.report._data import ReportData
 from assay.report._leaderboard import leaderboard_markdown
+from assay.report._render import DEFAULT_FIGURE_FORMATS
 from assay.report._site import render_figures, write_site
 
 
@@ -24,6 +25,7 @@ class ReportFiles:
     figures: Path
     n_figures: int
     pages: tuple[Path, ...]
+    formats: tuple[str, ...] = DEFAULT_FIGURE_FORMATS
 
 
 def build_report(
@@ -31,22 +33,23 @@ def build_report(
     out_dir: str | Path,
     *,
     metadata: pd.DataFrame | None = None,
-    formats: tuple[str, ...] = ("svg", "pdf", "png"),
+    formats: tuple[str, ...] = DEFAULT_FIGURE_FORMATS,
     on_figure: Callable[[str], None] | None = None,
     workers: int = 1,
 ) -> ReportFiles:
-    """Write ``leaderboard.md``, the HTML site, ``figures/`` and ``bundle/`` into ``out_dir``.
+    """Write ``leaderboard.md``, the HTML site, its figures and ``bundle/`` into ``out_dir``.
 
     Layout::
 
         out_dir/index.html, methods.html, ...   the site (opens from the file system)
         out_dir/assets/, out_dir/svg/           its CSS/JS and SVG figures
-        out_dir/figures/*.pdf, *.png            the same figures for papers
+        out_dir/figures/*.pdf, *.png            the same figures for papers, when asked
         out_dir/leaderboard.md                  Touchstone-style Markdown
         out_dir/bundle/                         results.json + per-case scores
 
-    ``workers`` local processes draw the figures (the slow part: about 0.5 s a figure in
-    three formats).
+    ``formats`` (:func:`~assay.report._render.parse_figure_formats`): ``("svg",)`` by
+    default; add ``"pdf"``/``"png"`` for publication figures. Each figure is drawn once and
+    saved in every format. ``workers`` local processes draw the figures (the slow part).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -62,4 +65,5 @@ def build_report(
         figures=out / "figures",
         n_figures=len(figures),
         pages=tuple(pages),
+        formats=tuple(formats),
     )

@@ -30,7 +30,7 @@ import pandas as pd
 from assay.datasets import file_sha256
 from assay.errors import InputError
 from assay.report._data import ReportData
-from assay.stats import Analysis, analyze
+from assay.stats import Analysis, AnalysisOptions, analyze
 
 FORMAT = "assay-results"
 FORMAT_VERSION = 2
@@ -59,10 +59,7 @@ FRAME_KEYS: dict[str, tuple[str, ...]] = {
 }
 
 #: Options of :func:`~assay.stats.analyze` a bundle records (plus ``metrics``).
-ANALYSIS_OPTIONS = (
-    "policy", "aggregation", "n_bootstrap", "seed", "ci_method", "alpha", "worst_values",
-    "groups", "min_group_size", "correction", "subgroup_family", "training_data",
-)  # fmt: skip
+ANALYSIS_OPTIONS = (*AnalysisOptions.names(), "training_data")
 
 #: Relative tolerance when comparing recomputed floats (recomputation is deterministic; this
 #: only absorbs the last-bit differences of summation order across library versions).
@@ -258,8 +255,15 @@ def _csv_vs_parquet(folder: Path, scores: pd.DataFrame) -> list[str]:
         csv[[*key, "value", "status"]], on=key, how="outer", suffixes=("_pq", "_csv"),
         indicator="side",
     )  # fmt: skip
+    differ = np.array(both["side"] != "both", dtype=bool)
+    differ |= np.array(both["status_pq"] != both["status_csv"], dtype=bool)
+    values = both["value_pq"], both["value_csv"]
+    if all(pd.api.types.is_float_dtype(v) for v in values):
+        differ |= ~_close(*(v.to_numpy(np.float64) for v in values))
+    else:  # a value that is not a number: every row goes through the exact check
+        differ[:] = True
     out = []
-    for row in both.itertuples(index=False):
+    for row in both[differ].itertuples(index=False):  # only the rows that disagree
         where = f"[{row.dataset}, {row.model}, {row.case_id}, {row.structure}, {row.metric}]"
         if row.side != "both":
             side = "scores.parquet" if row.side == "left_only" else "scores.csv"
@@ -272,17 +276,29 @@ def _csv_vs_parquet(folder: Path, scores: pd.DataFrame) -> list[str]:
     return out
 
 
+def _close(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """:func:`_same` of two float arrays, element by element (NaN equals NaN only, an
+    infinity only itself, else :func:`math.isclose` with :data:`RTOL` and :data:`ATOL`)."""
+    nan_a, nan_b = np.isnan(a), np.isnan(b)
+    with np.errstate(invalid="ignore", over="ignore"):
+        tol = np.maximum(RTOL * np.maximum(np.abs(a), np.abs(b)), ATOL)
+        close = np.abs(a - b) <= tol
+    close = np.where(np.isinf(a) | np.isinf(b), a == b, close)
+    same: np.ndarray = np.where(nan_a | nan_b, nan_a & nan_b, close)
+    return same
+
+
 def _compare(
     old: pd.DataFrame, new: pd.DataFrame, keys: tuple[str, ...], label: str
 ) -> tuple[list[str], int]:
     """Differences between a published and a recomputed frame, keyed by ``keys``."""
     if old.empty and new.empty:
         return [], 0
-    keys = tuple(k for k in keys if k in old.columns or k in new.columns)
+    keys = tuple(c for c in keys if c in old.columns or c in new.columns)
     for frame in (old, new):
-        for k in keys:
-            if k not in frame.columns:
-                frame[k] = None
+        for c in keys:
+            if c not in frame.columns:
+                frame[c] = None
     old_idx = {_key(r, keys): r for r in old.to_dict(orient="records")}
     new_idx = {_key(r, keys): r for r in new.to_dict(orient="records")}
     diffs = []
@@ -309,7 +325,14 @@ def _key(record: Mapping[str, Any], keys: tuple[str, ...]) -> tuple[Any, ...]:
     return tuple(_plain(record.get(k)) for k in keys)
 
 
+#: Types whose equal values are the same number or text whatever :func:`_same` would add.
+_PLAIN_TYPES = (str, int, bool)
+
+
 def _same(a: Any, b: Any) -> bool:
+    kind = type(a)
+    if kind is type(b) and (kind in _PLAIN_TYPES or kind is float) and a == b:
+        return True  # the common case, exactly equal (NaN never is)
     a, b = _plain(a), _plain(b)
     if a is None or b is None:
         return a is None and b is None
@@ -319,7 +342,7 @@ def _same(a: Any, b: Any) -> bool:
         if math.isinf(a) or math.isinf(b):
             return a == b
         return math.isclose(a, b, rel_tol=RTOL, abs_tol=ATOL)
-    return a == b
+    return bool(a == b)
 
 
 def _plain(v: Any) -> Any:
@@ -356,6 +379,11 @@ def _public_runs(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def _jsonable(v: Any) -> Any:
+    kind = type(v)
+    if v is None or kind in _PLAIN_TYPES:
+        return v
+    if kind is float and math.isfinite(v):
+        return v
     if isinstance(v, Mapping):
         return {str(k): _jsonable(x) for k, x in v.items()}
     if isinstance(v, list | tuple | set | frozenset):

@@ -47,6 +47,11 @@ class ReportData:
     speed: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(SPEED_COLUMNS)))
     options: Mapping[str, Any] = field(default_factory=dict)
     software: Mapping[str, str] = field(default_factory=dict)
+    #: Values derived once from the (immutable) inputs, e.g. the figure job list that both
+    #: the progress total and the drawing use; not part of the data (no init, repr or eq).
+    _derived: dict[str, Any] = field(
+        default_factory=dict, init=False, repr=False, compare=False, hash=False
+    )
 
     @property
     def dataset_names(self) -> list[str]:

@@ -13,14 +13,14 @@ the gid ``"significant"``.
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib as mpl
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
-from matplotlib.colors import FuncNorm, ListedColormap
+from matplotlib.colors import Colormap, FuncNorm, ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
@@ -39,6 +39,7 @@ __all__ = [
     "ranking_robustness",
     "robustness_ranks",
     "save_figure",
+    "save_figure_to",
     "significance_heatmap",
     "speed_bars",
     "speed_plot",
@@ -59,6 +60,7 @@ RASTERIZE_ABOVE = 2_000  # rasterize the points layer above this many points
 SVG_RASTER_DPI = 120  # resolution of rasterized layers in SVGs (screen: ~96 dpi); keeps them small
 MAX_BLOB_AREA = 600.0  # marker area (pt²) of a blob with frequency 1
 P_FLOOR = 1e-4  # lower end of the p-value colour scale
+_LUMA = np.array((0.299, 0.587, 0.114))  # luminance weights of RGB
 #: Ranking schemes (label, column of the ``rankings`` frame), DESIGN.md §4.
 SCHEMES = (
     ("aggregate-then-rank", "rank_by_mean"),
@@ -191,7 +193,8 @@ def _p_norm(alpha: float) -> FuncNorm:
         with np.errstate(divide="ignore", invalid="ignore"):
             low = 0.5 * np.log(p / floor) / np.log(alpha / floor)
             high = 0.5 + 0.5 * np.log(p / alpha) / np.log(1.0 / alpha)
-        return np.where(p < alpha, low, high)
+        scaled: np.ndarray = np.where(p < alpha, low, high)
+        return scaled
 
     def inverse(f: np.ndarray) -> np.ndarray:
         f = np.clip(np.asarray(f, dtype=float), 0.0, 1.0)
@@ -202,7 +205,7 @@ def _p_norm(alpha: float) -> FuncNorm:
     return FuncNorm((forward, inverse), vmin=floor, vmax=1.0, clip=True)
 
 
-def _p_cmap() -> ListedColormap:
+def _p_cmap() -> Colormap:
     """Two-part map: saturated blues below alpha (darkest = smallest p), pale greys above."""
     blues = mpl.colormaps["Blues"](np.linspace(1.0, 0.45, 256))
     greys = mpl.colormaps["Greys"](np.linspace(0.22, 0.04, 256))
@@ -218,8 +221,9 @@ def significance_heatmap(
     is compared with). Cell colour = ``p_holm`` on the two-part scale of :func:`_p_norm`:
     blues for p < ``alpha`` (the smaller, the darker; floored at 1e-4), pale greys for
     p ≥ ``alpha``; alpha is marked on the colour bar. Untested pairs are hatched, the diagonal
-    is white; a "●" Text (gid ``"significant"``) sits in every cell where :func:`heatmap_cells`
-    says ``significant``. A caption under the figure states the test.
+    is white; a filled disc sits in every cell where :func:`heatmap_cells` says
+    ``significant`` (all discs in one scatter layer of gid ``"significant"``, white on dark
+    cells, black on light ones). A caption under the figure states the test.
 
     Raises
     ------
@@ -264,16 +268,19 @@ def significance_heatmap(
                 gid="untested",
             )
         )
-    for c in cells[cells["significant"]].itertuples(index=False):
-        luminance = np.dot(cmap(norm(c.p_holm))[:3], (0.299, 0.587, 0.114))
-        ax.text(
-            index[c.col],
-            index[c.row],
-            "●",
-            ha="center",
-            va="center",
-            fontsize=9 if n <= 12 else 7,
-            color="white" if luminance < 0.5 else "black",
+    marked = cells[cells["significant"]]
+    if len(marked):  # one scatter layer for every mark: one artist, not one Text per cell
+        xs = marked["col"].map(index).to_numpy(dtype=float)
+        ys = marked["row"].map(index).to_numpy(dtype=float)
+        luminance = cmap(norm(marked["p_holm"].to_numpy(dtype=float)))[:, :3] @ _LUMA
+        size = (6.0 if n <= 12 else 4.6) ** 2  # pt²: the disc of a 9 pt (7 pt) "●"
+        ax.scatter(
+            xs,
+            ys,
+            s=size,
+            marker="o",
+            c=np.where(luminance[:, None] < 0.5, 1.0, 0.0).repeat(3, axis=1),
+            linewidths=0,
             gid=SIGNIFICANT,
         )
     _model_xaxis(ax, models)
@@ -288,7 +295,7 @@ def significance_heatmap(
     ax.set_ylabel("row model (tested as better)")
     bar = fig.colorbar(image, ax=ax, extend="min", shrink=0.8)
     bar.set_label("Holm-adjusted p")
-    floor = float(norm.vmin)
+    floor = float(norm.vmin if norm.vmin is not None else 0.0)
     ticks = sorted({floor, *(t for t in (1e-3, 1e-2) if floor < t < alpha), alpha, 0.5, 1.0})
     labels = [f"α = {t:g}" if t == alpha else f"{t:g}" for t in ticks]  # no mathtext 10^-k
     bar.set_ticks(ticks, labels=labels)
@@ -585,7 +592,7 @@ def tau_violin(tau_samples: pd.DataFrame, *, title: str = "") -> Figure:
         labels.append(f"{row.structure}\n({n_nan} undefined)" if n_nan else row.structure)
         if len(finite) and np.ptp(finite) > 0:
             parts = ax.violinplot(finite, positions=[i], widths=0.8, showextrema=False)
-            for body in parts["bodies"]:
+            for body in list(parts["bodies"]):  # type: ignore[call-overload]
                 body.set(facecolor=OKABE_ITO[0], edgecolor=OKABE_ITO[0], alpha=0.45)
         elif len(finite):
             ax.hlines(finite[0], i - 0.3, i + 0.3, color=OKABE_ITO[0], linewidth=2.5)
@@ -721,7 +728,7 @@ def speed_plot(speed: pd.DataFrame, *, title: str = "", min_speed: float | None 
         y = np.arange(len(bars))
         ax.barh(y, bars["cm3_per_s"], color=OKABE_ITO[0], height=0.65)
         for yi, v in zip(y, bars["cm3_per_s"], strict=True):
-            ax.text(v, yi, f" {v:,.0f}", va="center", ha="left", fontsize="small")
+            ax.text(v, float(yi), f" {v:,.0f}", va="center", ha="left", fontsize="small")
         ax.set_yticks(y, bars["model"])
         ax.set_ylim(len(bars) - 0.5, -0.5)
         ax.margins(x=0.15)
@@ -752,34 +759,58 @@ def save_figure(fig: Figure, stem: Path, formats: Sequence[str] = _SAVE_FORMATS)
 
     Output is reproducible: no dates or software stamps in the metadata, a fixed
     ``svg.hashsalt`` (so SVG ids are the same on every call) and ``svg.fonttype = "none"``
-    (text stays text). The figure's layout is computed at its own dpi and then frozen (its
-    layout engine is set to ``"none"``), so all formats share one layout and saving the same
-    figure again writes the same SVG bytes. The suffix is appended to the stem's name, so
-    dots in the stem (e.g. ``nsd@2.0mm``) are kept. Parent folders are created; the figure is
-    not closed.
+    (text stays text). The figure's layout is computed once at its own dpi and then frozen
+    (its layout engine is removed), so all formats share one layout and saving the
+    same figure again writes the same SVG bytes. The suffix is appended to the stem's name,
+    so dots in the stem (e.g. ``nsd@2.0mm``) are kept. Parent folders are created; the figure
+    is not closed.
 
     Returns
     -------
     The paths written, in ``formats`` order.
     """
-    unknown = [f for f in formats if f not in _SAVE_FORMATS]
+    return save_figure_to(fig, {fmt: Path(stem) for fmt in formats})
+
+
+def save_figure_to(fig: Figure, stems: Mapping[str, Path]) -> list[Path]:
+    """:func:`save_figure` with a stem per format (``{"svg": svg/x, "pdf": figures/x}``),
+    all from one layout of ``fig``.
+
+    Raises
+    ------
+    InputError
+        A format other than svg, pdf or png.
+    """
+    unknown = [f for f in stems if f not in _SAVE_FORMATS]
     if unknown:
+        where = ", ".join(str(stems[f]) for f in unknown)
         raise InputError(
-            f"save_figure: unknown format(s) {unknown} for {stem}; "
+            f"save_figure: unknown format(s) {unknown} for {where}; "
             f"expected some of {list(_SAVE_FORMATS)}."
         )
-    stem = Path(stem)
-    stem.parent.mkdir(parents=True, exist_ok=True)
     paths = []
     with mpl.rc_context({"svg.hashsalt": "assay", "svg.fonttype": "none"}):
-        # A constrained layout starts from the current positions and is not an exact fixed
-        # point (float noise, and a PNG at 200 dpi would move it): lay out twice, then freeze.
-        fig.draw_without_rendering()
-        fig.draw_without_rendering()
-        fig.set_layout_engine("none")
-        for fmt in formats:
+        _freeze_layout(fig)
+        for fmt, stem in stems.items():
+            stem = Path(stem)
+            stem.parent.mkdir(parents=True, exist_ok=True)
             path = stem.parent / f"{stem.name}.{fmt}"
             dpi = SVG_RASTER_DPI if fmt == "svg" else 200  # SVG: dpi of rasterized layers only
             fig.savefig(path, format=fmt, dpi=dpi, metadata=_METADATA[fmt])
             paths.append(path)
     return paths
+
+
+def _freeze_layout(fig: Figure) -> None:
+    """Compute a constrained layout and freeze it (no layout engine left); a figure with
+    a fixed layout (no engine, or already frozen) is left as it is."""
+    engine = fig.get_layout_engine()
+    if engine is None or type(engine).__name__ == "PlaceHolderLayoutEngine":
+        return
+    # A constrained layout starts from the current positions and is not an exact fixed
+    # point (float noise, and a PNG at 200 dpi would move it): lay out, then freeze. One
+    # pass reaches the fixed point of a single-axes figure (the same bytes as two); a figure
+    # with a colour bar (several axes) moves on a second pass, so it gets two.
+    for _ in range(2 if len(fig.axes) > 1 else 1):
+        engine.execute(fig)  # the layout alone: the draw around it changes nothing here
+    fig.set_layout_engine(None)  # frozen: no engine, so savefig lays out nothing

@@ -1,52 +1,159 @@
-"""Figures of the report site: names of pages and figure files, and :func:`render_figures`.
+"""Figures of the report site: one registry of figure kinds, file names, and
+:func:`render_figures`.
 
-:func:`render_figures` draws every figure of a report with :mod:`assay.report._figures`
-(SVG for the site under ``svg/``, publication PDF/PNG under ``figures/``); the file stem of a
-figure is :func:`figure_stem` of its :data:`FigureKey`.
+:data:`FIGURES` is the registry: per figure kind the drawing function, the pages that show
+it and its one-sentence reading hint. :func:`render_figures` draws every figure of a report
+once (SVG for the site under ``svg/``; publication PDF/PNG under ``figures/`` only when asked,
+see :func:`parse_figure_formats`), in parallel worker processes for more than a few figures;
+the file stem of a figure is :func:`figure_stem` of its :data:`FigureKey`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import multiprocessing
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from assay.errors import InputError
+from assay.metrics import is_registered, metric_title
 from assay.report._data import ReportData
 from assay.stats import AVERAGE
 
 __all__ = [
+    "DEFAULT_FIGURE_FORMATS",
+    "FIGURES",
+    "FIGURE_FORMATS",
     "FIGURE_KINDS",
     "FigureKey",
+    "FigureKind",
     "figure_stem",
     "metric_name",
     "page_name",
+    "parse_figure_formats",
     "render_figures",
     "slugify",
 ]
 
-#: (kind, dataset, metric, part); see :data:`FIGURE_KINDS` for what ``part`` holds.
+#: (kind, dataset, metric, part); see :data:`FIGURES` for what ``part`` holds.
 FigureKey = tuple[str, str, str, str]
 
-#: Figure kinds and the meaning of the key's ``part``: the structure for ``heatmap``,
-#: ``cases`` and ``blobs``; ``"average"`` for ``robustness``; ``""`` for ``tau``; the grouping
-#: for ``subgroup`` with structure ``average``, ``"grouping:structure"`` for another structure
-#: (see :func:`_subgroup_parts`: drawn only where a test is significant); ``speed`` has metric
-#: ``""`` and part ``""``.
-FIGURE_KINDS = ("heatmap", "cases", "blobs", "robustness", "tau", "subgroup", "speed")
 
-_METRIC_NAMES = {
-    "dsc": "Dice (DSC)",
-    "nsd": "NSD",
-    "hd": "Hausdorff distance (mm)",
-    "hd95": "HD95 (mm)",
-    "assd": "ASSD (mm)",
-    "masd": "MASD (mm)",
-}
+@dataclass(frozen=True)
+class FigureKind:
+    """One kind of report figure.
+
+    Attributes
+    ----------
+    draw : the drawing function, ``module:function`` (one tidy slice in, a Figure out).
+    part : what the :data:`FigureKey`'s ``part`` holds.
+    pages : the site pages that show it.
+    hint : one-sentence reading hint shown under the figure.
+    cost : rough relative drawing time, for scheduling the slow figures first.
+    """
+
+    draw: str
+    part: str
+    pages: str
+    hint: str
+    cost: float = 1.0
+
+
+#: The figure registry: kind -> :class:`FigureKind`. Every figure's file stem is
+#: :func:`figure_stem` of its key; ``blobs``, ``tau``, ``robustness``, ``subgroup`` and
+#: ``speed`` are drawn only where their data exist, ``subgroup`` for a structure other than
+#: ``average`` only where a test is significant (:func:`_subgroup_parts`).
+FIGURES: dict[str, FigureKind] = {
+    "heatmap": FigureKind(
+        "assay.report._figures:significance_heatmap", "structure", "structure pages",
+        "Cell (row, column): colour = Holm-adjusted p that the row model is better than "
+        "the column model (the winner rule's one-sided paired test); ● marks a significant "
+        "cell.",
+        cost=1.0,
+    ),
+    "cases": FigureKind(
+        "assay.report._figures:case_distribution", "structure", "structure pages",
+        "Each dot is one case's value of a model; the box spans the quartiles with the "
+        "median as its line.",
+        cost=1.5,
+    ),
+    "blobs": FigureKind(
+        "assay.report._figures:rank_blobs", "structure", "structure pages",
+        "Blob area = how often the model took that rank over the bootstrap resamples; "
+        "the black line spans its 95 % rank interval and the dash marks the median rank.",
+        cost=1.0,
+    ),
+    "robustness": FigureKind(
+        "assay.report._figures:ranking_robustness", '"average"', "stability.html",
+        "Each row is one model: its rank under aggregate-then-rank, "
+        "rank-then-aggregate and test-then-rank; spread-out markers mean the schemes disagree.",
+        cost=0.7,
+    ),
+    "tau": FigureKind(
+        "assay.report._figures:tau_violin", '""', "stability.html",
+        "Each violin is the distribution of Kendall τ between the full-data ranking and the "
+        "bootstrap rankings of one structure; near 1 means a stable ranking.",
+        cost=0.7,
+    ),
+    "subgroup": FigureKind(
+        "assay.report._subgroup_figures:subgroup_plot",
+        'the grouping (structure "average") or "grouping:structure"',
+        "subgroups.html, subgroups--<dataset>--<structure>.html",
+        "One panel per model (all models: per-case mean over the models): a box and "
+        "the cases of each group, the diamond and bar its mean and 95 % CI; a bracket with "
+        "stars marks two groups whose Mann–Whitney test is significant after the stated "
+        "correction.",
+        cost=3.0,
+    ),
+    "speed": FigureKind(
+        "assay.report._figures:speed_plot", '"" (metric "" too)', "speed.html",
+        "Bar length = image volume processed per second of inference (longer is faster).",
+        cost=0.5,
+    ),
+}  # fmt: skip
+
+#: Figure kinds, in registry order.
+FIGURE_KINDS = tuple(FIGURES)
+
+#: Every figure file format; ``svg`` is the site's (always written), ``pdf``/``png`` (200 dpi)
+#: are publication figures written under ``figures/`` when asked.
+FIGURE_FORMATS = ("svg", "pdf", "png")
+DEFAULT_FIGURE_FORMATS = ("svg",)
+
+#: Fewer figures than this are drawn in this process (starting workers costs seconds).
+MIN_PARALLEL_FIGURES = 8
+
+
+def parse_figure_formats(
+    value: str | Iterable[str] | None, *, where: str = "--figure-formats"
+) -> tuple[str, ...]:
+    """Figure formats from ``"svg,pdf,png"`` (or a list of names), in :data:`FIGURE_FORMATS`
+    order, ``svg`` always included (the site shows it); None or empty gives ``("svg",)``.
+
+    Raises
+    ------
+    InputError
+        An unknown format, with ``where`` (the option or config key) in the one-line message.
+    """
+    if value is None:
+        return DEFAULT_FIGURE_FORMATS
+    items = value.split(",") if isinstance(value, str) else list(value)
+    names = [str(v).strip().lower() for v in items if str(v).strip()]
+    unknown = [n for n in names if n not in FIGURE_FORMATS]
+    if unknown:
+        raise InputError(
+            f"{where}: unknown figure format(s) {', '.join(map(repr, unknown))}; use some of "
+            f"{', '.join(FIGURE_FORMATS)}, comma-separated (e.g. svg,pdf,png)."
+        )
+    return tuple(f for f in FIGURE_FORMATS if f == "svg" or f in names)
+
 
 # --------------------------------------------------------------------------- names
 
@@ -81,8 +188,9 @@ def page_name(dataset: str, structure: str) -> str:
 
 
 def metric_name(metric: str) -> str:
-    """Display name of a metric (``dsc`` -> ``Dice (DSC)``); unknown metrics as given."""
-    return _METRIC_NAMES.get(metric, metric)
+    """Display name of a metric from the registry (``dsc`` -> ``Dice (DSC)``); unknown
+    metrics as given."""
+    return metric_title(metric) if is_registered(metric) else metric
 
 
 # --------------------------------------------------------------------------- figures
@@ -127,7 +235,22 @@ def pairwise_alpha(params: Any) -> float | None:
 
 
 def _figure_jobs(data: ReportData) -> list[tuple[FigureKey, Callable[[], Any]]]:
-    """Every figure of the report as (key, draw) with ``draw()`` returning a Figure."""
+    """Every figure of the report as (key, draw) with ``draw()`` returning a Figure.
+
+    Built once per :class:`ReportData` (slicing every frame takes about a second at
+    Touchstone scale) and kept with it, so the progress total
+    (:func:`assay._console.figure_total`) and :func:`render_figures` share one list.
+    """
+    cache = getattr(data, "_derived", None)
+    if not isinstance(cache, dict):  # a duck-typed stand-in: nowhere to keep it
+        return _build_figure_jobs(data)
+    if "figure_jobs" not in cache:
+        cache["figure_jobs"] = _build_figure_jobs(data)
+    return list(cache["figure_jobs"])
+
+
+def _build_figure_jobs(data: ReportData) -> list[tuple[FigureKey, Callable[[], Any]]]:
+    """:func:`_figure_jobs` without the cache."""
     from assay.report import _figures as figs  # matplotlib only when figures are drawn
 
     jobs: list[tuple[FigureKey, Callable[[], Any]]] = []
@@ -252,55 +375,111 @@ def render_figures(
     data: ReportData,
     out_dir: str | Path,
     *,
-    formats: Sequence[str] = ("svg", "pdf", "png"),
+    formats: Sequence[str] = DEFAULT_FIGURE_FORMATS,
     on_figure: Callable[[str], None] | None = None,
     workers: int = 1,
 ) -> dict[FigureKey, Path]:
-    """Draw every figure of ``data``: SVG under ``out_dir/svg/``, other formats under
+    """Draw every figure of ``data`` once: SVG under ``out_dir/svg/``, other formats under
     ``out_dir/figures/``, all with the stem :func:`figure_stem` of their key.
 
     Parameters
     ----------
     data : the report's inputs.
     out_dir : the site folder (created if needed).
-    formats : file formats to write; ``"svg"`` goes to ``svg/`` (the site's figures), the
-        others (``"pdf"``, ``"png"``) to ``figures/``.
+    formats : file formats to write (see :func:`parse_figure_formats`); ``"svg"`` goes to
+        ``svg/`` (the site's figures), ``"pdf"`` and ``"png"`` to ``figures/``. Each figure
+        is laid out once and saved in every format from that one drawing.
     on_figure : called with each figure's stem once it is written (progress display).
-    workers : local processes drawing figures in parallel (1: in this process).
+    workers : local processes drawing figures in parallel (Agg backend, at most two figures
+        in flight per worker); 1, or fewer than :data:`MIN_PARALLEL_FIGURES` figures, draws in
+        this process. The files do not depend on ``workers``.
 
     Returns
     -------
     dict
         :data:`FigureKey` -> the SVG written (or the first file written when ``"svg"`` is not
-        in ``formats``). Which keys exist: see :data:`FIGURE_KINDS`; ``blobs``, ``tau``,
-        ``robustness``, ``subgroup`` and ``speed`` only where their data exist.
+        in ``formats``), sorted by key. Which keys exist: see :data:`FIGURES`.
     """
     from assay.scoring import map_unordered
 
     out_dir = Path(out_dir)
-    jobs = [(key, draw, out_dir, tuple(formats)) for key, draw in _figure_jobs(data)]
+    formats = tuple(formats)
+    unknown = [f for f in formats if f not in FIGURE_FORMATS]
+    if unknown:
+        raise InputError(
+            f"render_figures: unknown figure format(s) {unknown}; expected some of "
+            f"{list(FIGURE_FORMATS)}."
+        )
+    jobs = [(key, draw, out_dir, formats) for key, draw in _figure_jobs(data)]
+    # the slow kinds first, so that no worker is left with a long figure at the end
+    jobs.sort(key=lambda job: -FIGURES[job[0][0]].cost)
+    n_workers = max(1, min(workers, len(jobs) // 2))
+    if len(jobs) < MIN_PARALLEL_FIGURES:
+        n_workers = 1
+    earlier = _manifest_files(out_dir)
+    files = sorted({_figure_file(key, fmt) for key, *_ in jobs for fmt in formats})
+    _remove_stale(out_dir, earlier - set(files))
     written: dict[FigureKey, Path] = {}
-    for key, path in map_unordered(_render, jobs, workers=min(workers, len(jobs))):
+    for key, path in map_unordered(_render, jobs, workers=n_workers):
         if on_figure is not None:
             on_figure(figure_stem(key))
         if path is not None:
             written[key] = path
+    _write_manifest(out_dir, files)
     return dict(sorted(written.items()))
+
+
+#: File in the site folder listing the figure files :func:`render_figures` wrote there (paths
+#: relative to the folder), so that a report rebuilt in the same folder removes the figures
+#: of an earlier build that this build does not write (e.g. PNGs after ``--figure-formats
+#: svg``) — and never any other file.
+FIGURE_MANIFEST = ".assay-figures.json"
+
+
+def _figure_file(key: FigureKey, fmt: str) -> str:
+    """Path of one figure file relative to the site folder, e.g. ``svg/cases--toy.svg``."""
+    return f"{'svg' if fmt == 'svg' else 'figures'}/{figure_stem(key)}.{fmt}"
+
+
+def _manifest_files(out_dir: Path) -> set[str]:
+    """The figure files an earlier :func:`render_figures` listed in ``out_dir`` (none when
+    there is no readable manifest); only names of the form ``svg/<stem>.svg`` and
+    ``figures/<stem>.<pdf|png>``, so a damaged manifest cannot point anywhere else."""
+    try:
+        listed = json.loads((out_dir / FIGURE_MANIFEST).read_text(encoding="utf-8"))["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return set()
+    pattern = re.compile(r"(svg/[a-z0-9_.@-]+\.svg|figures/[a-z0-9_.@-]+\.(pdf|png))")
+    return {f for f in listed if isinstance(f, str) and pattern.fullmatch(f) and ".." not in f}
+
+
+def _remove_stale(out_dir: Path, files: Iterable[str]) -> None:
+    """Remove these figure files (relative to ``out_dir``) where they are plain files."""
+    for name in files:
+        path = out_dir / name
+        if path.is_file() and not path.is_symlink():
+            path.unlink()
+
+
+def _write_manifest(out_dir: Path, files: Sequence[str]) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    text = json.dumps({"written_by": "assay report", "files": list(files)}, indent=1)
+    (out_dir / FIGURE_MANIFEST).write_text(text + "\n", encoding="utf-8")
 
 
 def _render(
     job: tuple[FigureKey, Callable[[], Any], Path, tuple[str, ...]],
 ) -> tuple[FigureKey, Path | None]:
     """Draw one figure and save it (a module-level function, so worker processes can run it)."""
+    if multiprocessing.parent_process() is not None:  # a worker: never a GUI backend
+        import matplotlib as mpl
+
+        mpl.use("Agg")
     from assay.report import _figures as figs
 
     key, draw, out_dir, formats = job
     stem = figure_stem(key)
-    other = tuple(f for f in formats if f != "svg")
     fig = draw()
-    paths: list[Path] = []
-    if "svg" in formats:
-        paths += figs.save_figure(fig, out_dir / "svg" / stem, formats=("svg",))
-    if other:
-        paths += figs.save_figure(fig, out_dir / "figures" / stem, formats=other)
+    targets = {f: (out_dir / ("svg" if f == "svg" else "figures") / stem) for f in formats}
+    paths = figs.save_figure_to(fig, targets)
     return key, (Path(paths[0]) if paths else None)

@@ -1,7 +1,8 @@
 """The self-contained static HTML site of a report (DESIGN.md §5).
 
 :func:`render_figures` (from :mod:`assay.report._render`) draws every figure of a report
-(SVG for the site under ``svg/``, publication PDF/PNG under ``figures/``); :func:`write_site`
+(SVG for the site under ``svg/``; publication PDF/PNG under ``figures/`` when asked);
+:func:`write_site`
 renders the pages with jinja2 (``templates/*.html``, autoescaped, strict undefined) from the
 tables of :mod:`assay.report._tables` and copies the stylesheet and the table-sorting script
 (``assets/``) next to them.
@@ -36,6 +37,7 @@ from assay.report import _tables as tables
 from assay.report._data import ReportData
 from assay.report._render import (
     FIGURE_KINDS,
+    FIGURES,
     FigureKey,
     _slice,
     _subgroup_parts,
@@ -68,23 +70,8 @@ TROPHY = Markup(
     '<span class="visually-hidden">🏆</span></span>'
 )
 
-#: One-sentence reading hints of the figure kinds.
-HINTS = {
-    "heatmap": "Cell (row, column): colour = Holm-adjusted p that the row model is better than "
-    "the column model (the winner rule's one-sided paired test); ● marks a significant cell.",
-    "cases": "Each dot is one case's value of a model; the box spans the quartiles with the "
-    "median as its line.",
-    "blobs": "Blob area = how often the model took that rank over the bootstrap resamples; "
-    "the black line spans its 95 % rank interval and the dash marks the median rank.",
-    "robustness": "Each row is one model: its rank under aggregate-then-rank, "
-    "rank-then-aggregate and test-then-rank; spread-out markers mean the schemes disagree.",
-    "tau": "Each violin is the distribution of Kendall τ between the full-data ranking and the "
-    "bootstrap rankings of one structure; near 1 means a stable ranking.",
-    "subgroup": "One panel per model (all models: per-case mean over the models): a box and "
-    "the cases of each group, the diamond and bar its mean and 95 % CI; a bracket with stars "
-    "marks two groups whose Mann–Whitney test is significant after the stated correction.",
-    "speed": "Bar length = image volume processed per second of inference (longer is faster).",
-}
+#: One-sentence reading hints of the figure kinds (from the registry :data:`FIGURES`).
+HINTS = {kind: spec.hint for kind, spec in FIGURES.items()}
 
 
 def _svg_size(path: Path) -> tuple[int, int]:
@@ -196,7 +183,7 @@ def _nav(data: ReportData, has_speed: bool) -> dict[str, Any]:
 
 
 def _runs(data: ReportData) -> list[dict[str, Any]]:
-    out = []
+    out: list[dict[str, Any]] = []
     if data.runs.empty:
         return out
     for r in data.runs.to_dict("records"):

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import matplotlib as mpl
 import numpy as np
 import pandas as pd
-from matplotlib import cbook
+from matplotlib.artist import Artist
 from matplotlib.axes import Axes
 from matplotlib.collections import LineCollection, PolyCollection
 from matplotlib.figure import Figure
@@ -225,17 +225,27 @@ def subgroup_boxes(per_case: pd.DataFrame) -> pd.DataFrame:
     """
     columns = ["model", "panel", "group", "x", "q1", "median", "q3", "whislo", "whishi", "n"]
     rows = []
-    for (panel, model, group), part in per_case.groupby(
-        ["panel", "model", "group"], sort=True, observed=True
-    ):
-        (st,) = cbook.boxplot_stats(part["value"].to_numpy(dtype=float), whis=1.5)
-        x = float(np.round(part["x"].mean()))  # jitter is symmetric and < 0.5: the slot
-        rows.append(
-            (model, int(panel), group, x, st["q1"], st["med"], st["q3"], st["whislo"],
-             st["whishi"], len(part))
-        )  # fmt: skip
+    if len(per_case):
+        values = per_case["value"].to_numpy(dtype=float)
+        xs = per_case["x"].to_numpy(dtype=float)
+        groups = per_case.groupby(["panel", "model", "group"], sort=True, observed=True)
+        for (panel, model, group), at in groups.indices.items():
+            rows.append((model, int(panel), group, *_box_stats(values[at], xs[at])))
     boxes = pd.DataFrame(rows, columns=columns).astype({"model": object, "group": object})
     return boxes.sort_values(["panel", "x"], kind="stable").reset_index(drop=True)
+
+
+def _box_stats(v: np.ndarray, x: np.ndarray) -> tuple[float, ...]:
+    """(x, q1, median, q3, whislo, whishi, n) of one box: ``cbook.boxplot_stats(v,
+    whis=1.5)`` without the statistics it computes and this figure does not draw."""
+    q1, med, q3 = np.percentile(v, [25, 50, 75])
+    iqr = q3 - q1
+    high = v[v <= q3 + 1.5 * iqr]
+    low = v[v >= q1 - 1.5 * iqr]
+    whishi = q3 if len(high) == 0 or np.max(high) < q3 else np.max(high)
+    whislo = q1 if len(low) == 0 or np.min(low) > q1 else np.min(low)
+    slot = float(np.round(x.mean()))  # jitter is symmetric and < 0.5: the slot
+    return slot, q1, med, q3, whislo, whishi, len(v)
 
 
 def _draw_boxes(ax: Axes, boxes: pd.DataFrame, colour: dict[str, str]) -> None:
@@ -428,7 +438,7 @@ def subgroup_plot(
         ax.set_yticks([])
         ax.set_title(title)
         return fig
-    handles = [
+    handles: list[Artist] = [
         Patch(
             facecolor=mpl.colors.to_rgba(styles.loc[g, "color"], 0.22),
             edgecolor=styles.loc[g, "color"],
@@ -450,6 +460,8 @@ def subgroup_plot(
     axes = fig.subplots(nrows, ncols, sharey=True, squeeze=False, gridspec_kw=grid).ravel()
     for ax in axes[len(models) :]:
         ax.set_visible(False)
+    for ax in axes:  # both limits are set below: no autoscaling of the shared y per artist
+        ax.set_autoscale_on(False)
     rasterize = len(per_case) > RASTERIZE_ABOVE
     boxes = subgroup_boxes(per_case)
     colour = styles["color"].to_dict()

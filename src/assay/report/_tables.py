@@ -241,7 +241,7 @@ def _ci_cell(
     lo, hi = scale
     span = hi - lo
 
-    def pct(x: float) -> float:
+    def pct(x: Any) -> float:
         return round(min(max(100.0 * (float(x) - lo) / span, 0.0), 100.0), 2)
 
     left = pct(low)

@@ -13,6 +13,7 @@
     analysis: {metrics: [dsc, nsd], policy: worst, bootstrap: 2000, seed: 0,
                groups: [sex, "age:decades"], min_group_size: 10, worst_values: {hd95: 500}}
     report: true                             # or false
+    figure_formats: [svg, pdf, png]          # report figures (default: svg, the site's)
     retry_failed: true                       # re-run failed/timed-out model cases on resume
 
 Every problem is found before any work starts: an unknown key, a missing file or folder, a
@@ -33,14 +34,16 @@ from assay.errors import InputError
 from assay.metrics import PROFILES
 from assay.models import ModelCard
 from assay.models._card import load_model_card, model_card_from_mapping
-from assay.stats import WINNER_RULES, parse_group_spec
+from assay.stats import OPTION_SPECS, AnalysisOptions, parse_group_spec
 
 _KEYS = ("name", "output", "db", "profile", "workers", "datasets", "models", "spot_check",
          "retry_failed",
-         "analysis", "report")  # fmt: skip
-_ANALYSIS_KEYS = ("metrics", "policy", "aggregation", "bootstrap", "seed", "ci", "alpha",
-                  "groups", "min_group_size", "correction", "worst_values", "winner_rule",
-                  "permutations", "subgroup_family")  # fmt: skip
+         "analysis", "report", "figure_formats")  # fmt: skip
+#: Keys of the ``analysis:`` section: the metrics, subgroups, worst values, and every
+#: analysis option as declared once in :data:`~assay.stats.OPTION_SPECS` (``bootstrap``,
+#: ``ci``, ``winner_rule``, ...).
+_CONFIG_KEY = {spec.field: spec.key.replace("-", "_") for spec in OPTION_SPECS}
+_ANALYSIS_KEYS = ("metrics", "groups", "worst_values", *_CONFIG_KEY.values())
 _SPOT_KEYS = ("cases", "min_dice")
 
 
@@ -69,6 +72,7 @@ class Benchmark:
     analysis: Mapping[str, Any] = field(default_factory=dict)
     report: bool = True
     retry_failed: bool = True
+    figure_formats: tuple[str, ...] = ("svg",)
 
 
 def load_benchmark(path: str | Path) -> Benchmark:
@@ -130,17 +134,22 @@ def load_benchmark(path: str | Path) -> Benchmark:
             f"{path}: analysis.metrics {unknown} are not computed by profile {profile!r}; "
             f"known: {', '.join(known)}."
         )
-    for key, allowed in (("policy", ("worst", "exclude", "paper")),
-                         ("aggregation", ("default", "touchstone")),
-                         ("ci_method", ("percentile", "bca")),
-                         ("correction", ("bonferroni", "fdr_bh")),
-                         ("winner_rule", tuple(WINNER_RULES)),
-                         ("subgroup_family", ("all", "model"))):  # fmt: skip
-        if key in analysis and analysis[key] not in allowed:
-            name = {"ci_method": "ci"}.get(key, key)
+    for spec in OPTION_SPECS:  # `analysis` holds the field names (n_bootstrap, ci_method)
+        value = analysis.get(spec.field)
+        if spec.choices and spec.field in analysis and value not in spec.choices:
             raise InputError(
-                f"{path}: analysis.{name} {analysis[key]!r} is not one of {', '.join(allowed)}."
+                f"{path}: analysis.{_CONFIG_KEY[spec.field]} {value!r} is not one of "
+                f"{', '.join(spec.choices)}."
             )
+    try:  # numbers: types and ranges, checked as analyze checks them
+        AnalysisOptions(**{k: v for k, v in analysis.items() if k in _CONFIG_KEY})
+    except InputError as exc:
+        raise InputError(f"{path}: analysis: {exc}") from None
+    from assay.report._render import parse_figure_formats
+
+    figure_formats = parse_figure_formats(
+        raw.get("figure_formats"), where=f"{path}: figure_formats"
+    )
     output = (base / str(raw.get("output", "assay-run"))).resolve()
     db = str(raw.get("db", "assay.db"))
     if "://" not in db:
@@ -158,6 +167,7 @@ def load_benchmark(path: str | Path) -> Benchmark:
         analysis=analysis,
         report=report,
         retry_failed=retry,
+        figure_formats=figure_formats,
     )
 
 
@@ -228,8 +238,8 @@ def _analysis(raw: Any, path: Path) -> dict[str, Any]:
     if not isinstance(raw, Mapping):
         raise InputError(f"{path}: 'analysis' must be a mapping.")
     _check_keys(raw, _ANALYSIS_KEYS, f"{path}, analysis")
-    rename = {"bootstrap": "n_bootstrap", "ci": "ci_method", "permutations": "n_permutations"}
-    out = {rename.get(k, k): v for k, v in raw.items()}
+    rename = {key: name for name, key in _CONFIG_KEY.items()}
+    out: dict[str, Any] = {str(rename.get(k, k)): v for k, v in raw.items()}
     groups = out.get("groups")
     if groups is not None:
         if isinstance(groups, str) or not isinstance(groups, Sequence | Mapping):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import shlex
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -190,7 +191,13 @@ def _remove_previous_demo(out: Path, manifest: dict[str, Any]) -> int:
     return sum(1 for p in out.rglob("*") if not p.is_dir())
 
 
-def write_demo_config(paths: BenchmarkPaths, out_dir: str | Path, *, workers: int = 2) -> Path:
+def write_demo_config(
+    paths: BenchmarkPaths,
+    out_dir: str | Path,
+    *,
+    workers: int = 2,
+    figure_formats: tuple[str, ...] = ("svg",),
+) -> Path:
     """Write dataset and model cards and ``benchmark.yaml`` next to a synthetic benchmark.
 
     The models are the simulated ones (prediction folders) plus the threshold baseline,
@@ -244,10 +251,12 @@ def write_demo_config(paths: BenchmarkPaths, out_dir: str | Path, *, workers: in
         "analysis": {"metrics": ["dsc", "nsd"], "groups": ["sex"], "min_group_size": 3},
         "report": True,
     }
+    if tuple(figure_formats) != ("svg",):
+        config["figure_formats"] = list(figure_formats)
     path = out / "benchmark.yaml"
     _dump(path, config)
     return path
 
 
-def _dump(path: Path, data: dict[str, object]) -> None:
+def _dump(path: Path, data: Mapping[str, object]) -> None:
     path.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")

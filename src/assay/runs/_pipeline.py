@@ -119,6 +119,9 @@ class RunSummary:
     outcomes: list[ModelOutcome]
     report: Any = None
     notes: list[str] = field(default_factory=list)
+    #: What was skipped or redone, one line each: cases already scored per model, and whether
+    #: the analysis and report were kept (their inputs' digest unchanged) or rebuilt and why.
+    resumed: list[str] = field(default_factory=list)
 
     @property
     def problems(self) -> list[ModelOutcome]:
@@ -152,6 +155,7 @@ def run_benchmark(
     profile = get_profile(bench.profile)
     outcomes: list[ModelOutcome] = []
     notes: list[str] = []
+    resumed: list[str] = []
     steps = len(bench.datasets) * len(bench.models) + int(bench.report)
     ui.overall(0, steps)
     prepared = [_prepare(dataset, bench, ui) for dataset in bench.datasets]  # before any work
@@ -201,6 +205,7 @@ def run_benchmark(
             if rerun:  # predictions made anew: their old scores are stale
                 store.delete_cases(run_id_for(dataset.name, model.name, profile), sorted(rerun))
             ui.stage(f"{dataset.name}: scoring {model.name}", None)
+            before = store.stored_cases(run_id_for(dataset.name, model.name, profile))
             nothing_predicted = model.runner is not None and _empty(folder)
             try:
                 report = _score(dataset, model, folder, profile, store, bench, ref, failures,
@@ -213,6 +218,7 @@ def run_benchmark(
                 ui.note(f"{dataset.name} / {model.name}: {exc}")
                 continue
             outcome.run_id = report.run_id
+            resumed.append(_scored_line(dataset.name, model.name, report, before))
             _record(store, report.run_id, model, dataset, digest, inference)
             cases = store.cases([report.run_id])
             outcome.case_statuses = dict(Counter(cases["status"]))
@@ -240,11 +246,31 @@ def run_benchmark(
                     "model or its inputs, then re-run."
                 )
                 ui.note(f"{dataset.name} / {model.name}: {outcome.error}")
-    summary = RunSummary(outcomes=outcomes, notes=notes)
+    summary = RunSummary(outcomes=outcomes, notes=notes, resumed=resumed)
     ui.overall(len(outcomes), steps)
     scored = [o for o in outcomes if o.status == "ok"]
     if bench.report and scored:
-        summary.report = _report(bench, store, scored, ui)
+        ui.stage("checking the analysis inputs", None)
+        stamp_path = bench.output / STAMP_NAME
+        parts = analysis_inputs(bench, store, scored)
+        kept = _kept_report(stamp_path, parts, bench.output / "report")
+        n_stored = sum(o.n_scored for o in scored)
+        if isinstance(kept, KeptReport):
+            summary.report = kept
+            resumed.append(
+                f"{n_stored} cases already scored, analysis unchanged (inputs digest "
+                f"{_combined(parts)[:12]}): the report in {bench.output / 'report'} is kept, "
+                "not rebuilt."
+            )
+        else:
+            resumed.append(
+                f"analysis and report rebuilt ({kept}); the analysis is joint across models, "
+                "so every model's numbers and figures are recomputed."
+            )
+            stamp_path.unlink(missing_ok=True)  # a build cut short leaves no stamp to trust
+            summary.report = _report(bench, store, scored, ui)
+            if analysis_inputs(bench, store, scored) == parts:  # no writer changed them since
+                _write_stamp(stamp_path, parts, bench.output / "report", summary.report)
     ui.overall(steps, steps)
     return summary
 
@@ -578,5 +604,206 @@ def _report(bench: Benchmark, store: ResultStore, scored: list[ModelOutcome], ui
     from assay._console import figure_total
 
     ui.stage("report figures", figure_total(data))  # known up front: counts and an ETA
-    return build_report(data, bench.output / "report", metadata=metadata,
+    formats = getattr(bench, "figure_formats", None)
+    extra = {"formats": tuple(formats)} if formats else {}
+    return build_report(data, bench.output / "report", metadata=metadata, **extra,
                         workers=bench.workers, on_figure=lambda _s: ui.advance())  # fmt: skip
+
+
+# -- skipping an unchanged analysis and report ------------------------------------------------
+
+#: The stamp ``assay run`` writes next to the report folder it built: the digests of the
+#: analysis inputs and the SHA-256 of every file of the report.
+STAMP_NAME = "report-stamp.json"
+_STAMP_FORMAT = 1
+
+#: Manifest entries that change on every scoring call without changing a score (times, and
+#: the per-case input fingerprints, whose effect is in the stored rows): not analysis inputs.
+_VOLATILE_MANIFEST_KEYS = ("last_started_at", "finished_at", "timings", "case_inputs")
+
+
+@dataclass(frozen=True)
+class KeptReport:
+    """A report of an earlier run, kept because its inputs are unchanged (the attributes of
+    :class:`~assay.report._build.ReportFiles`, read from the stamp)."""
+
+    index: Path
+    leaderboard: Path
+    bundle: Path
+    figures: Path
+    n_figures: int
+    pages: tuple[Path, ...]
+    formats: tuple[str, ...]
+
+
+def analysis_inputs(
+    bench: Benchmark, store: ResultStore, scored: list[ModelOutcome]
+) -> dict[str, str]:
+    """Digests of everything the analysis and report of ``scored`` are made from.
+
+    Parts: ``software`` (assay's own files and the library versions), ``options`` (title,
+    profile, analysis options, contamination, cards, figure formats), one ``run D / M`` per
+    run (its manifest without :data:`_VOLATILE_MANIFEST_KEYS`, its case rows without their
+    write times, and every score row: value, status, message) and one ``metadata D`` per
+    dataset. Reads only the database and small files: nothing of the analysis is loaded.
+    """
+    from assay.scoring import software_versions
+
+    run_ids = sorted(o.run_id for o in scored)
+    datasets = sorted({o.dataset for o in scored})
+    parts = {"software": _digest({"versions": software_versions(), "code": _code_digest()})}
+    parts["options"] = _digest({
+        "title": bench.name, "profile": bench.profile, "analysis": dict(bench.analysis),
+        "training": training_overlap(bench.models, bench.datasets),
+        "models": [m.as_dict() for m in bench.models],
+        "datasets": [d.as_dict() for d in bench.datasets if d.name in datasets],
+        "figure_formats": list(getattr(bench, "figure_formats", ()) or ()),
+    })  # fmt: skip
+    runs = store.runs()
+    runs = runs[runs["run_id"].isin(run_ids)]
+    cases = store.cases(run_ids).drop(columns=["finished_at", "seconds"])  # write times
+    scores = store.scores(run_ids=run_ids)
+    by_run_cases = dict(tuple(cases.groupby("run_id", sort=False)))
+    by_run_scores = dict(tuple(scores.groupby("run_id", sort=False)))
+    empty_cases, empty_scores = cases.iloc[:0], scores.iloc[:0]
+    for row in runs.itertuples():
+        manifest = {k: v for k, v in row.manifest.items() if k not in _VOLATILE_MANIFEST_KEYS}
+        parts[f"run {row.dataset} / {row.model}"] = _digest({
+            "run": [row.run_id, row.dataset, row.model, row.profile, manifest],
+            "cases": _frame_digest(by_run_cases.get(row.run_id, empty_cases)),
+            "scores": _frame_digest(by_run_scores.get(row.run_id, empty_scores)),
+        })  # fmt: skip
+    for name in datasets:
+        parts[f"metadata {name}"] = _frame_digest(store.metadata(name))
+    return parts
+
+
+def _digest(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True, default=str, allow_nan=True)
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def _frame_digest(frame: Any) -> str:
+    """SHA-256 over a table's columns, dtypes and per-row hashes (values bit for bit, NaN
+    as NaN; rows in the store's order)."""
+    import pandas as pd
+
+    h = hashlib.sha256(json.dumps([list(map(str, frame.columns)), len(frame)]).encode())
+    if len(frame):
+        rows = pd.util.hash_pandas_object(frame.reset_index(drop=True), index=False)
+        h.update(rows.to_numpy().tobytes())
+    return h.hexdigest()
+
+
+def _code_digest() -> str:
+    """SHA-256 of assay's own files (code, templates, assets): an edited assay redoes the
+    analysis even when its version number is the same."""
+    import assay
+
+    root = Path(assay.__file__).parent
+    h = hashlib.sha256()
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
+            h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def _combined(parts: Mapping[str, str]) -> str:
+    return _digest(dict(parts))
+
+
+def _kept_report(stamp: Path, parts: Mapping[str, str], report_dir: Path) -> KeptReport | str:
+    """The report of the last run when ``parts`` equal the stamp's and every file it recorded
+    is unchanged; otherwise why it must be rebuilt."""
+    from assay.datasets import file_sha256
+
+    if not stamp.is_file():
+        return "no report stamp of an earlier run"
+    try:
+        recorded = json.loads(stamp.read_text(encoding="utf-8"))
+        old = dict(recorded["inputs"])
+        files = dict(recorded["files"])
+        info = dict(recorded["report"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"the report stamp {stamp} is unreadable"
+    if recorded.get("format") != _STAMP_FORMAT:
+        return "the report stamp is of another assay version"
+    if old != parts:
+        return _what_changed(old, parts)
+    for name, digest in files.items():
+        path = report_dir / name
+        try:
+            same = path.is_file() and file_sha256(path) == digest
+        except OSError:
+            same = False
+        if not same:
+            return f"report file {name} was edited or removed"
+    try:
+        return KeptReport(
+            index=report_dir / info["index"], leaderboard=report_dir / info["leaderboard"],
+            bundle=report_dir / info["bundle"], figures=report_dir / info["figures"],
+            n_figures=int(info["n_figures"]),
+            pages=tuple(report_dir / p for p in info["pages"]),
+            formats=tuple(info["formats"]),
+        )  # fmt: skip
+    except (KeyError, TypeError, ValueError):
+        return f"the report stamp {stamp} is unreadable"
+
+
+def _what_changed(old: Mapping[str, str], new: Mapping[str, str]) -> str:
+    reasons = []
+    if old.get("software") != new.get("software"):
+        reasons.append("assay or its libraries changed")
+    if old.get("options") != new.get("options"):
+        reasons.append("the analysis or report options or the cards changed")
+    keys = sorted((set(old) | set(new)) - {"software", "options"})
+    changed = [k for k in keys if k in old and k in new and old[k] != new[k]]
+    added = [k for k in keys if k not in old]
+    removed = [k for k in keys if k not in new]
+    for label, items in (("changed", changed), ("new", added), ("no longer reported", removed)):
+        runs = [k.removeprefix("run ") for k in items if k.startswith("run ")]
+        meta = [k.removeprefix("metadata ") for k in items if k.startswith("metadata ")]
+        if runs:
+            reasons.append(f"scores of {', '.join(runs)} {label}")
+        if meta:
+            reasons.append(f"metadata of {', '.join(meta)} {label}")
+    return "; ".join(reasons) or "the inputs changed"
+
+
+def _write_stamp(stamp: Path, parts: Mapping[str, str], report_dir: Path, files: Any) -> None:
+    """Record ``parts`` and the SHA-256 of every file now in ``report_dir``."""
+    from assay.datasets import file_sha256
+
+    def rel(path: Path) -> str:
+        return str(Path(path).relative_to(report_dir))
+
+    record = {
+        "format": _STAMP_FORMAT,
+        "inputs": dict(parts),
+        "report": {
+            "index": rel(files.index), "leaderboard": rel(files.leaderboard),
+            "bundle": rel(files.bundle), "figures": rel(files.figures),
+            "n_figures": int(files.n_figures), "pages": [rel(p) for p in files.pages],
+            "formats": list(getattr(files, "formats", ())),
+        },
+        "files": {
+            str(p.relative_to(report_dir)): file_sha256(p)
+            for p in sorted(report_dir.rglob("*")) if p.is_file()
+        },
+    }  # fmt: skip
+    tmp = stamp.with_name(stamp.name + ".tmp")
+    tmp.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    tmp.replace(stamp)
+
+
+def _scored_line(dataset: str, model: str, report: Any, before: Mapping[str, str]) -> str:
+    """E.g. ``synthetic / nnunet: 24 cases already scored, 0 to score``; ``before``: the
+    statuses stored before scoring (cases not ``ok`` are retried on every run)."""
+    line = f"{dataset} / {model}: {report.n_skipped} cases already scored, "
+    if not report.n_scored:
+        return line + "0 to score"
+    changed = len(report.changed_cases)
+    retried = sum(1 for st in before.values() if st != "ok")
+    why = [f"{changed} changed since the last run"] if changed else []
+    why += [f"{retried} failed, partial or missing before, retried"] if retried else []
+    return line + f"{report.n_scored} scored now" + (f" ({'; '.join(why)})" if why else "")

@@ -327,7 +327,10 @@ def score(
         for c in todo
     )  # fmt: skip
     n_scored = 0
-    for record in map_unordered(score_case, tasks, workers, scheduler=scheduler):
+    # A pool of processes for fewer cases than workers starts processes that get nothing
+    # (a re-run that retries one case would pay for a whole pool): one case runs here.
+    pool = min(workers, len(todo)) if len(todo) > 1 else 1
+    for record in map_unordered(score_case, tasks, pool, scheduler=scheduler):
         db.write_case(run_id, dataset, model, record)
         n_scored += 1
         if on_case is not None:

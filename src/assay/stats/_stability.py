@@ -8,6 +8,7 @@ full-data ranking and each resampled ranking show whether a leaderboard order is
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -43,7 +44,8 @@ def rank_min(scores: np.ndarray, *, higher_is_better: bool = True) -> np.ndarray
     oriented = s if higher_is_better else -s
     oriented = np.where(np.isnan(oriented), -np.inf, oriented)
     better = oriented[..., None, :] > oriented[..., :, None]  # [.., j, k]: k better than j
-    return (1 + better.sum(axis=-1)).astype(np.int64)
+    ranks: np.ndarray = (1 + better.sum(axis=-1)).astype(np.int64)
+    return ranks
 
 
 def kendall_tau_b(reference: np.ndarray, rankings: np.ndarray) -> np.ndarray:
@@ -145,7 +147,7 @@ def rank_bootstrap(
     boots = slice_bootstrap_means(slices, n_resamples=n_resamples, seed=seed)
     model_rows = []
     slice_rows = []
-    count_rows = []
+    count_rows: list[tuple[Any, ...]] = []
     tau_parts = []
     for piece, boot in zip(slices, boots, strict=True):
         metric = piece.key[2]

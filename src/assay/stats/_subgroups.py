@@ -24,7 +24,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from itertools import combinations, pairwise
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -208,7 +208,7 @@ def _check_metadata(metadata: pd.DataFrame) -> pd.DataFrame:
     return meta
 
 
-def _tests(samples: list[np.ndarray]) -> list[dict[str, object]]:
+def _tests(samples: list[np.ndarray]) -> list[dict[str, Any]]:
     """Kruskal–Wallis and pairwise Mann–Whitney U tests (unadjusted), k columns at once.
 
     Each sample is an (n_g, k) array of one group's values for k columns (models), all
@@ -492,12 +492,12 @@ def subgroup_analysis(
                 first = qualifying[cols[0]]
                 samples = []
                 for _, rows in first:
-                    block = matrix[np.ix_(rows, cols)]
+                    block = matrix[np.ix_(rows, np.asarray(cols, dtype=np.intp))]
                     samples.append(block[np.isfinite(block[:, 0])])
                 for j, result in zip(cols, _tests(samples), strict=True):
                     sizes = [int(np.isfinite(matrix[rows, j]).sum()) for _, rows in first]
                     labels = [label for label, _ in first]
-                    h, p, note = result["kruskal"]  # type: ignore[misc]
+                    h, p, note = result["kruskal"]
                     common = {**base, "grouping": grouping, "model": models[j]}
                     test_rows.append(
                         {
@@ -514,7 +514,7 @@ def subgroup_analysis(
                             "note": note,
                         }
                     )
-                    for ga, gb, stat, pu in result["pairs"]:  # type: ignore[attr-defined]
+                    for ga, gb, stat, pu in result["pairs"]:
                         test_rows.append(
                             {
                                 **common,

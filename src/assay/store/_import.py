@@ -13,6 +13,7 @@ prediction. Both are kept, with their status, never dropped:
 from __future__ import annotations
 
 import csv
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,6 +118,7 @@ def import_touchstone(
     )
     universe = sorted({c for t in tables.values() for df in t.values() for c in df.index})
     profile = PROFILES["touchstone"]
+    software = software_versions()
     imported = []
     for folder, per_metric in tables.items():
         card = cards[folder]
@@ -128,14 +130,13 @@ def import_touchstone(
             "source": {"format": "touchstone", "path": str((root / folder).resolve())},
             "structures": list(structures),
             "n_cases": len(universe),
-            "software": software_versions(),
+            "software": software,
         }
         store.ensure_run(
             run_id, dataset=dataset, model=card.name, profile=profile.name, manifest=manifest
         )
-        store.delete_run(run_id)
-        records = [_case_record(c, per_metric, structures, folder) for c in universe]
-        store.write_cases(run_id, dataset, card.name, records)
+        records = _case_records(universe, per_metric, structures, folder)
+        store.write_cases(run_id, dataset, card.name, records, replace_run=True)
         n_missing = sum(r.status == "missing_prediction" for r in records)
         imported.append(ImportedModel(folder, card.name, run_id, len(records), n_missing))
     n_meta = 0
@@ -177,24 +178,52 @@ def _read_model(folder: Path, schema: LabelSchema) -> dict[str, pd.DataFrame]:
     return out
 
 
-def _case_record(
-    case_id: str, per_metric: Mapping[str, pd.DataFrame], structures: tuple[str, ...], folder: str
-) -> CaseRecord:
-    rows: list[ScoreRow] = []
-    missing_any = present_any = False
+def _case_records(
+    universe: list[str],
+    per_metric: Mapping[str, pd.DataFrame],
+    structures: tuple[str, ...],
+    folder: str,
+) -> list[CaseRecord]:
+    """One record per case of ``universe``: per metric (in file order) one row per structure.
+
+    A value is ``ok``; an empty cell (or a structure the file lacks) ``empty_reference``; a
+    case without a row in a metric's file ``missing_prediction`` for every structure.
+    """
+    tables = []  # (metric, values (case x structure, NaN where absent), case has a row)
     for metric, table in per_metric.items():
-        if case_id not in table.index:
-            missing_any = True
-            msg = f"no row for this case in {folder}/{metric}.csv: no published prediction"
-            rows += [ScoreRow(s, metric, np.nan, "missing_prediction", msg) for s in structures]
-            continue
-        present_any = True
-        row = table.loc[case_id]
-        for s in structures:
-            value = float(row[s]) if s in row.index else np.nan
-            if np.isnan(value):
-                rows.append(ScoreRow(s, metric, np.nan, "empty_reference", _NOT_EVALUATED))
-            else:
-                rows.append(ScoreRow(s, metric, value, "ok"))
-    status = "ok" if not missing_any else ("partial" if present_any else "missing_prediction")
-    return CaseRecord(case_id=case_id, status=status, seconds=0.0, rows=tuple(rows))
+        values = table.reindex(index=universe, columns=list(structures)).to_numpy(np.float64)
+        present = set(table.index)
+        has_row = [c in present for c in universe]
+        tables.append((metric, values, has_row))
+    not_evaluated = {
+        (s, m): ScoreRow(s, m, np.nan, "empty_reference", _NOT_EVALUATED)
+        for m, _, _ in tables
+        for s in structures
+    }
+    no_row = {
+        m: tuple(
+            ScoreRow(s, m, np.nan, "missing_prediction",
+                     f"no row for this case in {folder}/{m}.csv: no published prediction")
+            for s in structures
+        )
+        for m, _, _ in tables
+    }  # fmt: skip
+    records = []
+    for i, case_id in enumerate(universe):
+        rows: list[ScoreRow] = []
+        missing_any = present_any = False
+        for metric, values, has_row in tables:
+            if not has_row[i]:
+                missing_any = True
+                rows += no_row[metric]
+                continue
+            present_any = True
+            for j, value in enumerate(values[i].tolist()):
+                s = structures[j]
+                if math.isnan(value):
+                    rows.append(not_evaluated[s, metric])
+                else:
+                    rows.append(ScoreRow(s, metric, value, "ok"))
+        status = "ok" if not missing_any else ("partial" if present_any else "missing_prediction")
+        records.append(CaseRecord(case_id=case_id, status=status, seconds=0.0, rows=tuple(rows)))
+    return records

@@ -16,7 +16,6 @@ import pandas as pd
 from sqlalchemy import (
     ColumnElement,
     Engine,
-    and_,
     create_engine,
     delete,
     event,
@@ -162,7 +161,7 @@ class ResultStore:
         """Close the database connections (the store can be used again; it reconnects)."""
         self.engine.dispose()
 
-    def _sorted(self, column: Any) -> ColumnElement[Any]:
+    def _sorted(self, column: ColumnElement[Any]) -> ColumnElement[Any]:
         """``column`` for ORDER BY in byte (code point) order, as SQLite and Python sort,
         whatever the PostgreSQL database's collation."""
         return column.collate("C") if self.engine.dialect.name == "postgresql" else column
@@ -237,47 +236,67 @@ class ResultStore:
         self.write_cases(run_id, dataset, model, [record])
 
     def write_cases(
-        self, run_id: str, dataset: str, model: str, records: Sequence[CaseRecord]
+        self,
+        run_id: str,
+        dataset: str,
+        model: str,
+        records: Sequence[CaseRecord],
+        *,
+        replace_run: bool = False,
     ) -> None:
-        """Store several cases in one transaction (replacing old ones): all or none."""
-        what = f"case {records[0].case_id!r}" if len(records) == 1 else f"{len(records)} cases"
-        with self._guard(f"store {what} in"), self.engine.begin() as con:
-            for record in records:
-                ResultStore._write_case(con, run_id, dataset, model, record)
+        """Store several cases in one transaction (replacing old ones): all or none.
 
-    @staticmethod
-    def _write_case(con: Any, run_id: str, dataset: str, model: str, record: CaseRecord) -> None:
-        case_filter = and_(cases.c.run_id == run_id, cases.c.case_id == record.case_id)
-        score_filter = and_(scores.c.run_id == run_id, scores.c.case_id == record.case_id)
-        values = [
-            {
-                "run_id": run_id,
-                "case_id": record.case_id,
-                "structure": r.structure,
-                "metric": r.metric,
-                "dataset": dataset,
-                "model": model,
-                "value": _value(r.value),
-                "status": r.status,
-                "message": _text(r.message),
-            }
-            for r in record.rows
+        Parameters
+        ----------
+        run_id, dataset, model : the run the cases belong to.
+        records : the cases; a case given twice is stored as its last record.
+        replace_run : also remove every other stored case of the run (a whole run replaced,
+            e.g. by an import), in the same transaction.
+
+        Notes
+        -----
+        The rows go in as two bulk inserts (one for the cases, one for their scores), so a
+        whole run costs one transaction, not one statement per case.
+        """
+        latest = {r.case_id: r for r in records}
+        if not latest and not replace_run:
+            return
+        what = f"case {next(iter(latest))!r}" if len(latest) == 1 else f"{len(latest)} cases"
+        now = _now()
+        texts: dict[str, str] = {}  # messages repeat: each made storable once
+
+        def storable(message: str) -> str:
+            out = texts.get(message)
+            if out is None:
+                out = texts[message] = _text(message)
+            return out
+
+        case_rows = [
+            (run_id, r.case_id, r.status, storable(r.message), ",".join(r.flags), r.seconds, now)
+            for r in latest.values()
         ]
-        con.execute(delete(scores).where(score_filter))
-        con.execute(delete(cases).where(case_filter))
-        con.execute(
-            insert(cases).values(
-                run_id=run_id,
-                case_id=record.case_id,
-                status=record.status,
-                message=_text(record.message),
-                flags=",".join(record.flags),
-                seconds=record.seconds,
-                finished_at=_now(),
-            )
-        )
-        if values:
-            con.execute(insert(scores), values)
+        score_rows = [
+            (run_id, record.case_id, r.structure, r.metric, dataset, model, _value(r.value),
+             r.status, storable(r.message))
+            for record in latest.values()
+            for r in record.rows
+        ]  # fmt: skip
+        with self._guard(f"store {what} in"), self.engine.begin() as con:
+            if replace_run:
+                con.execute(delete(scores).where(scores.c.run_id == run_id))
+                con.execute(delete(cases).where(cases.c.run_id == run_id))
+            else:
+                ids = list(latest)
+                for chunk in range(0, len(ids), 500):
+                    part = ids[chunk : chunk + 500]
+                    con.execute(
+                        delete(scores).where(scores.c.run_id == run_id, scores.c.case_id.in_(part))
+                    )
+                    con.execute(
+                        delete(cases).where(cases.c.run_id == run_id, cases.c.case_id.in_(part))
+                    )
+            _insert_many(con, cases, _CASE_COLUMNS, case_rows)
+            _insert_many(con, scores, _SCORE_ROW_COLUMNS, score_rows)
 
     def cases(self, run_ids: Iterable[str] | None = None) -> pd.DataFrame:
         """Stored case rows, optionally for some runs only."""
@@ -346,6 +365,34 @@ class ResultStore:
             df = pd.read_sql(query, con)
         df["value"] = df["value"].astype("float64")
         return df
+
+
+#: Column order of the tuples :meth:`ResultStore.write_cases` inserts.
+_CASE_COLUMNS = ("run_id", "case_id", "status", "message", "flags", "seconds", "finished_at")
+_SCORE_ROW_COLUMNS = (
+    "run_id", "case_id", "structure", "metric", "dataset", "model", "value", "status", "message",
+)  # fmt: skip
+
+
+def _insert_many(
+    con: Any, table: Any, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]
+) -> None:
+    """Insert ``rows`` (tuples in ``columns`` order) with one DB-API ``executemany``.
+
+    The statement is compiled once for the connection's dialect and the rows go to the
+    driver as they are: SQLAlchemy's per-row parameter processing (which the column types
+    here, text and binary64, do not need) costs more than the insert itself.
+    """
+    if not rows:
+        return
+    compiled = insert(table).compile(dialect=con.dialect, column_keys=list(columns))
+    if compiled.positional:
+        order = [columns.index(k) for k in compiled.positiontup or ()]
+        same = order == list(range(len(columns)))
+        params: Sequence[Any] = rows if same else [tuple(r[i] for i in order) for r in rows]
+    else:
+        params = [dict(zip(columns, r, strict=True)) for r in rows]
+    con.exec_driver_sql(str(compiled), params)
 
 
 def _text(message: str) -> str:
