@@ -16,24 +16,65 @@
 * :func:`subgroup_analysis` — groups from metadata, Kruskal–Wallis and pairwise Mann–Whitney U.
 """
 
-from assay.stats._aggregate import AVERAGE, aggregate, case_averages
-from assay.stats._analysis import Analysis, analyze
-from assay.stats._bootstrap import bootstrap_ci, paired_bootstrap_means
-from assay.stats._options import OPTION_SPECS, AnalysisOptions, OptionSpec
-from assay.stats._paired import (
-    LOWER_IS_BETTER,
-    WINNER_RULES,
-    higher_is_better_for,
-    inversions,
-    pairwise_tests,
-    pairwise_wilcoxon,
-    rule_description,
-    winners,
-)
-from assay.stats._policy import POLICIES, apply_policy, default_worst_value
-from assay.stats._ranking import consensus_ranking, rankings
-from assay.stats._stability import rank_stability
-from assay.stats._subgroups import parse_group_spec, subgroup_analysis
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# The options (no SciPy) load at once: the command line reads them at import. Everything
+# else loads on first use, so `assay --help` does not pay for SciPy's statistics.
+from assay.stats._options import OPTION_SPECS, POLICIES, WINNER_RULES, AnalysisOptions, OptionSpec
+
+if TYPE_CHECKING:
+    from assay.stats._aggregate import AVERAGE, aggregate, case_averages
+    from assay.stats._analysis import Analysis, analyze
+    from assay.stats._bootstrap import bootstrap_ci, paired_bootstrap_means
+    from assay.stats._paired import (
+        LOWER_IS_BETTER,
+        higher_is_better_for,
+        inversions,
+        pairwise_tests,
+        pairwise_wilcoxon,
+        rule_description,
+        winners,
+    )
+    from assay.stats._policy import apply_policy, default_worst_value
+    from assay.stats._ranking import consensus_ranking, rankings
+    from assay.stats._stability import rank_stability
+    from assay.stats._subgroups import parse_group_spec, subgroup_analysis
+
+_LAZY = {
+    "AVERAGE": "assay.stats._aggregate",
+    "aggregate": "assay.stats._aggregate",
+    "case_averages": "assay.stats._aggregate",
+    "Analysis": "assay.stats._analysis",
+    "analyze": "assay.stats._analysis",
+    "bootstrap_ci": "assay.stats._bootstrap",
+    "paired_bootstrap_means": "assay.stats._bootstrap",
+    "LOWER_IS_BETTER": "assay.stats._paired",
+    "higher_is_better_for": "assay.stats._paired",
+    "inversions": "assay.stats._paired",
+    "pairwise_tests": "assay.stats._paired",
+    "pairwise_wilcoxon": "assay.stats._paired",
+    "rule_description": "assay.stats._paired",
+    "winners": "assay.stats._paired",
+    "apply_policy": "assay.stats._policy",
+    "default_worst_value": "assay.stats._policy",
+    "consensus_ranking": "assay.stats._ranking",
+    "rankings": "assay.stats._ranking",
+    "rank_stability": "assay.stats._stability",
+    "parse_group_spec": "assay.stats._subgroups",
+    "subgroup_analysis": "assay.stats._subgroups",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name of the package from its module on first use (PEP 562)."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'assay.stats' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "AVERAGE",

@@ -19,10 +19,8 @@ from assay.errors import InputError
 from assay.metrics import metric_info
 from assay.stats._aggregate import AVERAGE, aggregate, case_averages
 from assay.stats._bootstrap import MIN_RELIABLE_N, bootstrap_ci, paired_bootstrap_means
-from assay.stats._options import AnalysisOptions
+from assay.stats._options import N_PERMUTATIONS, WINNER_RULES, AnalysisOptions, GroupSpec
 from assay.stats._paired import (
-    N_PERMUTATIONS,
-    WINNER_RULES,
     check_rule,
     inversions,
     pairwise_tests,
@@ -33,7 +31,6 @@ from assay.stats._policy import apply_policy
 from assay.stats._ranking import consensus_ranking, rankings
 from assay.stats._stability import rank_bootstrap
 from assay.stats._subgroups import (
-    GroupSpec,
     family_description,
     subgroup_analysis,
     subgroup_members,

@@ -1,5 +1,7 @@
 """Analysis options: every parameter that can change a published number, declared once.
 
+Light on purpose (no SciPy): the command line builds its options from it at import.
+
 :class:`AnalysisOptions` is what :func:`~assay.stats.analyze` validates its arguments with,
 what a benchmark config's ``analysis:`` section is read into (:meth:`AnalysisOptions.
 from_config`), what the command line's ``analyze``/``report`` options are built from
@@ -15,11 +17,50 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from assay.errors import InputError
-from assay.stats._paired import N_PERMUTATIONS, WINNER_RULES
-from assay.stats._policy import POLICIES
-from assay.stats._subgroups import GroupSpec
 
-__all__ = ["OPTION_SPECS", "AnalysisOptions", "OptionSpec"]
+#: Named missing-value policies (:func:`~assay.stats.apply_policy`).
+POLICIES: tuple[str, ...] = ("worst", "exclude", "paper")
+
+#: A grouping: a column name, ``"column:decades"``, ``"column:e0,e1,..."`` (bin edges), or a
+#: mapping of group name → pandas query string over the metadata.
+GroupSpec = str | Mapping[str, str]
+
+#: Named winner rules: rule -> (aggregate ranked by, test, one-line description).
+WINNER_RULES: dict[str, tuple[str, str, str]] = {
+    "mean": (
+        "mean",
+        "paired sign-flip permutation test of the mean difference",
+        "best mean, and every model not significantly worse by a one-sided paired sign-flip "
+        "permutation test of the mean difference (Holm)",
+    ),
+    "median": (
+        "median",
+        "paired permutation test (swaps within cases) of the difference of medians",
+        "best median, and every model not significantly worse by a one-sided paired "
+        "permutation test of the difference of medians (Holm)",
+    ),
+    "touchstone": (
+        "mean",
+        "one-sided Wilcoxon signed-rank (scipy, zero_method wilcox)",
+        "best mean, and every model not significantly worse by a one-sided Wilcoxon "
+        "signed-rank test (Holm) — Touchstone's published rule; the rank test can crown a "
+        "model whose mean is lower",
+    ),
+}
+
+#: Default permutation budget of the permutation tests (exact below it).
+N_PERMUTATIONS = 10_000
+
+
+__all__ = [
+    "N_PERMUTATIONS",
+    "OPTION_SPECS",
+    "POLICIES",
+    "WINNER_RULES",
+    "AnalysisOptions",
+    "GroupSpec",
+    "OptionSpec",
+]
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from scipy import stats
 from assay.errors import InputError
 from assay.metrics import METRICS, metric_info
 from assay.stats._aggregate import check_values
+from assay.stats._options import N_PERMUTATIONS, WINNER_RULES
 from assay.stats._policy import check_scores
 
 __all__ = [
@@ -48,34 +49,7 @@ __all__ = [
 
 WinnerRule = Literal["mean", "median", "touchstone"]
 
-#: Named winner rules: rule -> (aggregate ranked by, test, one-line description).
-WINNER_RULES: dict[str, tuple[str, str, str]] = {
-    "mean": (
-        "mean",
-        "paired sign-flip permutation test of the mean difference",
-        "best mean, and every model not significantly worse by a one-sided paired sign-flip "
-        "permutation test of the mean difference (Holm)",
-    ),
-    "median": (
-        "median",
-        "paired permutation test (swaps within cases) of the difference of medians",
-        "best median, and every model not significantly worse by a one-sided paired "
-        "permutation test of the difference of medians (Holm)",
-    ),
-    "touchstone": (
-        "mean",
-        "one-sided Wilcoxon signed-rank (scipy, zero_method wilcox)",
-        "best mean, and every model not significantly worse by a one-sided Wilcoxon "
-        "signed-rank test (Holm) — Touchstone's published rule; the rank test can crown a "
-        "model whose mean is lower",
-    ),
-}
 
-#: Default permutation budget of the permutation tests (exact below it).
-N_PERMUTATIONS = 10_000
-
-#: Metrics for which a lower value is better (distances in mm). Every other metric (Dice,
-#: NSD, ...) is treated as higher-is-better.
 #: The built-in lower-is-better metrics (from the metric registry, at import; metrics
 #: registered later are known to :func:`higher_is_better_for`).
 LOWER_IS_BETTER: frozenset[str] = frozenset(

@@ -15,6 +15,7 @@ import pandas as pd
 
 from assay.errors import InputError
 from assay.metrics import is_registered, metric_info
+from assay.stats._options import POLICIES
 
 __all__ = [
     "KEY_COLUMNS",
@@ -37,8 +38,6 @@ STATUSES: frozenset[str] = frozenset(
 #: Statuses that mean "the structure is absent from the reference": never scored.
 NOT_APPLICABLE: frozenset[str] = frozenset({"both_empty", "empty_reference"})
 _KEEP: frozenset[str] = frozenset({"ok", "empty_prediction"})
-#: Named policies.
-POLICIES: tuple[str, ...] = ("worst", "exclude", "paper")
 
 Policy = Literal["worst", "exclude", "paper"]
 

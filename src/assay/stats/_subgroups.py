@@ -33,10 +33,7 @@ from statsmodels.stats.multitest import multipletests
 
 from assay.errors import InputError
 from assay.stats._bootstrap import SLICE_KEYS, intervals, iter_slices, paired_bootstrap_means
-
-#: A grouping: a column name, ``"column:decades"``, ``"column:e0,e1,..."`` (bin edges), or a
-#: mapping of group name → pandas query string over the metadata.
-GroupSpec = str | Mapping[str, str]
+from assay.stats._options import GroupSpec
 
 #: Name of the pseudo-model whose value for a case is the mean over the models that have it.
 AVERAGE_MODEL = "average"
