@@ -604,10 +604,9 @@ def _report(bench: Benchmark, store: ResultStore, scored: list[ModelOutcome], ui
     from assay._console import figure_total
 
     ui.stage("report figures", figure_total(data))  # known up front: counts and an ETA
-    formats = getattr(bench, "figure_formats", None)
-    extra = {"formats": tuple(formats)} if formats else {}
-    return build_report(data, bench.output / "report", metadata=metadata, **extra,
-                        workers=bench.workers, on_figure=lambda _s: ui.advance())  # fmt: skip
+    return build_report(data, bench.output / "report", metadata=metadata,
+                        formats=bench.figure_formats, workers=bench.workers,
+                        on_figure=lambda _s: ui.advance())  # fmt: skip
 
 
 # -- skipping an unchanged analysis and report ------------------------------------------------
@@ -625,7 +624,8 @@ _VOLATILE_MANIFEST_KEYS = ("last_started_at", "finished_at", "timings", "case_in
 @dataclass(frozen=True)
 class KeptReport:
     """A report of an earlier run, kept because its inputs are unchanged (the attributes of
-    :class:`~assay.report._build.ReportFiles`, read from the stamp)."""
+    :class:`~assay.report._build.ReportFiles`, read from the stamp). Its own class so that
+    an unchanged re-run never imports the report package (matplotlib, seconds)."""
 
     index: Path
     leaderboard: Path
@@ -657,7 +657,7 @@ def analysis_inputs(
         "training": training_overlap(bench.models, bench.datasets),
         "models": [m.as_dict() for m in bench.models],
         "datasets": [d.as_dict() for d in bench.datasets if d.name in datasets],
-        "figure_formats": list(getattr(bench, "figure_formats", ()) or ()),
+        "figure_formats": list(bench.figure_formats),
     })  # fmt: skip
     runs = store.runs()
     runs = runs[runs["run_id"].isin(run_ids)]
