@@ -7,12 +7,33 @@ Nothing here reads files or mutates its inputs. Entry points:
 * :func:`surface_distances` and the reductions :func:`nsd`, :func:`hausdorff`,
   :func:`hausdorff_percentile`, :func:`assd`, :func:`masd` for custom protocols;
 * :data:`PROFILES` / :class:`Profile` — named, complete protocols;
+* :func:`detect_lesions` with a :class:`DetectionProtocol` (presets in
+  :data:`DETECTION_PROTOCOLS`) — lesion instances, matching, patient call and score of one
+  tumour type;
 * :data:`METRICS` / :func:`metric_info` — the metric registry (direction, unit, worst value,
   display names): the one place a metric's facts live.
 """
 
+from assay.metrics._detection_protocol import (
+    DETECTION_PROTOCOLS,
+    DetectionProtocol,
+    get_detection_protocol,
+)
 from assay.metrics._distances import lattice_distance, nearest_distances
 from assay.metrics._geometry import Box, bounding_box, neighbour_codes, surfel_area_table, union_box
+from assay.metrics._lesion_size import (
+    SIZE_BIN_LABELS,
+    SMALL_TUMOUR_MM,
+    equivalent_diameter_mm,
+    longest_axial_diameter_mm,
+    size_bin,
+)
+from assay.metrics._lesions import (
+    DetectionResult,
+    PredictedLesion,
+    ReferenceLesion,
+    detect_lesions,
+)
 from assay.metrics._protocol import (
     BASE_METRICS,
     PROFILES,
@@ -48,18 +69,28 @@ from assay.metrics._surface import (
 
 __all__ = [
     "BASE_METRICS",
+    "DETECTION_PROTOCOLS",
     "METRICS",
     "PROFILES",
+    "SIZE_BIN_LABELS",
+    "SMALL_TUMOUR_MM",
     "Box",
+    "DetectionProtocol",
+    "DetectionResult",
     "MetricInfo",
+    "PredictedLesion",
     "Profile",
+    "ReferenceLesion",
     "Status",
     "StructureResult",
     "SurfaceDistances",
     "UnknownMetricError",
     "assd",
     "bounding_box",
+    "detect_lesions",
     "dice",
+    "equivalent_diameter_mm",
+    "get_detection_protocol",
     "get_profile",
     "hausdorff",
     "hausdorff_percentile",
@@ -68,6 +99,7 @@ __all__ = [
     "label_boxes",
     "label_map_metrics",
     "lattice_distance",
+    "longest_axial_diameter_mm",
     "masd",
     "metric_info",
     "metric_label",
@@ -76,6 +108,7 @@ __all__ = [
     "neighbour_codes",
     "nsd",
     "register_metric",
+    "size_bin",
     "structure_metrics",
     "surface_distances",
     "surfel_area_table",
