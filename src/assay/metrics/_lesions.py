@@ -51,7 +51,13 @@ _BALL18 = ndimage.generate_binary_structure(3, 2)
 
 @dataclass(frozen=True)
 class ReferenceLesion:
-    """One reference lesion (a connected component of the reference mask)."""
+    """One reference lesion (a connected component of the reference mask).
+
+    ``dice`` is the Dice of the lesion with the union of its matched predictions (0 when
+    missed); ``confidence`` the largest confidence of those predictions (NaN without a
+    probability map or when missed); ``counted`` is False for lesions a protocol's minimum
+    reference volume leaves out of TP and FN.
+    """
 
     index: int
     voxels: int
@@ -61,6 +67,7 @@ class ReferenceLesion:
     detected: bool
     counted: bool
     dice: float
+    confidence: float
     matched: tuple[int, ...]
 
 
@@ -240,6 +247,7 @@ def detect_lesions(
                 detected=bool(detected[i]),
                 counted=bool(counted[i]),
                 dice=2.0 * inter_vox / (int(ref_vox[i]) + matched_vox),
+                confidence=max((confidences[j] for j in mine), default=math.nan),
                 matched=tuple(j + 1 for j in mine),
             )
         )
