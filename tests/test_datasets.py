@@ -31,8 +31,8 @@ REQUIRED = [
     *("intestine", "kidney_left", "kidney_right", "liver", "lung_left", "lung_right"),
     *("pancreas", "portal_vein_and_splenic_vein", "postcava", "prostate", "rectum"),
     *("small_bowel", "spleen", "stomach", "heart", "brain"),
-    *("liver_tumor", "kidney_tumor", "pancreas_tumor", "pancreatic_lesion", "colon_tumor"),
-    *("lung_tumor", "kidney_cyst"),
+    *("liver_tumor", "kidney_tumor", "pancreas_tumor", "colon_tumor", "esophagus_tumor"),
+    *("uterus_tumor", "lung_tumor", "kidney_cyst"),
 ]
 
 
@@ -53,6 +53,10 @@ def test_default_schema_covers_required_structures() -> None:
     ("alias", "canonical"),
     [
         ("gall_bladder", "gallbladder"),
+        ("pancreatic_lesion", "pancreas_tumor"),  # AbdomenAtlas 3.0 / PanTS (issue 11)
+        ("PDAC", "pancreas_tumor"),
+        ("liver_lesion", "liver_tumor"),
+        ("uterine_tumor", "uterus_tumor"),
         ("inferior_vena_cava", "postcava"),
         ("IVC", "postcava"),
         ("Inferior Vena-Cava", "postcava"),

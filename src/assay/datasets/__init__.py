@@ -24,6 +24,7 @@ from assay.datasets._layout import (
 )
 from assay.datasets._schema import (
     DEFAULT_SCHEMA,
+    TUMOUR_ORGANS,
     LabelSchema,
     normalise_name,
     read_label_map_spec,
@@ -32,6 +33,7 @@ from assay.datasets._schema import (
 __all__ = [
     "DEFAULT_SCHEMA",
     "LAYOUTS",
+    "TUMOUR_ORGANS",
     "CaseSource",
     "DatasetCard",
     "LabelMapFile",

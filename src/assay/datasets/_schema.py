@@ -316,13 +316,25 @@ _DEFAULT_STRUCTURES = (
     "stomach",
     # tumours and lesions
     "colon_tumor",
+    "esophagus_tumor",
     "kidney_cyst",
     "kidney_tumor",
     "liver_tumor",
     "lung_tumor",
     "pancreas_tumor",
-    "pancreatic_lesion",
+    "uterus",
+    "uterus_tumor",
 )
+
+#: The tumour types of AbdomenAtlas 2.0 / PanTS detection benchmarks and the organ of each.
+TUMOUR_ORGANS: dict[str, str] = {
+    "pancreas_tumor": "pancreas",
+    "liver_tumor": "liver",
+    "kidney_tumor": "kidney",
+    "colon_tumor": "colon",
+    "esophagus_tumor": "esophagus",
+    "uterus_tumor": "uterus",
+}
 
 # Only unambiguous aliases: each names exactly one structure in the dataset that uses it.
 _DEFAULT_SYNONYMS = {
@@ -357,6 +369,23 @@ _DEFAULT_SYNONYMS = {
     "pancreatic_tumour": "pancreas_tumor",
     "colon_tumour": "colon_tumor",
     "lung_tumour": "lung_tumor",
+    # lesion and tumour names of AbdomenAtlas 2.0 / 3.0, PanTS and the MSD tasks
+    "pancreatic_lesion": "pancreas_tumor",
+    "pancreas_lesion": "pancreas_tumor",
+    "pdac": "pancreas_tumor",
+    "liver_lesion": "liver_tumor",
+    "hepatic_tumor": "liver_tumor",
+    "kidney_lesion": "kidney_tumor",
+    "renal_tumor": "kidney_tumor",
+    "colon_lesion": "colon_tumor",
+    "colon_cancer": "colon_tumor",
+    "esophagus_lesion": "esophagus_tumor",
+    "esophageal_tumor": "esophagus_tumor",
+    "esophageal_lesion": "esophagus_tumor",
+    "oesophagus_tumour": "esophagus_tumor",
+    "uterus_lesion": "uterus_tumor",
+    "uterine_tumor": "uterus_tumor",
+    "uterine_lesion": "uterus_tumor",
 }
 
 #: The built-in schema: abdominal CT structures of AbdomenAtlas, TotalSegmentator, BTCV and

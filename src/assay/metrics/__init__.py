@@ -29,6 +29,7 @@ from assay.metrics._lesion_size import (
     size_bin,
 )
 from assay.metrics._lesions import (
+    DETECTION_CASE_METRICS,
     DetectionResult,
     PredictedLesion,
     ReferenceLesion,
@@ -40,6 +41,7 @@ from assay.metrics._protocol import (
     Profile,
     Status,
     StructureResult,
+    detection_profile,
     dice,
     get_profile,
     label_boxes,
@@ -69,6 +71,7 @@ from assay.metrics._surface import (
 
 __all__ = [
     "BASE_METRICS",
+    "DETECTION_CASE_METRICS",
     "DETECTION_PROTOCOLS",
     "METRICS",
     "PROFILES",
@@ -88,6 +91,7 @@ __all__ = [
     "assd",
     "bounding_box",
     "detect_lesions",
+    "detection_profile",
     "dice",
     "equivalent_diameter_mm",
     "get_detection_protocol",

@@ -45,6 +45,22 @@ BoolArray = NDArray[np.bool_]
 PredictedStatus = Literal["tp", "fp", "ignored"]
 ScoreSource = Literal["probability", "volume"]
 
+#: Values stored per (case, tumour type) by a detection run, in storage order (registry keys).
+DETECTION_CASE_METRICS: tuple[str, ...] = (
+    "lesions_ref",
+    "lesions_pred",
+    "lesion_tp",
+    "lesion_fn",
+    "lesion_fp",
+    "lesion_ignored",
+    "patient_call",
+    "patient_score",
+    "dsc",
+    "lesion_dice",
+    "volume_ref_ml",
+    "retained_volume_ml",
+)
+
 _BOX3 = np.ones((3, 3, 3), dtype=bool)
 _BALL18 = ndimage.generate_binary_structure(3, 2)
 
@@ -108,6 +124,23 @@ class DetectionResult:
     lesion_dice: float
     reference: tuple[ReferenceLesion, ...]
     predicted: tuple[PredictedLesion, ...]
+
+    def values(self) -> dict[str, float]:
+        """The stored per-case values, keyed as :data:`DETECTION_CASE_METRICS`."""
+        return {
+            "lesions_ref": float(self.n_reference),
+            "lesions_pred": float(self.n_predicted),
+            "lesion_tp": float(self.tp),
+            "lesion_fn": float(self.fn),
+            "lesion_fp": float(self.fp),
+            "lesion_ignored": float(self.ignored),
+            "patient_call": float(self.patient_call),
+            "patient_score": self.patient_score,
+            "dsc": self.dice,
+            "lesion_dice": self.lesion_dice,
+            "volume_ref_ml": self.reference_volume_ml,
+            "retained_volume_ml": self.predicted_volume_ml,
+        }
 
     def summary(self) -> dict[str, Any]:
         """The per-case values as a flat dict (no lesion records)."""

@@ -28,6 +28,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from assay.errors import InputError, InputTypeError
+from assay.metrics._detection_protocol import DetectionProtocol, get_detection_protocol
 from assay.metrics._distances import Spacing
 from assay.metrics._geometry import BoolArray, Box, bounding_box, union_box
 from assay.metrics._registry import metric_info
@@ -61,6 +62,9 @@ class Profile:
     structure_tolerance_mm : per-structure τ overriding ``tolerance_mm``.
     extra_tolerances_mm : further τ values, reported as metrics ``nsd@{τ}mm``.
     hd95_variant : ``"max"`` (MONAI), ``"pooled"`` (MedPy) or ``"surfel"`` (DeepMind).
+    detection : a lesion-detection protocol: the profile then scores tumour detection
+        (:func:`~assay.metrics.detect_lesions`) instead of segmentation metrics; see
+        :func:`detection_profile`.
     """
 
     name: str
@@ -70,6 +74,7 @@ class Profile:
     structure_tolerance_mm: Mapping[str, float] = field(default_factory=dict, hash=False)
     extra_tolerances_mm: tuple[float, ...] = ()
     hd95_variant: HD95Variant = "max"
+    detection: DetectionProtocol | None = None
 
     def __post_init__(self) -> None:
         # read-only, so the built-in PROFILES cannot be changed in place
@@ -110,8 +115,17 @@ class Profile:
         return self.structure_tolerance_mm.get(structure, self.tolerance_mm)
 
     @property
+    def task(self) -> str:
+        """``detection`` for a detection profile, else ``segmentation``."""
+        return "segmentation" if self.detection is None else "detection"
+
+    @property
     def metrics(self) -> tuple[str, ...]:
         """Names of the metrics this profile reports, in storage order."""
+        if self.detection is not None:
+            from assay.metrics._lesions import DETECTION_CASE_METRICS
+
+            return DETECTION_CASE_METRICS
         extras = tuple(f"nsd@{t:g}mm" for t in self.extra_tolerances_mm)
         return BASE_METRICS[:2] + extras + BASE_METRICS[2:]
 
@@ -121,6 +135,14 @@ class Profile:
 
     def params(self) -> dict[str, Any]:
         """Every parameter of the protocol, JSON-serialisable."""
+        if self.detection is not None:
+            return {
+                "profile": self.name,
+                "task": "detection",
+                "detection": self.detection.params(),
+                "dice_smooth": 0.0,
+                "volume_unit": "ml (voxel count x voxel volume, after any resampling)",
+            }
         return {
             "profile": self.name,
             "dice_smooth": self.dice_smooth,
@@ -149,13 +171,26 @@ PROFILES: Mapping[str, Profile] = MappingProxyType(
 )
 
 
+def detection_profile(protocol: DetectionProtocol | str) -> Profile:
+    """The profile of a detection run with ``protocol`` (a preset name or a protocol): its
+    name is ``detection:<protocol name>``."""
+    p = get_detection_protocol(protocol) if isinstance(protocol, str) else protocol
+    return Profile(f"detection:{p.name}", detection=p)
+
+
 def get_profile(name: str) -> Profile:
-    """Look up a built-in profile by name (error lists the known ones)."""
+    """Look up a built-in profile by name (error lists the known ones); ``detection:NAME``
+    gives the detection profile of a built-in detection protocol."""
+    if name.startswith("detection:"):
+        return detection_profile(name.split(":", 1)[1])
     try:
         return PROFILES[name]
     except KeyError:
         known = ", ".join(PROFILES)
-        raise InputError(f"Unknown profile {name!r}; known profiles: {known}.") from None
+        raise InputError(
+            f"Unknown profile {name!r}; known profiles: {known} (and detection:PROTOCOL for "
+            "tumour detection)."
+        ) from None
 
 
 @dataclass(frozen=True)

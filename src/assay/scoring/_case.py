@@ -18,8 +18,18 @@ from numpy.typing import NDArray
 from assay.datasets import CaseSource, LabelMapFile, StructureFiles
 from assay.errors import AssayError, InputError
 from assay.io import Image, align_to_reference, binary_mask, read_image, same_grid
-from assay.metrics import Box, Profile, bounding_box, label_boxes, structure_metrics, union_box
-from assay.scoring._records import CaseRecord, ScoreRow
+from assay.metrics import (
+    Box,
+    DetectionProtocol,
+    DetectionResult,
+    Profile,
+    bounding_box,
+    detect_lesions,
+    label_boxes,
+    structure_metrics,
+    union_box,
+)
+from assay.scoring._records import CaseRecord, LesionRow, ScoreRow
 
 
 @dataclass(frozen=True)
@@ -86,6 +96,8 @@ def score_case(task: CaseTask) -> CaseRecord:
     notes: list[str] = []  # problems that leave the scores valid (recorded with the case)
     where = f"case {task.case_id!r}"
     results: dict[str, tuple[str, Mapping[str, float], str]] = {}
+    lesions: list[LesionRow] = []
+    detection = task.profile.detection
     case_status = "ok"
     try:
         ref_grid, ref_masks = _load_reference(task, notes)
@@ -123,11 +135,17 @@ def score_case(task: CaseTask) -> CaseRecord:
                 else:
                     r = ref_s if ref_s is not None else _EMPTY
                     p = pred_s if pred_s is not None else _EMPTY
-                    results[s] = _compute(p, r, spacing, task.profile, s)
+                    if detection is None:
+                        results[s] = _compute(p, r, spacing, task.profile, s)
+                    else:
+                        results[s] = _detect(p, r, ref_grid, detection, s, lesions)
+        if detection is not None:
+            _score_missing_as_empty(task, ref_masks, ref_grid, detection, results, lesions)
     except Exception as exc:  # a case-level failure: every structure records it
         message = _one_line(exc, where)
         case_status = "failed"
         results = {s: ("failed", {}, message) for s in task.structures}
+        lesions = []
     rows: list[ScoreRow] = []
     for s in task.structures:
         status, values, message = results[s]
@@ -148,7 +166,111 @@ def score_case(task: CaseTask) -> CaseRecord:
         rows=tuple(rows),
         message=" | ".join(messages),
         flags=tuple(sorted(flags)),
+        lesions=tuple(lesions),
     )
+
+
+def _detect(
+    pred: _Sparse,
+    ref: _Sparse,
+    grid: Image,
+    protocol: DetectionProtocol,
+    structure: str,
+    lesions: list[LesionRow],
+) -> tuple[str, Mapping[str, float], str]:
+    """Detection values of one tumour type; its lesion rows are appended to ``lesions``.
+
+    The masks are embedded in their union box widened by the protocol's largest dilation
+    (exact), or in the whole grid when the protocol resamples (zoom depends on the extent).
+    """
+    shape = tuple(int(n) for n in grid.array.shape[:3])
+    box = union_box(pred.box, ref.box)
+    if box is None:
+        box = (slice(0, 1), slice(0, 1), slice(0, 1))
+    if protocol.resample_mm is not None:
+        box = (slice(0, shape[0]), slice(0, shape[1]), slice(0, shape[2]))
+    else:
+        margin = 1 + max(2, protocol.dilation_voxels, protocol.organ_dilation_voxels)
+        b0, b1, b2 = (
+            slice(max(b.start - margin, 0), min(b.stop + margin, n))
+            for b, n in zip(box, shape, strict=True)
+        )
+        box = (b0, b1, b2)
+    result = detect_lesions(
+        pred.embed(box),
+        ref.embed(box),
+        grid.spacing_mm,
+        protocol,
+        axial_axis=axial_axis(grid.affine),
+    )
+    lesions.extend(lesion_rows(structure, result))
+    status = "ok" if result.n_reference or result.n_predicted else "both_empty"
+    return status, result.values(), ""
+
+
+def axial_axis(affine: NDArray[np.floating]) -> int:
+    """The voxel axis closest to the scanner's superior-inferior (world z) direction."""
+    return int(np.argmax(np.abs(np.asarray(affine, dtype=np.float64)[2, :3])))
+
+
+def lesion_rows(structure: str, result: DetectionResult) -> list[LesionRow]:
+    """The lesion records of one detection result as stored rows."""
+    rows = [
+        LesionRow(
+            structure=structure,
+            kind="reference",
+            index=x.index,
+            voxels=x.voxels,
+            volume_ml=x.volume_ml,
+            diameter_mm=x.diameter_mm,
+            equivalent_diameter_mm=x.equivalent_diameter_mm,
+            status=("detected" if x.detected else "missed") if x.counted else "uncounted",
+            dice=x.dice,
+            confidence=x.confidence,
+            matched=",".join(map(str, x.matched)),
+        )
+        for x in result.reference
+    ]
+    rows += [
+        LesionRow(
+            structure=structure,
+            kind="predicted",
+            index=x.index,
+            voxels=x.voxels,
+            volume_ml=x.volume_ml,
+            diameter_mm=math.nan,
+            equivalent_diameter_mm=(6.0 * x.volume_ml * 1000.0 / math.pi) ** (1.0 / 3.0),
+            status=x.status,
+            dice=math.nan,
+            confidence=x.confidence,
+            matched=",".join(map(str, x.matched)),
+        )
+        for x in result.predicted
+    ]
+    return rows
+
+
+def _score_missing_as_empty(
+    task: CaseTask,
+    ref_masks: Loaded,
+    grid: Image,
+    protocol: DetectionProtocol,
+    results: dict[str, tuple[str, Mapping[str, float], str]],
+    lesions: list[LesionRow],
+) -> None:
+    """Detection: a structure without a usable prediction keeps its status and message but is
+    scored as an empty prediction, so its reference lesions are counted (the analysis's
+    missing-value policy then decides what a missing call counts as)."""
+    for s, (status, values, message) in list(results.items()):
+        if status not in ("missing_prediction", "failed") or values:
+            continue
+        ref_s = ref_masks.get(s)
+        if isinstance(ref_s, _Failure):
+            continue
+        _, empty_values, _ = _detect(
+            _EMPTY, ref_s if ref_s is not None else _EMPTY, grid, protocol, s, lesions
+        )
+        results[s] = (status, empty_values, message)
 
 
 def _compute(

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 from assay.datasets import (
     DEFAULT_SCHEMA,
     LAYOUTS,
+    TUMOUR_ORGANS,
     CaseSource,
     LabelMapFile,
     LabelSchema,
@@ -237,6 +238,20 @@ def score(
             "missing prediction."
         )
     structures = _structures(ref_cases)
+    if prof.detection is not None:
+        organs = [x for x in structures if not is_tumour(x)]
+        structures = tuple(x for x in structures if is_tumour(x))
+        if not structures:
+            raise InputError(
+                f"No tumour structures in the reference folder {reference} (found "
+                f"{', '.join(organs) or 'none'}); a detection run scores tumour masks such as "
+                f"{', '.join(TUMOUR_ORGANS)}. Name the files after them, or use --schema "
+                "for other names."
+            )
+        if organs:
+            notes.append(
+                "Detection scores tumour structures only; not scored: " + ", ".join(organs)
+            )
     if not structures:
         raise InputError(
             f"No structures found in the reference folder {reference}; expected masks named "
@@ -357,6 +372,11 @@ def score(
         notes=tuple(notes),
         changed_cases=tuple(changed_cases),
     )
+
+
+def is_tumour(structure: str) -> bool:
+    """Whether a structure is a tumour type a detection run scores."""
+    return structure in TUMOUR_ORGANS or structure.endswith(("_tumor", "_lesion"))
 
 
 def _structures(ref_cases: Mapping[str, CaseSource]) -> tuple[str, ...]:

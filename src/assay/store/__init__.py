@@ -2,11 +2,12 @@
 
 from assay.store._export import FORMATS, export_scores
 from assay.store._import import ImportReport, import_touchstone, read_metadata
-from assay.store._schema import SCORE_COLUMNS
+from assay.store._schema import LESION_COLUMNS, SCORE_COLUMNS
 from assay.store._store import ResultStore, database_url
 
 __all__ = [
     "FORMATS",
+    "LESION_COLUMNS",
     "SCORE_COLUMNS",
     "ImportReport",
     "ResultStore",

@@ -5,6 +5,8 @@
   row and its score rows are written in one transaction, so a case is either fully stored or
   absent, which is what makes runs resumable.
 * ``case_metadata`` — per-case metadata of a dataset (age, sex, scanner, ...) as JSON.
+* ``lesions`` — detection runs only: one row per reference lesion and per retained predicted
+  lesion of a (case, tumour type), written in the case's transaction.
 * ``scores`` — the long-format score rows of DESIGN.md §2: one per (case, structure, metric),
   with its status. NaN is stored as NULL (its status says why); ±inf is stored as such.
 
@@ -21,6 +23,7 @@ from sqlalchemy import (
     Double,
     ForeignKey,
     Index,
+    Integer,
     MetaData,
     String,
     Table,
@@ -69,6 +72,24 @@ scores = Table(
 
 Index("ix_scores_dataset_model", scores.c.dataset, scores.c.model)
 
+lesions = Table(
+    "lesions",
+    metadata,
+    Column("run_id", String, ForeignKey("runs.run_id"), primary_key=True),
+    Column("case_id", String, primary_key=True),
+    Column("structure", String, primary_key=True),
+    Column("kind", String, primary_key=True),  # reference | predicted
+    Column("lesion", Integer, primary_key=True),
+    Column("voxels", Integer, nullable=False),
+    Column("volume_ml", Double, nullable=False),
+    Column("diameter_mm", Double, nullable=True),
+    Column("equivalent_diameter_mm", Double, nullable=False),
+    Column("status", String, nullable=False),
+    Column("dice", Double, nullable=True),
+    Column("confidence", Double, nullable=True),
+    Column("matched", String, nullable=False, default=""),
+)
+
 case_metadata = Table(
     "case_metadata",
     metadata,
@@ -88,4 +109,23 @@ SCORE_COLUMNS = (
     "value",
     "status",
     "message",
+)
+
+#: Column order of exported lesion tables.
+LESION_COLUMNS = (
+    "run_id",
+    "dataset",
+    "model",
+    "case_id",
+    "structure",
+    "kind",
+    "lesion",
+    "voxels",
+    "volume_ml",
+    "diameter_mm",
+    "equivalent_diameter_mm",
+    "status",
+    "dice",
+    "confidence",
+    "matched",
 )

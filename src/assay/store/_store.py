@@ -35,7 +35,16 @@ from sqlalchemy.exc import (
 
 from assay.errors import InputError, StoreError
 from assay.scoring import CaseRecord
-from assay.store._schema import SCORE_COLUMNS, case_metadata, cases, metadata, runs, scores
+from assay.store._schema import (
+    LESION_COLUMNS,
+    SCORE_COLUMNS,
+    case_metadata,
+    cases,
+    lesions,
+    metadata,
+    runs,
+    scores,
+)
 
 
 def database_url(db: str | Path) -> str:
@@ -197,6 +206,7 @@ class ResultStore:
         """Remove every case and score of a run (the run row stays)."""
         with self._guard(f"delete run {run_id} from"), self.engine.begin() as con:
             con.execute(delete(scores).where(scores.c.run_id == run_id))
+            con.execute(delete(lesions).where(lesions.c.run_id == run_id))
             con.execute(delete(cases).where(cases.c.run_id == run_id))
 
     def manifest(self, run_id: str) -> dict[str, Any] | None:
@@ -212,6 +222,9 @@ class ResultStore:
                 ids = list(case_ids[chunk : chunk + 500])
                 con.execute(
                     delete(scores).where(scores.c.run_id == run_id, scores.c.case_id.in_(ids))
+                )
+                con.execute(
+                    delete(lesions).where(lesions.c.run_id == run_id, lesions.c.case_id.in_(ids))
                 )
                 con.execute(delete(cases).where(cases.c.run_id == run_id, cases.c.case_id.in_(ids)))
 
@@ -281,9 +294,17 @@ class ResultStore:
             for record in latest.values()
             for r in record.rows
         ]  # fmt: skip
+        lesion_rows = [
+            (run_id, record.case_id, x.structure, x.kind, x.index, x.voxels, x.volume_ml,
+             _value(x.diameter_mm), x.equivalent_diameter_mm, x.status, _value(x.dice),
+             _value(x.confidence), x.matched)
+            for record in latest.values()
+            for x in record.lesions
+        ]  # fmt: skip
         with self._guard(f"store {what} in"), self.engine.begin() as con:
             if replace_run:
                 con.execute(delete(scores).where(scores.c.run_id == run_id))
+                con.execute(delete(lesions).where(lesions.c.run_id == run_id))
                 con.execute(delete(cases).where(cases.c.run_id == run_id))
             else:
                 ids = list(latest)
@@ -293,10 +314,16 @@ class ResultStore:
                         delete(scores).where(scores.c.run_id == run_id, scores.c.case_id.in_(part))
                     )
                     con.execute(
+                        delete(lesions).where(
+                            lesions.c.run_id == run_id, lesions.c.case_id.in_(part)
+                        )
+                    )
+                    con.execute(
                         delete(cases).where(cases.c.run_id == run_id, cases.c.case_id.in_(part))
                     )
             _insert_many(con, cases, _CASE_COLUMNS, case_rows)
             _insert_many(con, scores, _SCORE_ROW_COLUMNS, score_rows)
+            _insert_many(con, lesions, _LESION_ROW_COLUMNS, lesion_rows)
 
     def cases(self, run_ids: Iterable[str] | None = None) -> pd.DataFrame:
         """Stored case rows, optionally for some runs only."""
@@ -366,11 +393,37 @@ class ResultStore:
         df["value"] = df["value"].astype("float64")
         return df
 
+    def lesions(
+        self, *, run_ids: Sequence[str] | None = None, dataset: str | None = None
+    ) -> pd.DataFrame:
+        """Lesion rows of detection runs (``LESION_COLUMNS``); NULL values read as NaN."""
+        query = select(
+            *(lesions.c[c] for c in _LESION_ROW_COLUMNS[:2]),
+            runs.c.dataset,
+            runs.c.model,
+            *(lesions.c[c] for c in _LESION_ROW_COLUMNS[2:]),
+        ).join(runs, runs.c.run_id == lesions.c.run_id)
+        if run_ids is not None:
+            query = query.where(lesions.c.run_id.in_(list(run_ids)))
+        if dataset is not None:
+            query = query.where(runs.c.dataset == dataset)
+        order = (lesions.c.run_id, lesions.c.case_id, lesions.c.structure, lesions.c.kind)
+        query = query.order_by(*(self._sorted(c) for c in order), lesions.c.lesion)
+        with self._guard("read"), self.engine.connect() as con:
+            df = pd.read_sql(query, con)
+        for column in ("volume_ml", "diameter_mm", "equivalent_diameter_mm", "dice", "confidence"):
+            df[column] = df[column].astype("float64")
+        return df[list(LESION_COLUMNS)]
+
 
 #: Column order of the tuples :meth:`ResultStore.write_cases` inserts.
 _CASE_COLUMNS = ("run_id", "case_id", "status", "message", "flags", "seconds", "finished_at")
 _SCORE_ROW_COLUMNS = (
     "run_id", "case_id", "structure", "metric", "dataset", "model", "value", "status", "message",
+)  # fmt: skip
+_LESION_ROW_COLUMNS = (
+    "run_id", "case_id", "structure", "kind", "lesion", "voxels", "volume_ml", "diameter_mm",
+    "equivalent_diameter_mm", "status", "dice", "confidence", "matched",
 )  # fmt: skip
 
 

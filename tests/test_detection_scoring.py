@@ -1,0 +1,138 @@
+"""Detection runs end to end: NIfTI files -> score_case -> results database (scores + lesions).
+
+Expected values are closed-form: boxes on a 0.8 x 0.8 x 1.5 mm grid. NIfTI stores the
+spacing as float32, so one voxel is float32(0.8)² x float32(1.5) = 0.960000023 mm³.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from assay.errors import InputError
+from assay.io import write_image
+from assay.metrics import DETECTION_CASE_METRICS, detection_profile, get_profile
+from assay.scoring import score
+from assay.store import LESION_COLUMNS, ResultStore
+
+AFFINE = np.diag([0.8, 0.8, 1.5, 1.0])
+S = float(np.float32(0.8))
+VOXEL_MM3 = S * S * float(np.float32(1.5))
+VOXEL_ML = VOXEL_MM3 / 1000
+
+
+def write_case(root: Path, case: str, masks: dict[str, np.ndarray]) -> None:
+    (root / case).mkdir(parents=True, exist_ok=True)
+    for name, mask in masks.items():
+        write_image(root / case / f"{name}.nii.gz", mask.astype(np.uint8), AFFINE)
+
+
+def empty() -> np.ndarray:
+    return np.zeros((40, 40, 30), dtype=bool)
+
+
+@pytest.fixture()
+def benchmark(tmp_path: Path) -> Path:
+    """p1: one pancreas tumour found; p2: two tumours, one found; c1: a control with a false
+    positive; c2: a control with no prediction file at all."""
+    ref, pred = tmp_path / "ref", tmp_path / "pred"
+    t1 = empty()
+    t1[5:12, 5:12, 5:10] = True  # 245 voxels
+    write_case(ref, "p1", {"pancreas_tumor": t1, "pancreas": t1})
+    write_case(pred, "p1", {"pancreas_tumor": t1})
+    t2 = empty()
+    t2[5:9, 5:9, 5:8] = True
+    t2[25:30, 25:30, 20:24] = True
+    found = empty()
+    found[25:30, 25:30, 20:24] = True
+    write_case(ref, "p2", {"pancreas_tumor": t2})
+    write_case(pred, "p2", {"pancreas_tumor": found})
+    fp = empty()
+    fp[30:33, 30:33, 20:23] = True
+    write_case(ref, "c1", {"pancreas_tumor": empty()})
+    write_case(pred, "c1", {"pancreas_tumor": fp})
+    write_case(ref, "c2", {"pancreas_tumor": empty()})
+    (pred / "c2").mkdir()
+    return tmp_path
+
+
+def values(store: ResultStore) -> dict[tuple[str, str], float]:
+    s = store.scores()
+    return {(r.case_id, r.metric): r.value for r in s.itertuples()}
+
+
+def test_detection_run_stores_case_values_and_lesions(benchmark: Path) -> None:
+    store = ResultStore(benchmark / "a.db")
+    report = score(
+        benchmark / "ref",
+        benchmark / "pred",
+        model="m",
+        dataset="d",
+        profile=detection_profile("atlas2"),
+        store=store,
+    )
+    assert any("not scored: pancreas" in n for n in report.notes)
+    v = values(store)
+    assert set(store.scores()["metric"]) == set(DETECTION_CASE_METRICS)
+    assert (v["p1", "lesion_tp"], v["p1", "dsc"], v["p1", "patient_call"]) == (1, 1.0, 1)
+    assert (v["p2", "lesions_ref"], v["p2", "lesion_tp"], v["p2", "lesion_fn"]) == (2, 1, 1)
+    assert (v["c1", "lesion_fp"], v["c1", "patient_call"]) == (1, 1)
+    # Without probabilities the patient score is the retained volume (mm³), flagged below.
+    assert v["c1", "patient_score"] == pytest.approx(27 * VOXEL_MM3, abs=1e-12)
+    assert v["c1", "retained_volume_ml"] == pytest.approx(27 * VOXEL_ML, abs=1e-15)
+    # c2 has no prediction: recorded as missing, scored as an empty prediction.
+    statuses = store.scores().groupby("case_id")["status"].first()
+    assert statuses["c2"] == "missing_prediction" and v["c2", "patient_call"] == 0
+    lesions = store.lesions()
+    assert list(lesions.columns) == list(LESION_COLUMNS)
+    p2 = lesions[(lesions["case_id"] == "p2") & (lesions["kind"] == "reference")]
+    assert sorted(p2["status"]) == ["detected", "missed"]
+    assert sorted(p2["voxels"]) == [48, 100]
+    big = p2[p2["voxels"] == 100].iloc[0]
+    assert big["volume_ml"] == pytest.approx(100 * VOXEL_ML, abs=1e-15)
+    assert big["diameter_mm"] == pytest.approx(math.hypot(5 * S, 5 * S), abs=1e-12)
+    assert math.isnan(big["confidence"])
+    c1 = lesions[lesions["case_id"] == "c1"]
+    assert list(c1["kind"]) == ["predicted"] and list(c1["status"]) == ["fp"]
+    # The protocol is recorded with the run and names the run's profile.
+    runs = store.runs()
+    manifest = runs["manifest"].iloc[0]
+    assert runs["profile"].iloc[0] == "detection:atlas2"
+    assert manifest["protocol"]["detection"]["match"] == "overlap"
+
+
+def test_rerun_skips_and_force_rewrites_lesions(benchmark: Path) -> None:
+    store = ResultStore(benchmark / "a.db")
+    kwargs = {"model": "m", "dataset": "d", "profile": "detection:brats", "store": store}
+    score(benchmark / "ref", benchmark / "pred", **kwargs)
+    n = len(store.lesions())
+    again = score(benchmark / "ref", benchmark / "pred", **kwargs)
+    # Finished cases are skipped; the case without a prediction is retried (not final).
+    assert again.n_scored == 1 and again.n_skipped == 3
+    score(benchmark / "ref", benchmark / "pred", force=True, **kwargs)
+    assert len(store.lesions()) == n  # replaced, not duplicated
+
+
+def test_detection_needs_tumour_structures(tmp_path: Path) -> None:
+    write_case(tmp_path / "ref", "a", {"liver": empty()})
+    write_case(tmp_path / "pred", "a", {"liver": empty()})
+    with pytest.raises(InputError, match="No tumour structures"):
+        score(
+            tmp_path / "ref",
+            tmp_path / "pred",
+            model="m",
+            dataset="d",
+            profile="detection:atlas2",
+            store=ResultStore(tmp_path / "a.db"),
+        )
+
+
+def test_detection_profiles_by_name() -> None:
+    assert get_profile("detection:picai").detection.match == "iou_hungarian"
+    with pytest.raises(InputError, match="Unknown detection protocol"):
+        get_profile("detection:nope")
+    # Segmentation profiles keep their parameters (and so their run ids).
+    assert "detection" not in get_profile("default").params()
