@@ -71,12 +71,39 @@ def analyze_command(
         typer.Option(help="Model cards (training data for contamination checks)."),
     ] = None,
     worst_value: _WorstValue = None,
+    task: Annotated[
+        str, typer.Option(help="segmentation (organs), or detection (tumours: P-Sen, T-Sen, ...).")
+    ] = "segmentation",
+    control_scope: Annotated[
+        str,
+        typer.Option(help="Detection controls: any_type (no tumour at all) or type_negative."),
+    ] = "any_type",
+    proportion_ci: Annotated[
+        str,
+        typer.Option(
+            help="Detection P-Sen/Spe/T-Sen intervals: bootstrap, wilson, clopper_pearson."
+        ),
+    ] = "bootstrap",
 ) -> None:
     """Leaderboards with CIs, significance, winners, rank stability and subgroups."""
     from assay.report._collect import load_metadata, load_scores
     from assay.stats import analyze, parse_group_spec
 
     with _fatal_errors():
+        _choice("task", task, ("segmentation", "detection"))
+        if task == "detection":
+            from assay.cli._detect import analyze_detection_command
+            from assay.stats import DETECTION_POLICIES
+
+            _choice("policy", policy, DETECTION_POLICIES)
+            _choice("control-scope", control_scope, ("any_type", "type_negative"))
+            _choice("proportion-ci", proportion_ci, ("bootstrap", "wilson", "clopper_pearson"))
+            analyze_detection_command(
+                store=ResultStore(db, create=False), dataset=dataset, profile=profile,
+                out_dir=out_dir, policy=policy, bootstrap=bootstrap, seed=seed, alpha=alpha,
+                control_scope=control_scope, proportion_ci=proportion_ci,
+            )  # fmt: skip
+            return
         _check_analysis_choices(policy, aggregation, ci, correction, winner_rule)
         _choice("subgroup-family", subgroup_family, ("all", "model"))
         store = ResultStore(db, create=False)

@@ -19,7 +19,7 @@ from assay.cli import _common as common
 from assay.cli._common import _fatal_errors, _fmt, _progress, _run_score, app
 from assay.datasets import DEFAULT_SCHEMA, LabelSchema, read_label_map_spec
 from assay.errors import InputError
-from assay.metrics import PROFILES, get_profile
+from assay.metrics import DETECTION_PROTOCOLS, PROFILES, detection_profile, get_profile
 from assay.scoring import MEANS_NOTE, STATUSES, ScoreReport, case_problems, summarize
 from assay.store import FORMATS, ResultStore, export_scores
 
@@ -68,6 +68,16 @@ def score_command(
             "--structure-tolerance", help="Per-structure NSD tolerance, NAME=MM (repeatable)."
         ),
     ] = None,
+    task: Annotated[
+        str,
+        typer.Option(help="segmentation (organ metrics) or detection (tumour lesions)."),
+    ] = "segmentation",
+    protocol: Annotated[
+        str,
+        typer.Option(
+            help=f"Detection protocol with --task detection: {', '.join(DETECTION_PROTOCOLS)}."
+        ),
+    ] = "atlas2",
 ) -> None:
     """Score every case and structure; store one row per metric; print a summary."""
     from assay.scoring import check_score_options
@@ -81,7 +91,16 @@ def score_command(
         if not db.strip():
             raise InputError("--db must be an SQLite file or an SQLAlchemy URL (got '').")
         label_schema = LabelSchema.from_file(schema) if schema else DEFAULT_SCHEMA
-        prof = get_profile(profile)
+        if task not in ("segmentation", "detection"):
+            raise InputError(f"--task {task!r} is not one of segmentation, detection.")
+        if task == "detection" and (
+            profile != "default" or tolerance_mm is not None or structure_tolerance
+        ):
+            raise InputError(
+                "--profile, --tolerance-mm and --structure-tolerance set segmentation metrics; "
+                "with --task detection choose a --protocol instead."
+            )
+        prof = detection_profile(protocol) if task == "detection" else get_profile(profile)
         overrides = []
         if tolerance_mm is not None:
             prof = replace(prof, tolerance_mm=tolerance_mm)
@@ -148,7 +167,12 @@ def _print_report(store: ResultStore, report: ScoreReport) -> None:
         f"{escape(report.profile)}, run {report.run_id}): {report.n_cases} cases, "
         f"{report.n_scored} scored now, {report.n_skipped} already stored, {report.seconds:.1f} s"
     )
-    _print_summary(summarize(scores))
+    if report.profile.startswith("detection:"):
+        from assay.cli._detect import print_detection_scores
+
+        print_detection_scores(store, report.run_id)
+    else:
+        _print_summary(summarize(scores))
     cases = store.cases([report.run_id])
     counts = cases["status"].value_counts()
     common.out.print(

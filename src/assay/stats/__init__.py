@@ -13,7 +13,10 @@
 * :func:`rankings`, :func:`consensus_ranking`, :func:`rank_stability` — ranking schemes and
   their bootstrap stability (P(rank 1), rank intervals, Kendall's τ);
 * :class:`AnalysisOptions` — every analysis parameter, declared and checked once;
-* :func:`subgroup_analysis` — groups from metadata, Kruskal–Wallis and pairwise Mann–Whitney U.
+* :func:`subgroup_analysis` — groups from metadata, Kruskal–Wallis and pairwise Mann–Whitney U;
+* :func:`analyze_detection` (with :func:`cases_from_scores`) — tumour detection: P-Sen,
+  T-Sen, Spe, AUC, DSC, precision, F1, FPPI with paired bootstrap CIs, sizes, FROC, McNemar
+  and DeLong co-winners.
 """
 
 import importlib
@@ -27,6 +30,12 @@ if TYPE_CHECKING:
     from assay.stats._aggregate import AVERAGE, aggregate, case_averages
     from assay.stats._analysis import Analysis, analyze
     from assay.stats._bootstrap import bootstrap_ci, paired_bootstrap_means
+    from assay.stats._detection import (
+        DETECTION_POLICIES,
+        DetectionAnalysis,
+        analyze_detection,
+        cases_from_scores,
+    )
     from assay.stats._paired import (
         LOWER_IS_BETTER,
         higher_is_better_for,
@@ -49,6 +58,10 @@ _LAZY = {
     "analyze": "assay.stats._analysis",
     "bootstrap_ci": "assay.stats._bootstrap",
     "paired_bootstrap_means": "assay.stats._bootstrap",
+    "DETECTION_POLICIES": "assay.stats._detection",
+    "DetectionAnalysis": "assay.stats._detection",
+    "analyze_detection": "assay.stats._detection",
+    "cases_from_scores": "assay.stats._detection",
     "LOWER_IS_BETTER": "assay.stats._paired",
     "higher_is_better_for": "assay.stats._paired",
     "inversions": "assay.stats._paired",
@@ -78,18 +91,22 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "AVERAGE",
+    "DETECTION_POLICIES",
     "LOWER_IS_BETTER",
     "OPTION_SPECS",
     "POLICIES",
     "WINNER_RULES",
     "Analysis",
     "AnalysisOptions",
+    "DetectionAnalysis",
     "OptionSpec",
     "aggregate",
     "analyze",
+    "analyze_detection",
     "apply_policy",
     "bootstrap_ci",
     "case_averages",
+    "cases_from_scores",
     "consensus_ranking",
     "default_worst_value",
     "higher_is_better_for",

@@ -182,9 +182,11 @@ def analyze_detection(
                 )
             per_model[model] = _case_vectors(m, index, len(patients))
         _check_same_cases(per_model, str(structure))
+        boots: dict[str, dict[str, np.ndarray]] = {}
         for model in models:
             v = per_model[model]
             point, boot = _metric_values(v, weights)
+            boots[model] = boot
             for metric in DETECTION_METRICS:
                 num, den = _num_den(metric, v)
                 value = point[metric]
@@ -208,7 +210,7 @@ def analyze_detection(
                     }
                 )
             sweep_rows += _sweep(structure, model, m_frame(frame, model), volume_sweep_mm3)
-        comparison_rows += _compare(structure, models, per_model, alpha)
+        comparison_rows += _compare(structure, models, per_model, boots, alpha)
         if lesions is not None and len(lesions):
             size_rows += _by_size(
                 structure, models, lesions[lesions["structure"] == structure], index, weights, q
@@ -228,6 +230,95 @@ def analyze_detection(
         sweep=pd.DataFrame(sweep_rows),
         froc=pd.DataFrame(froc_rows),
     )
+
+
+#: Detection missing-value policies: how a (case, tumour type) without a usable prediction
+#: counts. ``worst``: wrong at every level (a positive patient missed with the lowest score,
+#: its tumours missed, Dice 0; a control called positive with the highest score);
+#: ``empty``: as an empty prediction (what the scorer stored); ``exclude``: left out.
+DETECTION_POLICIES: tuple[str, ...] = ("worst", "empty", "exclude")
+_NOT_SCORED = ("missing_prediction", "failed")
+
+
+def cases_from_scores(
+    scores: pd.DataFrame, *, policy: str = "worst"
+) -> tuple[pd.DataFrame, list[str]]:
+    """Per-(model, case, structure) detection rows from a detection run's long score rows.
+
+    Returns the frame :func:`analyze_detection` takes and notes saying what the policy did
+    (with counts). Cases whose reference failed (no values) are always left out, and said so.
+
+    Raises
+    ------
+    InputError
+        For an unknown policy or score rows of no detection run.
+    """
+    if policy not in DETECTION_POLICIES:
+        raise InputError(
+            f"Detection policy {policy!r} is invalid: choose one of "
+            f"{', '.join(DETECTION_POLICIES)}."
+        )
+    keys = ["model", "case_id", "structure"]
+    wide = scores.pivot_table(index=keys, columns="metric", values="value", aggfunc="first")
+    needed = {"lesions_ref", "lesion_tp", "lesion_fn", "lesion_fp", "patient_call"}
+    if not needed <= set(wide.columns):
+        raise InputError(
+            "These scores hold no detection values (lesions_ref, lesion_tp, ...): score the "
+            "predictions with `assay score --task detection` first."
+        )
+    status = scores.groupby(keys)["status"].first()
+    wide = wide.join(status).reset_index()
+    notes: list[str] = []
+    no_reference = wide["lesions_ref"].isna()
+    if no_reference.any():
+        notes.append(
+            f"{int(no_reference.sum())} (case, tumour type) rows have no reference values "
+            "(the reference failed to load) and are left out."
+        )
+        wide = wide[~no_reference]
+    unscored = wide["status"].isin(_NOT_SCORED)
+    positive = wide["lesions_ref"] > 0
+    out = pd.DataFrame(
+        {
+            "model": wide["model"],
+            "case_id": wide["case_id"],
+            "structure": wide["structure"],
+            "status": wide["status"],
+            "reference_positive": positive,
+            "patient_call": wide["patient_call"] > 0,
+            "patient_score": wide["patient_score"],
+            "tp": wide["lesion_tp"],
+            "fn": wide["lesion_fn"],
+            "fp": wide["lesion_fp"],
+            "n_predicted": wide["lesions_pred"],
+            "ignored": wide["lesion_ignored"],
+            "dice": wide["dsc"],
+            "predicted_volume_ml": wide["retained_volume_ml"],
+        }
+    )
+    n = int(unscored.sum())
+    if n and policy == "exclude":
+        out = out[~unscored.to_numpy()]
+        notes.append(f"{n} (case, tumour type) rows without a usable prediction are left out.")
+    elif n and policy == "worst":
+        u = unscored.to_numpy()
+        pos = positive.to_numpy()
+        out.loc[u, "patient_call"] = ~pos[u]
+        out.loc[u & pos, "patient_score"] = -math.inf
+        out.loc[u & ~pos, "patient_score"] = math.inf
+        out.loc[u, "tp"] = 0.0
+        out.loc[u, "fn"] = wide.loc[unscored, "lesions_ref"].to_numpy()
+        out.loc[u & pos, "dice"] = 0.0
+        notes.append(
+            f"{n} (case, tumour type) rows without a usable prediction count as wrong "
+            "(policy worst): positives missed, controls called positive."
+        )
+    elif n:
+        notes.append(
+            f"{n} (case, tumour type) rows without a usable prediction count as empty "
+            "predictions (policy empty)."
+        )
+    return out.reset_index(drop=True), notes
 
 
 def m_frame(frame: pd.DataFrame, model: str) -> pd.DataFrame:
@@ -471,15 +562,25 @@ def _placements(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return v10, v01
 
 
+#: Metrics whose co-winners are tested, and how (the leaderboard's columns).
+TESTED_METRICS: tuple[str, ...] = ("p_sen", "t_sen", "spe", "auc", "dsc")
+
+
 def _compare(
     structure: object,
     models: list[str],
     per_model: dict[str, dict[str, np.ndarray]],
+    boots: dict[str, dict[str, np.ndarray]],
     alpha: float,
 ) -> list[dict[str, object]]:
-    """Every model against the best of (structure, metric) for P-Sen, Spe and AUC."""
+    """Every model against the best of (structure, metric), one-sided, Holm per family.
+
+    P-Sen and Spe: exact McNemar on the positives / controls; AUC: DeLong; T-Sen and DSC
+    (no paired closed form for a micro average over clustered tumours): the paired
+    bootstrap, p = (#{resamples with best − other ≤ 0} + 1) / (B + 1).
+    """
     rows: list[dict[str, object]] = []
-    for metric in ("p_sen", "spe", "auc"):
+    for metric in TESTED_METRICS:
         values = {}
         for model in models:
             v = per_model[model]
@@ -508,6 +609,11 @@ def _compare(
                 keep = (a["positive"] + a["control"]) > 0
                 _, _, _, pv = delong(a["score"][keep], b["score"][keep], a["positive"][keep] > 0)
                 test = "DeLong, one-sided"
+            elif metric in ("t_sen", "dsc"):
+                diff = boots[best][metric] - boots[model][metric]
+                diff = diff[~np.isnan(diff)]
+                pv = float((np.count_nonzero(diff <= 0) + 1) / (diff.size + 1))
+                test = "paired bootstrap, one-sided"
             else:
                 group = a["positive"] > 0 if metric == "p_sen" else a["control"] > 0
                 want = metric == "p_sen"
