@@ -136,3 +136,52 @@ def test_detection_profiles_by_name() -> None:
         get_profile("detection:nope")
     # Segmentation profiles keep their parameters (and so their run ids).
     assert "detection" not in get_profile("default").params()
+
+
+def write_map(root: Path, case: str, structure: str, array: np.ndarray) -> None:
+    (root / case).mkdir(parents=True, exist_ok=True)
+    write_image(root / case / f"{structure}.nii.gz", array.astype(np.float32), AFFINE)
+
+
+def test_probability_maps_give_confidences_scores_and_predictions(benchmark: Path) -> None:
+    probs = benchmark / "probs"
+    t1 = empty()
+    t1[5:12, 5:12, 5:10] = True
+    write_map(probs, "p1", "pancreas_tumor", np.where(t1, 0.75, 0.125))
+    fp = empty()
+    fp[30:33, 30:33, 20:23] = True
+    write_map(probs, "c1", "pancreas_tumor", np.where(fp, 0.625, 0.0))
+    # c2 has no mask but a map: the map (binarised at > 0.5) is its prediction: no lesion.
+    write_map(probs, "c2", "pancreas_tumor", np.full(empty().shape, 0.25))
+    # p2's map holds logits, not probabilities: that structure fails with its reason.
+    write_map(probs, "p2", "pancreas_tumor", np.full(empty().shape, 3.0))
+    store = ResultStore(benchmark / "a.db")
+    score(benchmark / "ref", benchmark / "pred", model="m", dataset="d",
+          profile="detection:atlas2", store=store, probabilities=probs)  # fmt: skip
+    v = values(store)
+    rows = store.scores().groupby("case_id")[["status", "message"]].first()
+    assert v["p1", "patient_score"] == 0.75  # max probability in the retained region
+    assert v["c1", "patient_score"] == 0.625
+    cases = store.cases().set_index("case_id")
+    assert cases.loc["c2", "status"] == "ok"  # no longer a missing prediction
+    assert rows.loc["c2", "status"] == "both_empty" and v["c2", "patient_call"] == 0
+    assert v["c2", "patient_score"] == 0.0  # nothing retained (score_region="retained")
+    assert rows.loc["p2", "status"] == "failed"
+    assert "outside [0, 1]" in rows.loc["p2", "message"]
+    assert v["p2", "lesions_ref"] == 2  # still counted (as an empty prediction)
+    lesions = store.lesions()
+    p1 = lesions[(lesions["case_id"] == "p1") & (lesions["kind"] == "predicted")]
+    assert list(p1["confidence"]) == [0.75]
+    ref_p1 = lesions[(lesions["case_id"] == "p1") & (lesions["kind"] == "reference")]
+    assert list(ref_p1["confidence"]) == [0.75]
+    # The whole-map maximum is the score under score_region="map" (PI-CAI).
+    store2 = ResultStore(benchmark / "b.db")
+    score(benchmark / "ref", benchmark / "pred", model="m", dataset="d",
+          profile="detection:picai", store=store2, probabilities=probs)  # fmt: skip
+    assert values(store2)["c2", "patient_score"] == 0.25
+
+
+def test_probability_maps_need_detection(benchmark: Path) -> None:
+    with pytest.raises(InputError, match="for tumour detection"):
+        score(benchmark / "ref", benchmark / "pred", model="m", dataset="d",
+              store=ResultStore(benchmark / "a.db"), probabilities=benchmark / "pred")  # fmt: skip

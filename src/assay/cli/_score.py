@@ -78,6 +78,12 @@ def score_command(
             help=f"Detection protocol with --task detection: {', '.join(DETECTION_PROTOCOLS)}."
         ),
     ] = "atlas2",
+    probabilities: Annotated[
+        Path | None,
+        typer.Option(
+            help="Detection: folder of probability maps in [0, 1] (CASE/STRUCTURE.nii.gz)."
+        ),
+    ] = None,
 ) -> None:
     """Score every case and structure; store one row per metric; print a summary."""
     from assay.scoring import check_score_options
@@ -136,6 +142,7 @@ def score_command(
                     schema=label_schema,
                     resample=resample,
                     scheduler=scheduler,
+                    probabilities=probabilities,
                 )
         except KeyboardInterrupt:
             common.err.print("[yellow]interrupted:[/] finished cases are stored; re-run to resume.")

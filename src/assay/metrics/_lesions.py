@@ -174,6 +174,7 @@ def detect_lesions(
     probability: NDArray[Any] | None = None,
     organ: NDArray[Any] | None = None,
     axial_axis: int = 2,
+    probability_max: float | None = None,
 ) -> DetectionResult:
     """Detect and match the lesions of one tumour type.
 
@@ -195,6 +196,9 @@ def detect_lesions(
         Optional organ mask for ``organ_gate``.
     axial_axis
         Array axis normal to the axial slices, for the longest axial diameter.
+    probability_max
+        The maximum of the whole probability map when ``probability`` is a crop of it (for
+        ``score_region="map"``); default: the maximum of ``probability``.
 
     Raises
     ------
@@ -235,6 +239,8 @@ def detect_lesions(
     voxel_mm3 = spacing[0] * spacing[1] * spacing[2]
 
     score_map_max = float(prob.max()) if prob is not None and prob.size else 0.0
+    if probability_max is not None and protocol.resample_mm is None:
+        score_map_max = max(score_map_max, float(probability_max))
     box = _crop_box(pred_b, ref_b, protocol)
     if box is None:  # nothing predicted, nothing to find
         nothing = np.zeros((1, 1, 1), dtype=bool)

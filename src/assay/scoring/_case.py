@@ -42,6 +42,8 @@ class CaseTask:
     ``reference_problem`` hold discovery problems of the prediction or reference case (an
     unknown structure file name, two files for one structure) to record with the case; with a
     reference problem, structures without a reference file fail instead of counting as empty.
+    ``probability`` (detection only) holds the case's probability maps, one file per tumour
+    type; ``probability_problem`` their discovery problem.
     """
 
     case_id: str
@@ -53,6 +55,8 @@ class CaseTask:
     problem: str = ""
     reference_problem: str = ""
     failure: str = ""
+    probability: CaseSource | None = None
+    probability_problem: str = ""
 
 
 @dataclass(frozen=True)
@@ -138,7 +142,7 @@ def score_case(task: CaseTask) -> CaseRecord:
                     if detection is None:
                         results[s] = _compute(p, r, spacing, task.profile, s)
                     else:
-                        results[s] = _detect(p, r, ref_grid, detection, s, lesions)
+                        results[s] = _detect_structure(task, p, r, ref_grid, s, lesions)
         if detection is not None:
             _score_missing_as_empty(task, ref_masks, ref_grid, detection, results, lesions)
     except Exception as exc:  # a case-level failure: every structure records it
@@ -152,12 +156,16 @@ def score_case(task: CaseTask) -> CaseRecord:
         for metric in task.profile.metrics:
             rows.append(ScoreRow(s, metric, values.get(metric, math.nan), status, message))
     statuses = {st for st, _, _ in results.values()}
+    if case_status == "missing_prediction" and "missing_prediction" not in statuses:
+        case_status = "ok"  # detection: every structure was predicted by its probability map
     if case_status == "ok":
         if "failed" in statuses or task.reference_problem:
             case_status = "failed"
         elif "missing_prediction" in statuses or task.problem or notes:
             case_status = "partial"
-    problems = ({task.reference_problem, task.problem} - {""}) | set(notes)
+    problems = ({task.reference_problem, task.problem, task.probability_problem} - {""}) | set(
+        notes
+    )
     messages = sorted({m for _, _, m in results.values() if m} | problems)
     return CaseRecord(
         case_id=task.case_id,
@@ -170,21 +178,75 @@ def score_case(task: CaseTask) -> CaseRecord:
     )
 
 
+def _detect_structure(
+    task: CaseTask,
+    pred: _Sparse | None,
+    ref: _Sparse,
+    grid: Image,
+    structure: str,
+    lesions: list[LesionRow],
+) -> tuple[str, Mapping[str, float], str]:
+    """Detection of one tumour type with its probability map, if the case has one; a bad map
+    (unreadable, another grid, values outside [0, 1]) fails the structure with its message.
+    ``pred`` None: the map is the prediction (binarised by the protocol)."""
+    assert task.profile.detection is not None
+    mine: list[LesionRow] = []
+    try:
+        prob = _probability_map(task, structure, grid)
+        if pred is None and prob is None:
+            raise InputError("no prediction")  # the caller never asks for this
+        result = _detect(pred, ref, grid, task.profile.detection, structure, mine, prob)
+    except InputError as exc:
+        return "failed", {}, " ".join(str(exc).split())
+    lesions.extend(mine)
+    return result
+
+
+def _probability_map(task: CaseTask, structure: str, grid: Image) -> NDArray[np.floating] | None:
+    """The structure's probability map on the reference grid, or None without one."""
+    src = task.probability
+    if not isinstance(src, StructureFiles):
+        return None
+    where = f"case {task.case_id!r}, structure {structure!r}"
+    if structure in src.problems:
+        raise InputError(f"Probability map of {where}: {src.problems[structure]}")
+    path = src.files.get(structure)
+    if path is None:
+        return None
+    image = _check_grid(read_image(path))
+    array, _ = align_to_reference(image, grid, where=f"{where} (probability map)")
+    if array.dtype.kind not in "fiub":
+        raise InputError(f"Probability map {path} has dtype {array.dtype}; write floats in [0, 1].")
+    lo, hi = float(np.min(array)), float(np.max(array))
+    if not (math.isfinite(lo) and math.isfinite(hi)) or lo < 0.0 or hi > 1.0:
+        raise InputError(
+            f"Probability map {path} of {where} holds values in [{lo:.4g}, {hi:.4g}], outside "
+            "[0, 1]; write probabilities (apply a sigmoid or softmax), not logits."
+        )
+    return array
+
+
 def _detect(
-    pred: _Sparse,
+    pred: _Sparse | None,
     ref: _Sparse,
     grid: Image,
     protocol: DetectionProtocol,
     structure: str,
     lesions: list[LesionRow],
+    probability: NDArray[np.floating] | None = None,
 ) -> tuple[str, Mapping[str, float], str]:
     """Detection values of one tumour type; its lesion rows are appended to ``lesions``.
 
-    The masks are embedded in their union box widened by the protocol's largest dilation
-    (exact), or in the whole grid when the protocol resamples (zoom depends on the extent).
+    The masks (and the probability map) are embedded in their union box widened by the
+    protocol's largest dilation (exact), or in the whole grid when the protocol resamples
+    (zoom depends on the extent). ``pred`` None: the map, binarised, is the prediction.
     """
     shape = tuple(int(n) for n in grid.array.shape[:3])
-    box = union_box(pred.box, ref.box)
+    map_mask: _Sparse | None = None
+    if pred is None:
+        assert probability is not None
+        map_mask = _sparse(np.asarray(probability > protocol.probability_threshold))
+    box = union_box((pred or map_mask or _EMPTY).box, ref.box)
     if box is None:
         box = (slice(0, 1), slice(0, 1), slice(0, 1))
     if protocol.resample_mm is not None:
@@ -196,12 +258,15 @@ def _detect(
             for b, n in zip(box, shape, strict=True)
         )
         box = (b0, b1, b2)
+    prob_crop = None if probability is None else np.asarray(probability[box], dtype=np.float64)
     result = detect_lesions(
-        pred.embed(box),
+        None if pred is None else pred.embed(box),
         ref.embed(box),
         grid.spacing_mm,
         protocol,
+        probability=prob_crop,
         axial_axis=axial_axis(grid.affine),
+        probability_max=None if probability is None else float(np.max(probability)),
     )
     lesions.extend(lesion_rows(structure, result))
     status = "ok" if result.n_reference or result.n_predicted else "both_empty"
@@ -267,10 +332,19 @@ def _score_missing_as_empty(
         ref_s = ref_masks.get(s)
         if isinstance(ref_s, _Failure):
             continue
-        _, empty_values, _ = _detect(
-            _EMPTY, ref_s if ref_s is not None else _EMPTY, grid, protocol, s, lesions
-        )
+        ref_m = ref_s if ref_s is not None else _EMPTY
+        if status == "missing_prediction" and _has_probability(task, s):
+            results[s] = _detect_structure(task, None, ref_m, grid, s, lesions)
+            status, values, message = results[s]  # the map is the prediction ...
+            if values:
+                continue
+        _, empty_values, _ = _detect(_EMPTY, ref_m, grid, protocol, s, lesions)  # ... or none
         results[s] = (status, empty_values, message)
+
+
+def _has_probability(task: CaseTask, structure: str) -> bool:
+    src = task.probability
+    return isinstance(src, StructureFiles) and (structure in src.files or structure in src.problems)
 
 
 def _compute(

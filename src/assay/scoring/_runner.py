@@ -14,7 +14,7 @@ import json
 import platform
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from importlib import metadata as importlib_metadata
 from pathlib import Path
@@ -183,6 +183,7 @@ def score(
     on_start: Callable[[int], None] | None = None,
     failures: Mapping[str, str] | None = None,
     scheduler: str | None = None,
+    probabilities: str | Path | None = None,
 ) -> ScoreReport:
     """Score every reference case against ``predictions`` and store one row per metric.
 
@@ -209,6 +210,10 @@ def score(
         crashed); those cases are stored as ``failed`` with the message.
     scheduler : address of a Dask distributed scheduler (``tcp://host:8786``) to score on
         instead of local processes; its workers must see the same paths.
+    probabilities : detection only: a folder of per-voxel probability maps in [0, 1]
+        (``CASE/STRUCTURE.nii.gz`` on the reference grid), for lesion confidences, the
+        patient score (AUC) and FROC; a structure with a map but no mask is binarised at the
+        protocol's threshold.
     """
     t0 = time.perf_counter()
     check_score_options(model=model, dataset=dataset, workers=workers, layout=layout,
@@ -237,6 +242,18 @@ def score(
             f"The prediction folder {predictions} is empty: every case is recorded as a "
             "missing prediction."
         )
+    prob_cases: dict[str, CaseSource] = {}
+    prob_problems: dict[str, str] = {}
+    if probabilities is not None:
+        if prof.detection is None:
+            raise InputError(
+                "Probability maps (--probabilities) are for tumour detection; add --task "
+                "detection, or leave them out."
+            )
+        prob_cases = discover_cases(
+            probabilities, layout="structures", schema=schema, role="probability maps",
+            problems=prob_problems,
+        )  # fmt: skip
     structures = _structures(ref_cases)
     if prof.detection is not None:
         organs = [x for x in structures if not is_tumour(x)]
@@ -288,6 +305,8 @@ def score(
     run_id = run_id_for(dataset, model, prof)
     inputs = _inputs(reference, predictions, layout, prediction_layout, labels,
                      prediction_labels, resample)  # fmt: skip
+    if probabilities is not None:  # only then: older runs' inputs stay comparable
+        inputs["probabilities"] = str(Path(probabilities).resolve())
     previous = db.manifest(run_id)
     stored = db.stored_cases(run_id)
     kept = [c for c, status in stored.items() if status in FINAL_CASE_STATUSES]
@@ -304,6 +323,11 @@ def score(
         case_ids,
         ("reference", Path(reference), ref_cases, ref_problems),
         ("prediction", Path(predictions), pred_cases, pred_problems),
+        *(
+            [("probability", Path(probabilities), prob_cases, prob_problems)]
+            if probabilities is not None
+            else []
+        ),
         previous=(previous or {}).get("case_inputs", {}) if not force else {},
         kept=kept,
     )
@@ -337,8 +361,12 @@ def score(
 
     failures = failures or {}
     tasks = (
-        _task(c, ref_cases, pred_cases, ref_problems, pred_problems, structures, prof,
-              resample, failures.get(c, ""))
+        replace(
+            _task(c, ref_cases, pred_cases, ref_problems, pred_problems, structures, prof,
+                  resample, failures.get(c, "")),
+            probability=prob_cases.get(c),
+            probability_problem=prob_problems.get(c, ""),
+        )
         for c in todo
     )  # fmt: skip
     n_scored = 0
