@@ -161,9 +161,15 @@ def test_demo_replaces_only_its_own_previous_demo(tmp_path, monkeypatch):
     for path, text in mine.items():
         assert path.read_text() == text, path
     assert not (out / "data" / "reference" / "case_0003").exists()  # the first demo's, gone
-    cases = ResultStore(out / "assay.db", create=False).cases()
+    store = ResultStore(out / "assay.db", create=False)
+    runs = store.runs()
+    cases = store.cases(runs.loc[runs["dataset"] == "synthetic", "run_id"])
     assert set(cases["case_id"]) == {"case_0001", "case_0002"}
     assert len(cases) == 2 * len(MODELS)
+    # the tumour-detection benchmark of the demo: at least 6 patients, its 6 models
+    tumours = store.cases(runs.loc[runs["dataset"] == "synthetic-tumours", "run_id"])
+    assert len(tumours) == 6 * 6
+    store.close()
     assert (out / "report" / "index.html").is_file()
 
     # the user scores another model into the demo's database: the demo is no longer its own

@@ -42,6 +42,14 @@ def demo_command(
     workers: Annotated[int, typer.Option(min=1, help="Local worker processes.")] = 1,
     profile: Annotated[str, typer.Option(help="Metric protocol.")] = "default",
     figure_formats: _FigureFormats = "svg",
+    tumour_cases: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="Patients of the tumour-detection benchmark (default 15/8 of --cases, at "
+            "least 6; 0 leaves it out).",
+        ),
+    ] = None,
 ) -> None:
     """Generate a synthetic benchmark, score every simulated model, print the results."""
     from assay.runs._demo import check_demo_options, finish_demo_folder, prepare_demo_folder
@@ -98,6 +106,9 @@ def demo_command(
         _print_report_files(report)
         from assay.runs._demo import write_demo_config
 
+        n_tumour = max(6, cases * 15 // 8) if tumour_cases is None else tumour_cases
+        if n_tumour:
+            _demo_detection(store, out_dir, n_tumour, workers)
         config = write_demo_config(paths, out_dir, workers=max(workers, 2), figure_formats=formats)
         store.close()  # the database complete on disk, before its files are recorded
         finish_demo_folder(out_dir)
@@ -108,6 +119,38 @@ def demo_command(
             ),
             highlight=False,
         )
+
+
+def _demo_detection(store: ResultStore, out_dir: Path, n_cases: int, workers: int) -> None:
+    """The tumour-detection half of the demo: write, score (atlas2), analyse, print."""
+    from assay.cli._detect import analyze_detection_command
+    from assay.metrics import detection_profile
+    from assay.synthetic import DETECTION_MODELS, write_tumour_benchmark
+
+    common.out.print(
+        f"Writing a synthetic tumour-detection benchmark ({n_cases} patients, "
+        f"{len(DETECTION_MODELS)} detection models) ..."
+    )
+    paths = write_tumour_benchmark(out_dir / "data" / "tumours", n_cases=n_cases)
+    with _progress() as progress:
+        for name, folder in paths.predictions.items():
+            _run_score(
+                progress,
+                name,
+                reference=paths.reference,
+                predictions=folder,
+                model=name,
+                dataset="synthetic-tumours",
+                profile=detection_profile("atlas2"),
+                store=store,
+                workers=workers,
+                probabilities=paths.probabilities.get(name),
+            )
+    analyze_detection_command(
+        store=store, dataset=["synthetic-tumours"], profile=None, out_dir=out_dir / "detection",
+        policy="worst", bootstrap=2000, seed=0, alpha=0.05, control_scope="any_type",
+        proportion_ci="bootstrap",
+    )  # fmt: skip
 
 
 def _demo_report(

@@ -29,7 +29,7 @@ DEMO_MARKER = ".assay-demo"
 #: Top-level names the demo writes in its folder (the database with SQLite's side files).
 DEMO_ENTRIES = (
     "data", "assay.db", "assay.db-wal", "assay.db-shm", "assay.db-journal", "scores.csv",
-    "touchstone", "report", "models", "datasets", "benchmark.yaml",
+    "touchstone", "report", "models", "datasets", "benchmark.yaml", "detection",
 )  # fmt: skip
 
 #: Files that change by being opened (SQLite's side files): not checked for changes.
