@@ -492,3 +492,40 @@ def test_matches_picai_eval_evaluate_case(seed):
         # Matched overlaps: picai's IoU is (I + 1e-8) / (U + 1e-8).
         iou_ours = sorted(r.dice / (2 - r.dice) for r in ours.reference if r.detected)
         assert iou_ours == pytest.approx(sorted(e[2] for e in tp), abs=1e-7)
+
+
+def _signature(r):
+    refs = sorted((x.voxels, x.detected, x.counted, x.dice, x.diameter_mm) for x in r.reference)
+    preds = sorted((x.voxels, x.status, x.confidence) for x in r.predicted)
+    return (r.tp, r.fn, r.fp, r.ignored, r.dice, r.lesion_dice, r.patient_score, refs, preds)
+
+
+@pytest.mark.parametrize("name", ["atlas2", "brats", "panoptica", "picai", "lits"])
+def test_far_apart_regions_are_scored_as_the_whole(monkeypatch, name):
+    """Lesions spread over a large grid are scored region by region (8³ blocks joined within
+    twice the margin); with one block spanning the grid there is a single region. Both give
+    the same lesions, values and counts (lesion numbering may differ)."""
+    import assay.metrics._lesions as lesions_module
+
+    rng = np.random.default_rng(5)
+    ref = np.zeros((120, 100, 90), dtype=bool)
+    pred = np.zeros_like(ref)
+    for _ in range(12):
+        c = rng.integers(5, [115, 95, 85])
+        r = rng.integers(1, 4, size=3)
+        box = tuple(slice(int(a - b), int(a + b)) for a, b in zip(c, r, strict=True))
+        ref[box] = True
+        if rng.random() < 0.7:
+            shifted = tuple(slice(s.start + 1, s.stop + 1) for s in box)
+            pred[shifted] = True
+    pred[3:6, 3:6, 3:6] = True  # a false positive near the grid's corner
+    prob = np.where(pred, rng.uniform(0.5, 1.0, pred.shape), rng.uniform(0, 0.4, pred.shape))
+    protocol = get_detection_protocol(name)
+    regions = lesions_module._regions(pred, ref, protocol)
+    assert len(regions) > 3  # the split is exercised
+    split = detect_lesions(pred, ref, (0.8, 0.9, 1.5), protocol, probability=prob)
+    monkeypatch.setattr(lesions_module, "_BLOCK", 1024)
+    assert len(lesions_module._regions(pred, ref, protocol)) == 1
+    whole = detect_lesions(pred, ref, (0.8, 0.9, 1.5), protocol, probability=prob)
+    assert _signature(split) == _signature(whole)
+    assert split.n_reference == whole.n_reference >= 10

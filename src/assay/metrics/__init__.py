@@ -22,6 +22,7 @@ from assay.metrics._detection_protocol import (
 from assay.metrics._distances import lattice_distance, nearest_distances
 from assay.metrics._geometry import Box, bounding_box, neighbour_codes, surfel_area_table, union_box
 from assay.metrics._lesion_size import (
+    SIZE_BIN_EDGES_MM,
     SIZE_BIN_LABELS,
     SMALL_TUMOUR_MM,
     equivalent_diameter_mm,
@@ -75,6 +76,7 @@ __all__ = [
     "DETECTION_PROTOCOLS",
     "METRICS",
     "PROFILES",
+    "SIZE_BIN_EDGES_MM",
     "SIZE_BIN_LABELS",
     "SMALL_TUMOUR_MM",
     "Box",

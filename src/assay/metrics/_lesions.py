@@ -36,6 +36,7 @@ from scipy.optimize import linear_sum_assignment
 
 from assay.errors import GeometryError, InputError
 from assay.metrics._detection_protocol import DetectionProtocol
+from assay.metrics._geometry import bounding_box, union_box
 from assay.metrics._lesion_size import (
     equivalent_diameter_mm,
     longest_axial_diameter_mm,
@@ -241,62 +242,99 @@ def detect_lesions(
     score_map_max = float(prob.max()) if prob is not None and prob.size else 0.0
     if probability_max is not None and protocol.resample_mm is None:
         score_map_max = max(score_map_max, float(probability_max))
-    box = _crop_box(pred_b, ref_b, protocol)
-    if box is None:  # nothing predicted, nothing to find
-        nothing = np.zeros((1, 1, 1), dtype=bool)
-        no_prob = None if prob is None else np.zeros((1, 1, 1))
-        return _result(
-            protocol, (), (), nothing, nothing, (0, 0, 0, 0), voxel_mm3, no_prob, score_map_max
+    references: list[ReferenceLesion] = []
+    predicted: list[PredictedLesion] = []
+    totals = np.zeros(8, dtype=np.float64)  # ref vox, retained vox, inter, tp, fn, fp, ign, max p
+    totals[7] = -math.inf
+    for box, only in _regions(pred_b, ref_b, protocol):
+        pred_r, ref_r = pred_b[box], ref_b[box]
+        if only is not None:  # keep this region's components only
+            pred_r, ref_r = pred_r & only, ref_r & only
+        part_ref, part_pred, part_totals = _detect_region(
+            pred_r,
+            ref_r,
+            None if prob is None else prob[box],
+            None if organ_b is None else organ_b[box],
+            protocol,
+            spacing,
+            axial_axis,
+            len(references),
+            len(predicted),
         )
-    pred_c = pred_b[box]
-    ref_c = ref_b[box]
-    prob_c = None if prob is None else prob[box]
-    organ_c = None if organ_b is None else organ_b[box]
+        references += part_ref
+        predicted += part_pred
+        totals[:7] += part_totals[:7]
+        totals[7] = max(totals[7], part_totals[7])
+    return _result(
+        protocol,
+        tuple(references),
+        tuple(predicted),
+        totals,
+        voxel_mm3,
+        prob is not None,
+        score_map_max,
+    )
 
+
+def _detect_region(
+    pred_c: BoolArray,
+    ref_c: BoolArray,
+    prob_c: NDArray[np.float64] | None,
+    organ_c: BoolArray | None,
+    protocol: DetectionProtocol,
+    spacing: tuple[float, ...],
+    axial_axis: int,
+    ref_offset: int,
+    pred_offset: int,
+) -> tuple[list[ReferenceLesion], list[PredictedLesion], NDArray[np.float64]]:
+    """Steps 4-7 on one region: its lesions (indices after the offsets) and its totals
+    (reference voxels, retained voxels, their intersection, TP, FN, FP, ignored, and the
+    largest probability on a retained voxel)."""
+    voxel_mm3 = spacing[0] * spacing[1] * spacing[2]
     retained = _filter_prediction(pred_c, organ_c, protocol, voxel_mm3)
     pred_labels, n_pred = _components(retained, protocol.connectivity)
     ref_labels, n_ref, touch_labels = _reference_instances(ref_c, protocol)
-
-    pred_vox = np.bincount(pred_labels.ravel(), minlength=n_pred + 1)[1:]
-    ref_vox = np.bincount(ref_labels.ravel(), minlength=n_ref + 1)[1:]
+    pred_vox = np.bincount(pred_labels.ravel(), minlength=n_pred + 1)[1:].astype(np.int64)
+    ref_vox = np.bincount(ref_labels.ravel(), minlength=n_ref + 1)[1:].astype(np.int64)
     inter = _overlap_table(ref_labels, pred_labels, n_ref, n_pred)
     touch = (
         inter if touch_labels is None else _overlap_table(touch_labels, pred_labels, n_ref, n_pred)
     )
     counted = ref_vox * voxel_mm3 > protocol.min_reference_volume_mm3
-
     detected, pred_status, matches = _match(inter, touch, ref_vox, pred_vox, counted, protocol)
-
     confidences = _confidences(prob_c, pred_labels, n_pred)
+    boxes = ndimage.find_objects(ref_labels) if n_ref else []
     references = []
     for i in range(n_ref):
         mine = list(matches[i])
         matched_vox = int(pred_vox[mine].sum())
         inter_vox = int(inter[i, mine].sum())
         volume_mm3 = float(ref_vox[i]) * voxel_mm3
+        box = boxes[i]
+        assert box is not None
         references.append(
             ReferenceLesion(
-                index=i + 1,
+                index=ref_offset + i + 1,
                 voxels=int(ref_vox[i]),
                 volume_ml=volume_mm3 / 1000.0,
                 diameter_mm=longest_axial_diameter_mm(
-                    ref_labels == i + 1, spacing, axial_axis=axial_axis
+                    ref_labels[box] == i + 1, spacing, axial_axis=axial_axis
                 ),
                 equivalent_diameter_mm=equivalent_diameter_mm(volume_mm3),
                 detected=bool(detected[i]),
                 counted=bool(counted[i]),
                 dice=2.0 * inter_vox / (int(ref_vox[i]) + matched_vox),
                 confidence=max((confidences[j] for j in mine), default=math.nan),
-                matched=tuple(j + 1 for j in mine),
+                matched=tuple(pred_offset + j + 1 for j in mine),
             )
         )
     by_pred: list[list[int]] = [[] for _ in range(n_pred)]
     for i, mine_t in enumerate(matches):
         for j in mine_t:
-            by_pred[j].append(i + 1)
-    predicted = tuple(
+            by_pred[j].append(ref_offset + i + 1)
+    predicted = [
         PredictedLesion(
-            index=j + 1,
+            index=pred_offset + j + 1,
             voxels=int(pred_vox[j]),
             volume_ml=float(pred_vox[j]) * voxel_mm3 / 1000.0,
             confidence=confidences[j],
@@ -304,52 +342,46 @@ def detect_lesions(
             matched=tuple(by_pred[j]),
         )
         for j in range(n_pred)
+    ]
+    retained_max = float(prob_c[retained].max()) if prob_c is not None and n_pred else -math.inf
+    totals = np.array(
+        [
+            ref_vox.sum(),
+            pred_vox.sum(),
+            inter.sum(),
+            (detected & counted).sum(),
+            (~detected & counted).sum(),
+            sum(1 for x in pred_status if x == "fp"),
+            sum(1 for x in pred_status if x == "ignored"),
+            retained_max,
+        ],
+        dtype=np.float64,
     )
-    counts = (
-        int((detected & counted).sum()),
-        int((~detected & counted).sum()),
-        sum(1 for s in pred_status if s == "fp"),
-        sum(1 for s in pred_status if s == "ignored"),
-    )
-    return _result(
-        protocol,
-        tuple(references),
-        predicted,
-        ref_c,
-        retained,
-        counts,
-        voxel_mm3,
-        prob_c,
-        score_map_max,
-    )
+    return references, predicted, totals
 
 
 def _result(
     protocol: DetectionProtocol,
     references: tuple[ReferenceLesion, ...],
     predicted: tuple[PredictedLesion, ...],
-    ref: BoolArray,
-    retained: BoolArray,
-    counts: tuple[int, int, int, int],
+    totals: NDArray[np.float64],
     voxel_mm3: float,
-    prob: NDArray[np.float64] | None,
+    has_probability: bool,
     score_map_max: float,
 ) -> DetectionResult:
-    """Case-level values from the (cropped) reference and retained prediction."""
-    tp, fn, fp, ignored = counts
-    n_ref_vox = int(np.count_nonzero(ref))
-    n_ret = int(np.count_nonzero(retained))
-    inter = int(np.count_nonzero(ref & retained)) if n_ret and n_ref_vox else 0
+    """Case-level values from the regions' totals (see :func:`_detect_region`)."""
+    n_ref_vox, n_ret, inter = int(totals[0]), int(totals[1]), int(totals[2])
+    tp, fn, fp, ignored = (int(v) for v in totals[3:7])
     dice = math.nan if n_ref_vox + n_ret == 0 else 2.0 * inter / (n_ref_vox + n_ret)
     predicted_mm3 = n_ret * voxel_mm3
     call = n_ret > 0 and predicted_mm3 >= protocol.patient_min_volume_mm3
     source: ScoreSource
-    if prob is None:
+    if not has_probability:
         score, source = predicted_mm3, "volume"
     elif protocol.score_region == "map":
         score, source = score_map_max, "probability"
     else:
-        score = float(prob[retained].max()) if n_ret else 0.0
+        score = float(totals[7]) if n_ret else 0.0
         source = "probability"
     counted = [r for r in references if r.counted]
     denominator = len(counted) + fp
@@ -578,22 +610,78 @@ def _confidences(
     return [float(v) for v in np.atleast_1d(best)]
 
 
-def _crop_box(
+#: Edge of the coarse blocks that split a case into independent regions.
+_BLOCK = 8
+
+
+def _regions(
     pred: BoolArray, ref: BoolArray, protocol: DetectionProtocol
-) -> tuple[slice, ...] | None:
-    """Box of prediction ∪ reference, widened by every dilation the protocol applies."""
-    union = pred | ref
-    if not union.any():
-        return None
+) -> list[tuple[tuple[slice, ...], BoolArray | None]]:
+    """Independent regions of prediction ∪ reference: (box, mask of its voxels or None).
+
+    Lesions far apart never interact: the union is reduced to 8³-voxel blocks, the occupied
+    blocks are joined when they lie within twice the protocol's margin (every dilation and
+    opening it applies), and each group is one region, boxed with that margin. A component
+    lies within one group (its voxels' blocks touch), so each region, restricted to its own
+    blocks' voxels, is scored alone, exactly as the whole would be. Resampling protocols
+    (the zoom depends on the grid's extent) get their union box as one region.
+    """
     margin = 1 + max(2, protocol.dilation_voxels, protocol.organ_dilation_voxels)
-    box = []
-    for axis in range(3):
-        other = tuple(a for a in range(3) if a != axis)
-        idx = np.flatnonzero(union.any(axis=other))
-        lo = max(int(idx[0]) - margin, 0)
-        hi = min(int(idx[-1]) + 1 + margin, union.shape[axis])
-        box.append(slice(lo, hi))
-    return tuple(box)
+    outer = union_box(bounding_box(pred), bounding_box(ref))
+    if outer is None:
+        return []
+    shape = pred.shape
+
+    def widened(lo: tuple[int, ...], hi: tuple[int, ...]) -> tuple[slice, ...]:
+        return tuple(
+            slice(max(a - margin, 0), min(b + margin, n))
+            for a, b, n in zip(lo, hi, shape, strict=True)
+        )
+
+    start = tuple(s.start for s in outer)
+    stop = tuple(s.stop for s in outer)
+    if protocol.resample_mm is not None:
+        return [(widened(start, stop), None)]
+    sub = pred[outer] | ref[outer]
+    cells = [-(-n // _BLOCK) for n in sub.shape]
+    padded = np.zeros([c * _BLOCK for c in cells], dtype=bool)
+    padded[tuple(slice(0, n) for n in sub.shape)] = sub
+    occupied = padded.reshape(cells[0], _BLOCK, cells[1], _BLOCK, cells[2], _BLOCK).any(
+        axis=(1, 3, 5)
+    )
+    reach = -(-2 * margin // _BLOCK)
+    joined = ndimage.binary_dilation(occupied, _BOX3, iterations=reach)
+    labels, n = ndimage.label(joined, structure=_BOX3)
+    if n <= 1:
+        return [(widened(start, stop), None)]
+    owner = np.where(occupied, labels, 0)
+    out: list[tuple[tuple[slice, ...], BoolArray | None]] = []
+    for k, cell_box in enumerate(ndimage.find_objects(owner), start=1):
+        if cell_box is None:
+            continue
+        lo = tuple(o + c.start * _BLOCK for o, c in zip(start, cell_box, strict=True))
+        hi = tuple(
+            min(o + c.stop * _BLOCK, e) for o, c, e in zip(start, cell_box, stop, strict=True)
+        )
+        box = widened(lo, hi)
+        mine = owner[cell_box] == k
+        for axis in range(3):
+            mine = np.repeat(mine, _BLOCK, axis=axis)
+        only = np.zeros(tuple(b.stop - b.start for b in box), dtype=bool)
+        src = tuple(
+            slice(max(b.start - (o + c.start * _BLOCK), 0), b.stop - (o + c.start * _BLOCK))
+            for b, o, c in zip(box, start, cell_box, strict=True)
+        )
+        dst = tuple(
+            slice(max(o + c.start * _BLOCK - b.start, 0), None)
+            for b, o, c in zip(box, start, cell_box, strict=True)
+        )
+        piece = mine[src]
+        only[tuple(slice(d.start, d.start + m) for d, m in zip(dst, piece.shape, strict=True))] = (
+            piece
+        )
+        out.append((box, only))
+    return out
 
 
 def _resample(

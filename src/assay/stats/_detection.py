@@ -36,7 +36,7 @@ import pandas as pd
 from scipy import stats as sps
 
 from assay.errors import InputError
-from assay.metrics import SIZE_BIN_LABELS, SMALL_TUMOUR_MM, size_bin
+from assay.metrics import SIZE_BIN_EDGES_MM, SIZE_BIN_LABELS, SMALL_TUMOUR_MM
 from assay.stats._paired import holm
 
 ProportionCI = Literal["bootstrap", "wilson", "clopper_pearson"]
@@ -182,11 +182,11 @@ def analyze_detection(
                 )
             per_model[model] = _case_vectors(m, index, len(patients))
         _check_same_cases(per_model, str(structure))
-        boots: dict[str, dict[str, np.ndarray]] = {}
+        boots = _bootstrap_all(per_model, models, weights)
         for model in models:
             v = per_model[model]
-            point, boot = _metric_values(v, weights)
-            boots[model] = boot
+            point = {k: float(a[0]) for k, a in _weighted(v, np.ones((1, len(patients)))).items()}
+            boot = boots[model]
             for metric in DETECTION_METRICS:
                 num, den = _num_den(metric, v)
                 value = point[metric]
@@ -386,33 +386,72 @@ def _num_den(metric: str, v: dict[str, np.ndarray]) -> tuple[float, float]:
     return math.nan, math.nan
 
 
-def _metric_values(
-    v: dict[str, np.ndarray], weights: np.ndarray
-) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-    """Point values (weights 1) and bootstrap values (one per resample) of every metric."""
-    ones = np.ones((1, weights.shape[1]))
-    point_all = _weighted(v, ones)
-    boot = _weighted(v, weights)
-    return {k: float(a[0]) for k, a in point_all.items()}, boot
+#: Per-patient vectors whose weighted sums make every ratio metric.
+_SUM_KEYS = (
+    "positive",
+    "control",
+    "pos_call",
+    "ctrl_negative",
+    "tp",
+    "tumours",
+    "dice",
+    "pred_tp",
+    "pred_counted",
+    "fp",
+    "evaluated",
+)
+
+
+def _sum_vectors(v: dict[str, np.ndarray]) -> list[np.ndarray]:
+    pos, ctrl = v["positive"], v["control"]
+    derived = {
+        "pos_call": pos * v["call"],
+        "ctrl_negative": ctrl * (1 - v["call"]),
+        "pred_counted": v["pred_tp"] + v["fp"],
+    }
+    return [derived[k] if k in derived else v[k] for k in _SUM_KEYS]
+
+
+def _bootstrap_all(
+    per_model: dict[str, dict[str, np.ndarray]], models: list[str], weights: np.ndarray
+) -> dict[str, dict[str, np.ndarray]]:
+    """Bootstrap values of every metric of every model: one matrix product for all the
+    weighted sums (the weights are read once), AUC by the compiled kernel."""
+    columns = np.column_stack([x for m in models for x in _sum_vectors(per_model[m])])
+    sums = weights @ columns  # resamples × (models · keys)
+    out = {}
+    k = len(_SUM_KEYS)
+    for i, model in enumerate(models):
+        block = {key: sums[:, i * k + j] for j, key in enumerate(_SUM_KEYS)}
+        out[model] = _metrics_from_sums(block, per_model[model], weights)
+    return out
 
 
 def _weighted(v: dict[str, np.ndarray], w: np.ndarray) -> dict[str, np.ndarray]:
     """Every metric under case weights ``w`` (resamples × patients)."""
+    vectors = _sum_vectors(v)
+    sums = {key: w @ x for key, x in zip(_SUM_KEYS, vectors, strict=True)}
+    return _metrics_from_sums(sums, v, w)
+
+
+def _metrics_from_sums(
+    sums: dict[str, np.ndarray], v: dict[str, np.ndarray], w: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Ratio metrics from weighted sums (NaN where a denominator is 0), F1 and AUC."""
 
     def ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
 
-    pos, ctrl = v["positive"], v["control"]
-    wp, wc = w @ pos, w @ ctrl
     out = {
-        "p_sen": ratio(w @ (pos * v["call"]), wp),
-        "spe": ratio(w @ (ctrl * (1 - v["call"])), wc),
-        "t_sen": ratio(w @ v["tp"], w @ v["tumours"]),
-        "dsc": ratio(w @ v["dice"], wp),
-        "precision": ratio(w @ v["pred_tp"], w @ (v["pred_tp"] + v["fp"])),
-        "fppi": ratio(w @ v["fp"], w @ v["evaluated"]),
+        "p_sen": ratio(sums["pos_call"], sums["positive"]),
+        "spe": ratio(sums["ctrl_negative"], sums["control"]),
+        "t_sen": ratio(sums["tp"], sums["tumours"]),
+        "dsc": ratio(sums["dice"], sums["positive"]),
+        "precision": ratio(sums["pred_tp"], sums["pred_counted"]),
+        "fppi": ratio(sums["fp"], sums["evaluated"]),
     }
+    pos, ctrl = v["positive"], v["control"]
     p, r = out["precision"], out["t_sen"]
     with np.errstate(invalid="ignore", divide="ignore"):
         out["f1"] = np.where(p + r > 0, 2 * p * r / np.where(p + r > 0, p + r, 1.0), np.nan)
@@ -430,21 +469,25 @@ def weighted_auc(
     (Σ_pos w · Σ_ctrl w); unit weights give ``sklearn.metrics.roc_auc_score``. NaN where a
     resample has no positive or no control.
     """
-    keep = positive | control
-    s = score[keep]
-    is_pos = positive[keep]
-    levels, level = np.unique(s, return_inverse=True)
-    w = np.ascontiguousarray(weights[:, keep], dtype=np.float64)
-    return np.asarray(_auc_kernel()(w, level.astype(np.int64), is_pos, len(levels)))
+    keep = np.flatnonzero(positive | control)
+    levels, level = np.unique(score[keep], return_inverse=True)
+    w = np.asarray(weights, dtype=np.float64)
+    kernel = _auc_kernel()
+    return np.asarray(
+        kernel(w, keep.astype(np.int64), level.astype(np.int64), positive[keep], len(levels))
+    )
 
 
 @functools.cache
-def _auc_kernel() -> Callable[[np.ndarray, np.ndarray, np.ndarray, int], np.ndarray]:
+def _auc_kernel() -> Callable[..., np.ndarray]:
     from numba import njit
 
     @njit(cache=True, nogil=True)
-    def auc(w: np.ndarray, level: np.ndarray, is_pos: np.ndarray, n_levels: int) -> np.ndarray:
-        n_rows, n = w.shape
+    def auc(
+        w: np.ndarray, cols: np.ndarray, level: np.ndarray, is_pos: np.ndarray, n_levels: int
+    ) -> np.ndarray:
+        n_rows = w.shape[0]
+        n = cols.shape[0]
         out = np.empty(n_rows)
         pos_w = np.empty(n_levels)
         neg_w = np.empty(n_levels)
@@ -453,9 +496,9 @@ def _auc_kernel() -> Callable[[np.ndarray, np.ndarray, np.ndarray, int], np.ndar
             neg_w[:] = 0.0
             for k in range(n):
                 if is_pos[k]:
-                    pos_w[level[k]] += w[b, k]
+                    pos_w[level[k]] += w[b, cols[k]]
                 else:
-                    neg_w[level[k]] += w[b, k]
+                    neg_w[level[k]] += w[b, cols[k]]
             below = 0.0
             total = 0.0
             tp = 0.0
@@ -686,40 +729,49 @@ def _by_size(
     weights: np.ndarray,
     q: tuple[float, float],
 ) -> list[dict[str, object]]:
-    rows: list[dict[str, object]] = []
+    """T-Sen per diameter stratum and the < 20 mm row, with paired bootstrap CIs (all
+    strata of all models from one matrix product)."""
     counted = lesions[lesions["counted"].astype(bool)]
     n = weights.shape[1]
     strata = [*SIZE_BIN_LABELS, f"<{SMALL_TUMOUR_MM:g} mm"]
+    edges = np.asarray(SIZE_BIN_EDGES_MM)
+    keys: list[tuple[str, str]] = []
+    columns: list[np.ndarray] = []
     for model in models:
         m = counted[counted["model"] == model]
         diameter = m["diameter_mm"].to_numpy(dtype=np.float64)
-        bins = np.array([size_bin(d) for d in diameter], dtype=object)
-        for stratum in strata:
-            sel = diameter < SMALL_TUMOUR_MM if stratum == strata[-1] else bins == stratum
-            part = m[sel]
-            found = np.zeros(n)
-            total = np.zeros(n)
-            idx = np.array([index[c] for c in part["case_id"]], dtype=np.int64)
-            np.add.at(found, idx, part["detected"].to_numpy(dtype=np.float64))
-            np.add.at(total, idx, 1.0)
-            den = float(total.sum())
-            value = float(found.sum()) / den if den else math.nan
-            with np.errstate(invalid="ignore", divide="ignore"):
-                wt = weights @ total
-                boot = np.where(wt > 0, (weights @ found) / np.where(wt > 0, wt, 1.0), np.nan)
-            lo, hi = _interval(boot, q) if den else (math.nan, math.nan)
-            rows.append(
-                {
-                    "structure": structure,
-                    "model": model,
-                    "size_bin": stratum,
-                    "value": value,
-                    "ci_low": lo,
-                    "ci_high": hi,
-                    "detected": int(found.sum()),
-                    "tumours": int(den),
-                }
-            )
+        bins = np.searchsorted(edges, diameter, side="right")  # == size_bin's rule
+        idx = np.array([index[c] for c in m["case_id"]], dtype=np.int64)
+        detected = m["detected"].to_numpy(dtype=np.float64)
+        for k, stratum in enumerate(strata):
+            sel = diameter < SMALL_TUMOUR_MM if k == len(SIZE_BIN_LABELS) else bins == k
+            columns.append(np.bincount(idx[sel], weights=detected[sel], minlength=n))
+            columns.append(np.bincount(idx[sel], minlength=n).astype(np.float64))
+            keys.append((model, stratum))
+    if not columns:
+        return []
+    matrix = np.column_stack(columns)
+    sums = weights @ matrix
+    totals = matrix.sum(axis=0)
+    rows: list[dict[str, object]] = []
+    for i, (model, stratum) in enumerate(keys):
+        found, den = float(totals[2 * i]), float(totals[2 * i + 1])
+        wf, wt = sums[:, 2 * i], sums[:, 2 * i + 1]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            boot = np.where(wt > 0, wf / np.where(wt > 0, wt, 1.0), np.nan)
+        lo, hi = _interval(boot, q) if den else (math.nan, math.nan)
+        rows.append(
+            {
+                "structure": structure,
+                "model": model,
+                "size_bin": stratum,
+                "value": found / den if den else math.nan,
+                "ci_low": lo,
+                "ci_high": hi,
+                "detected": int(found),
+                "tumours": int(den),
+            }
+        )
     return rows
 
 
