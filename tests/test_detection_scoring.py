@@ -10,6 +10,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from assay.errors import InputError
@@ -185,3 +186,18 @@ def test_probability_maps_need_detection(benchmark: Path) -> None:
     with pytest.raises(InputError, match="for tumour detection"):
         score(benchmark / "ref", benchmark / "pred", model="m", dataset="d",
               store=ResultStore(benchmark / "a.db"), probabilities=benchmark / "pred")  # fmt: skip
+
+
+def test_export_writes_the_lesion_table_next_to_the_scores(benchmark: Path) -> None:
+    from assay.store import export_scores
+
+    store = ResultStore(benchmark / "a.db")
+    score(benchmark / "ref", benchmark / "pred", model="m", dataset="d",
+          profile="detection:atlas2", store=store)  # fmt: skip
+    files = export_scores(store, "csv", benchmark / "out" / "scores.csv")
+    assert [f.name for f in files] == ["scores.csv", "scores_lesions.csv"]
+    table = pd.read_csv(files[1])
+    assert list(table.columns) == list(LESION_COLUMNS)
+    assert len(table) == len(store.lesions())
+    files = export_scores(store, "parquet", benchmark / "out" / "scores.parquet")
+    assert pd.read_parquet(files[1]).equals(store.lesions())

@@ -32,7 +32,9 @@ def export_scores(
     """Write the selected scores to ``out`` and return the files written.
 
     ``csv``/``parquet`` write one long table (columns: run_id, dataset, model, case_id,
-    structure, metric, value, status, message, profile) to the file ``out``. ``touchstone``
+    structure, metric, value, status, message, profile) to the file ``out``; when the
+    selection holds detection runs, their lesion rows go to ``<out stem>_lesions.<ext>`` next
+    to it (columns :data:`~assay.store.LESION_COLUMNS`). ``touchstone``
     writes ``out/<model>/dsc.csv`` and ``nsd.csv``: a ``name`` column with the case id and one
     column per structure (sorted), values as fractions; cases whose prediction is missing
     have no row (as in Touchstone's published results). Path separators in model names
@@ -63,15 +65,25 @@ def export_scores(
         if fmt == "touchstone":
             return _export_touchstone(df, out)
         out.parent.mkdir(parents=True, exist_ok=True)
+        written = [out]
+        detection = sorted(df.loc[df["profile"].str.startswith("detection:"), "run_id"].unique())
+        lesions = store.lesions(run_ids=detection) if detection else None
         if fmt == "csv":
             df.to_csv(out, index=False)
         else:
             df.to_parquet(out, index=False)
+        if lesions is not None:
+            path = out.with_name(f"{out.stem}_lesions{out.suffix or _SUFFIXES[fmt]}")
+            if fmt == "csv":
+                lesions.to_csv(path, index=False)
+            else:
+                lesions.to_parquet(path, index=False)
+            written.append(path)
     except OSError as exc:
         raise InputError(
             f"Cannot write {out}: {exc.strerror or exc}. Check the --out path."
         ) from exc
-    return [out]
+    return written
 
 
 def _export_touchstone(df: pd.DataFrame, out: Path) -> list[Path]:
