@@ -201,3 +201,60 @@ def test_export_writes_the_lesion_table_next_to_the_scores(benchmark: Path) -> N
     assert len(table) == len(store.lesions())
     files = export_scores(store, "parquet", benchmark / "out" / "scores.parquet")
     assert pd.read_parquet(files[1]).equals(store.lesions())
+
+
+def test_bad_detection_inputs_are_recorded_and_the_run_goes_on(benchmark: Path) -> None:
+    """A probability map on another grid, a prediction case without a reference, an unknown
+    structure file and an empty prediction folder: one-line messages, statuses, and the other
+    cases scored."""
+    probs = benchmark / "probs"
+    (probs / "p1").mkdir(parents=True)
+    bad = np.zeros((40, 40, 29), dtype=np.float32)  # one slice short of the reference grid
+    write_image(probs / "p1" / "pancreas_tumor.nii.gz", bad, AFFINE)
+    write_case(benchmark / "pred", "stray", {"pancreas_tumor": empty()})  # no reference case
+    write_case(benchmark / "pred", "p2", {"pancreas_tumour_v2": empty()})  # unknown name
+    store = ResultStore(benchmark / "a.db")
+    report = score(benchmark / "ref", benchmark / "pred", model="m", dataset="d",
+                   profile="detection:atlas2", store=store, probabilities=probs)  # fmt: skip
+    rows = store.scores().groupby("case_id")[["status", "message"]].first()
+    assert rows.loc["p1", "status"] == "failed"
+    assert "probability map" in rows.loc["p1", "message"] and "shape" in rows.loc["p1", "message"]
+    assert "\n" not in rows.loc["p1", "message"]
+    assert any("have no reference" in n and "stray" in n for n in report.notes)
+    cases = store.cases().set_index("case_id")
+    assert "pancreas_tumour_v2" in cases.loc["p2", "message"]
+    assert set(rows.index) == {"p1", "p2", "c1", "c2"}  # every reference case has its rows
+    # An empty prediction folder: every case is a missing prediction, scored as empty.
+    empty_folder = benchmark / "nothing"
+    empty_folder.mkdir()
+    report = score(benchmark / "ref", empty_folder, model="e", dataset="d",
+                   profile="detection:atlas2", store=store)  # fmt: skip
+    assert any("is empty" in n for n in report.notes)
+    e = store.scores(model="e")
+    assert set(e["status"]) == {"missing_prediction"}
+    assert e.loc[e["metric"] == "lesions_ref", "value"].sum() == 3  # tumours still counted
+
+
+def test_label_map_values_that_are_no_tumour_type_are_noted(tmp_path: Path) -> None:
+    import json
+
+    ref, pred = tmp_path / "ref", tmp_path / "pred"
+    ref.mkdir()
+    pred.mkdir()
+    (tmp_path / "dataset.json").write_text(
+        json.dumps({"labels": {"background": 0, "liver_tumor": 1, "pancreas_tumor": 2}})
+    )
+    m = np.zeros((30, 30, 20), dtype=np.uint8)
+    m[5:10, 5:10, 5:10] = 1
+    write_image(ref / "a.nii.gz", m, AFFINE)
+    p = m.copy()
+    p[20:23, 20:23, 10:13] = 7  # a label value the schema does not name
+    write_image(pred / "a.nii.gz", p, AFFINE)
+    store = ResultStore(tmp_path / "a.db")
+    score(ref, pred, model="m", dataset="d", profile="detection:atlas2", store=store)
+    case = store.cases().iloc[0]
+    assert case["status"] == "partial"
+    assert "does not name (values above 2, up to 7)" in case["message"]
+    s = store.scores()
+    liver = s[s["structure"] == "liver_tumor"].set_index("metric")["value"]
+    assert liver["lesion_tp"] == 1 and liver["lesion_fp"] == 0  # value 7 is no lesion
