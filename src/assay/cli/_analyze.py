@@ -98,10 +98,13 @@ def analyze_command(
             _choice("policy", policy, DETECTION_POLICIES)
             _choice("control-scope", control_scope, ("any_type", "type_negative"))
             _choice("proportion-ci", proportion_ci, ("bootstrap", "wilson", "clopper_pearson"))
+            cards = {}
+            for key, card in (load_model_cards(models) if models else {}).items():
+                cards[key] = cards[card.name] = card  # by folder name and display name
             analyze_detection_command(
                 store=ResultStore(db, create=False), dataset=dataset, profile=profile,
                 out_dir=out_dir, policy=policy, bootstrap=bootstrap, seed=seed, alpha=alpha,
-                control_scope=control_scope, proportion_ci=proportion_ci,
+                control_scope=control_scope, proportion_ci=proportion_ci, cards=cards,
             )  # fmt: skip
             return
         _check_analysis_choices(policy, aggregation, ci, correction, winner_rule)

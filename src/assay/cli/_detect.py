@@ -9,6 +9,7 @@ tables and prints the AbdomenAtlas 2.0-style leaderboard (P-Sen, T-Sen, Spe, AUC
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -74,9 +75,14 @@ def analyze_detection_command(
     alpha: float,
     control_scope: str,
     proportion_ci: str,
+    cards: Mapping[str, Any] | None = None,
+    figure_formats: Sequence[str] = ("svg",),
 ) -> None:
-    """``assay analyze --task detection``: compute, write and print the detection analysis."""
+    """``assay analyze --task detection``: compute, write and print the detection analysis,
+    and its report (``leaderboard.md``, ``detection.html``, figures) in ``out_dir``."""
+    from assay.report._detection import write_detection_report
     from assay.stats import analyze_detection, cases_from_scores
+    from assay.stats._detection import with_controls
 
     if len(dataset) != 1:
         raise InputError(
@@ -113,6 +119,13 @@ def analyze_detection_command(
         frame.to_csv(path, index=False)
         files.append(path)
     fallback = _score_fallback(reference, predicted)
+    method = _method_lines(protocol, control_scope, bootstrap, seed, alpha, proportion_ci,
+                           notes, fallback)  # fmt: skip
+    report = write_detection_report(
+        result, with_controls(cases, control_scope), reference, out_dir, dataset=name,
+        protocol=protocol, method_lines=method, cards=cards, figure_formats=figure_formats,
+    )  # fmt: skip
+    files += [report.leaderboard, report.page]
     print_detection_leaderboard(result.summary, result.comparisons, protocol, name)
     for note in notes:
         common.out.print(f"[yellow]note:[/] {escape(note)}")
@@ -133,6 +146,48 @@ def analyze_detection_command(
     )
     for f in files:
         common.out.print(escape(f"wrote {f}"), highlight=False)
+
+
+def _method_lines(
+    protocol: str,
+    control_scope: str,
+    bootstrap: int,
+    seed: int,
+    alpha: float,
+    proportion_ci: str,
+    notes: Sequence[str],
+    fallback: Sequence[str],
+) -> list[str]:
+    """What the report says about how its numbers were made."""
+    from assay.metrics import get_profile
+
+    detection = get_profile(protocol).detection
+    lines = [f"It is {detection.description}."] if detection else []
+    lines.append(
+        "Controls: patients with no tumour of any type."
+        if control_scope == "any_type"
+        else "Controls: patients without a tumour of the row's type."
+    )
+    lines.append(
+        f"95 % intervals: paired patient bootstrap ({bootstrap} resamples, seed {seed})"
+        + (
+            f"; {proportion_ci.replace('_', '-')} intervals for P-Sen, Spe and T-Sen."
+            if proportion_ci != "bootstrap"
+            else "."
+        )
+    )
+    lines.append(
+        "Co-winners: one-sided tests against the best of each column, Holm-adjusted within "
+        f"the column, α = {alpha:g}: exact McNemar (P-Sen on positives, Spe on controls), "
+        "DeLong (AUC), paired bootstrap (T-Sen, DSC)."
+    )
+    lines += list(notes)
+    if fallback:
+        lines.append(
+            f"AUC of {', '.join(fallback)} ranks patients by retained predicted volume (no "
+            "probability maps): a fallback."
+        )
+    return lines
 
 
 def _lesion_frame(lesions: pd.DataFrame, kind: str, kept: pd.DataFrame) -> pd.DataFrame:

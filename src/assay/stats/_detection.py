@@ -155,13 +155,7 @@ def analyze_detection(
         )
     if n_resamples < 1 or not 0 < ci_level < 1:
         raise InputError("n_resamples must be >= 1 and ci_level in (0, 1).")
-    cases = cases.copy()
-    positive_any = cases.groupby("case_id")["reference_positive"].any()
-    cases["control"] = (
-        ~cases["case_id"].map(positive_any).astype(bool)
-        if control_scope == "any_type"
-        else ~cases["reference_positive"].astype(bool)
-    )
+    cases = with_controls(cases, control_scope)
     patients = sorted(cases["case_id"].unique())
     index = {c: k for k, c in enumerate(patients)}
     weights = _resample_counts(len(patients), n_resamples, seed)
@@ -319,6 +313,19 @@ def cases_from_scores(
             "predictions (policy empty)."
         )
     return out.reset_index(drop=True), notes
+
+
+def with_controls(cases: pd.DataFrame, control_scope: str = "any_type") -> pd.DataFrame:
+    """A copy of ``cases`` with a boolean ``control`` column: no tumour of any type in the
+    patient (``any_type``) or none of the row's type (``type_negative``)."""
+    out = cases.copy()
+    positive_any = out.groupby("case_id")["reference_positive"].any()
+    out["control"] = (
+        ~out["case_id"].map(positive_any).astype(bool)
+        if control_scope == "any_type"
+        else ~out["reference_positive"].astype(bool)
+    )
+    return out
 
 
 def m_frame(frame: pd.DataFrame, model: str) -> pd.DataFrame:

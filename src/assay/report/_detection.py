@@ -1,0 +1,419 @@
+"""The tumour-detection report: ``leaderboard.md`` and a self-contained site.
+
+From a :class:`~assay.stats.DetectionAnalysis` and the per-case rows it was computed from:
+
+* ``leaderboard.md`` — per tumour type, the AbdomenAtlas 2.0 columns (model, paper, code,
+  P-Sen, T-Sen, Spe, AUC, DSC), each value with its 95 % CI and 🏆 for every co-winner of
+  its column; T-Sen by lesion size; the protocol, controls, intervals and tests used;
+* ``detection.html`` — the same tables (sortable), ROC curves with each model's operating
+  point, FROC curves when lesion confidences exist, T-Sen by size, and a sortable per-lesion
+  table (size, detected, Dice) — with ``assets/`` (the site's CSS and sorting script);
+* ``figures/detection_<type>_{roc,froc,size}.svg`` (and PDF/PNG on request).
+
+No network requests: every figure is an SVG file next to the page.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import shutil
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from assay.metrics import SIZE_BIN_LABELS, SMALL_TUMOUR_MM, metric_info
+
+#: Leaderboard columns, in the AbdomenAtlas 2.0 order.
+COLUMNS = ("p_sen", "t_sen", "spe", "auc", "dsc")
+_ASSETS = Path(__file__).parent / "assets"
+
+
+@dataclass(frozen=True)
+class DetectionReportFiles:
+    """What :func:`write_detection_report` wrote."""
+
+    leaderboard: Path
+    page: Path
+    figures: tuple[Path, ...]
+
+
+def write_detection_report(
+    analysis: Any,
+    cases: pd.DataFrame,
+    lesions: pd.DataFrame,
+    out_dir: Path,
+    *,
+    dataset: str,
+    protocol: str,
+    method_lines: Sequence[str],
+    cards: Mapping[str, Any] | None = None,
+    figure_formats: Sequence[str] = ("svg",),
+) -> DetectionReportFiles:
+    """Write the detection leaderboard, page and figures into ``out_dir``.
+
+    Parameters
+    ----------
+    analysis
+        The :class:`~assay.stats.DetectionAnalysis`.
+    cases
+        The per-(model, case, structure) rows it was computed from (with ``control``).
+    lesions
+        Reference-lesion rows (``diameter_mm``, ``detected``, ``dice`` ...) for the table.
+    method_lines
+        Sentences stating the protocol, controls, intervals, tests and policy.
+    cards
+        Model name -> model card (``paper``, ``code`` links), optional.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    figures_dir = out_dir / "figures"
+    figures_dir.mkdir(exist_ok=True)
+    cards = cards or {}
+    summary, comparisons = analysis.summary, analysis.comparisons
+    structures = sorted(summary["structure"].unique()) if len(summary) else []
+    figures: list[Path] = []
+    sections: list[str] = []
+    md = [
+        f"# Tumour detection — {dataset}",
+        "",
+        f"Protocol `{protocol}`. " + " ".join(method_lines),
+        "",
+        "🏆 = best value of the column, or not significantly worse than it.",
+        "",
+    ]
+    for structure in structures:
+        table = _leaderboard_rows(summary, comparisons, structure, cards)
+        md += [f"## {structure}", "", *_markdown_table(table), ""]
+        sizes = analysis.by_size[analysis.by_size["structure"] == structure]
+        if len(sizes):
+            md += ["T-Sen by longest axial diameter:", "", *_markdown_sizes(sizes), ""]
+        stem = f"detection_{structure}"
+        roc = _roc_figure(cases[cases["structure"] == structure], structure)
+        made = [(f"{stem}_roc", roc)]
+        froc = analysis.froc[analysis.froc["structure"] == structure] if len(analysis.froc) else []
+        froc_fig = _froc_figure(analysis, structure) if len(froc) else None
+        if froc_fig is not None:
+            made.append((f"{stem}_froc", froc_fig))
+        if len(sizes):
+            made.append((f"{stem}_size", _size_figure(sizes, structure)))
+        names = []
+        for name, fig in made:
+            for fmt in figure_formats:
+                path = figures_dir / f"{name}.{fmt}"
+                fig.savefig(path, format=fmt, metadata=_metadata(fmt))
+                figures.append(path)
+            names.append(name)
+        sections.append(_html_section(structure, table, sizes, names, lesions, froc))
+    leaderboard = out_dir / "leaderboard.md"
+    leaderboard.write_text("\n".join(md).rstrip() + "\n", encoding="utf-8")
+    page = out_dir / "detection.html"
+    page.write_text(_page(dataset, protocol, method_lines, sections), encoding="utf-8")
+    assets = out_dir / "assets"
+    assets.mkdir(exist_ok=True)
+    for name in ("site.css", "site.js"):
+        shutil.copyfile(_ASSETS / name, assets / name)
+    return DetectionReportFiles(leaderboard, page, tuple(figures))
+
+
+def _metadata(fmt: str) -> dict[str, Any] | None:
+    """Reproducible files: no creation dates in SVG/PDF."""
+    if fmt == "svg":
+        return {"Date": None}
+    if fmt == "pdf":
+        return {"CreationDate": None}
+    return None
+
+
+def _leaderboard_rows(
+    summary: pd.DataFrame, comparisons: pd.DataFrame, structure: str, cards: Mapping[str, Any]
+) -> list[dict[str, Any]]:
+    """One dict per model (sorted by P-Sen, then T-Sen, then name): cells and trophies."""
+    part = summary[summary["structure"] == structure].set_index(["model", "metric"])
+    comp = comparisons[comparisons["structure"] == structure]
+    winners = {(r.metric, r.model) for r in comp.itertuples() if r.winner}
+    rows = []
+    for model in sorted(part.index.get_level_values(0).unique()):
+        row: dict[str, Any] = {"model": model, "cells": {}}
+        card = cards.get(model)
+        row["paper"] = getattr(card, "paper", None) or ""
+        row["code"] = getattr(card, "code", None) or ""
+        for metric in COLUMNS:
+            r = part.loc[(model, metric)]
+            row["cells"][metric] = (
+                float(r["value"]),
+                float(r["ci_low"]),
+                float(r["ci_high"]),
+                (metric, model) in winners,
+            )
+        row["patients"] = int(part.loc[(model, "p_sen")]["n_patients"])
+        rows.append(row)
+
+    def key(r: dict[str, Any]) -> tuple[float, float, str]:
+        p, t = r["cells"]["p_sen"][0], r["cells"]["t_sen"][0]
+        return (
+            -p if math.isfinite(p) else math.inf,
+            -t if math.isfinite(t) else math.inf,
+            r["model"],
+        )
+
+    return sorted(rows, key=key)
+
+
+def _value_text(value: float, lo: float, hi: float) -> str:
+    if not math.isfinite(value):
+        return "—"
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return f"{100 * value:.1f}"
+    return f"{100 * value:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
+
+
+def _link(url: str, label: str) -> str:
+    return f"[{label}]({url})" if url else "—"
+
+
+def _markdown_table(rows: list[dict[str, Any]]) -> list[str]:
+    labels = [metric_info(m).column_label for m in COLUMNS]
+    out = [
+        "| model | paper | code | " + " | ".join(labels) + " | patients |",
+        "|---|---|---|" + "---:|" * len(COLUMNS) + "---:|",
+    ]
+    for r in rows:
+        cells = []
+        for metric in COLUMNS:
+            value, lo, hi, win = r["cells"][metric]
+            cells.append(_value_text(value, lo, hi) + (" 🏆" if win else ""))
+        model = r["model"].replace("|", "\\|")
+        out.append(
+            f"| {model} | {_link(r['paper'], 'paper')} | {_link(r['code'], 'code')} | "
+            + " | ".join(cells)
+            + f" | {r['patients']} |"
+        )
+    return out
+
+
+def _strata() -> list[str]:
+    return [*SIZE_BIN_LABELS, f"<{SMALL_TUMOUR_MM:g} mm"]
+
+
+def _markdown_sizes(sizes: pd.DataFrame) -> list[str]:
+    strata = _strata()
+    out = ["| model | " + " | ".join(strata) + " |", "|---|" + "---:|" * len(strata)]
+    for model, part in sizes.groupby("model", sort=True):
+        by = part.set_index("size_bin")
+        cells = []
+        for s in strata:
+            if s not in by.index or int(by.loc[s, "tumours"]) == 0:
+                cells.append("—")
+                continue
+            r = by.loc[s]
+            cells.append(
+                _value_text(float(r["value"]), float(r["ci_low"]), float(r["ci_high"]))
+                + f" (n={int(r['tumours'])})"
+            )
+        out.append(f"| {str(model).replace('|', chr(92) + '|')} | " + " | ".join(cells) + " |")
+    return out
+
+
+# -- figures -----------------------------------------------------------------------------------
+
+
+def _figure(width: float = 5.2, height: float = 4.0) -> Any:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height))
+    fig.subplots_adjust(left=0.14, right=0.97, top=0.9, bottom=0.13)
+    return fig
+
+
+def roc_points(score: np.ndarray, positive: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """ROC curve (false-positive rate, true-positive rate) with one point per distinct score,
+    from (0, 0) to (1, 1), as ``sklearn.metrics.roc_curve(drop_intermediate=False)``."""
+    order = np.argsort(-score, kind="stable")
+    s, y = score[order], positive[order]
+    distinct = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]
+    tps = np.cumsum(y)[distinct]
+    fps = (distinct + 1) - tps
+    n_pos, n_neg = max(int(y.sum()), 1), max(int((~y).sum()), 1)
+    return np.r_[0.0, fps / n_neg], np.r_[0.0, tps / n_pos]
+
+
+def _roc_figure(cases: pd.DataFrame, structure: str) -> Any:
+    fig = _figure()
+    ax = fig.add_subplot()
+    ax.plot([0, 1], [0, 1], color="0.8", lw=0.8, ls="--")
+    for model, part in cases.groupby("model", sort=True):
+        keep = part["reference_positive"].astype(bool) | part["control"].astype(bool)
+        part = part[keep]
+        pos = part["reference_positive"].to_numpy(dtype=bool)
+        if not pos.any() or pos.all():
+            continue
+        fpr, tpr = roc_points(part["patient_score"].to_numpy(dtype=np.float64), pos)
+        (line,) = ax.plot(fpr, tpr, lw=1.3, label=str(model))
+        call = part["patient_call"].to_numpy(dtype=bool)
+        ax.plot(
+            [float(call[~pos].mean())],
+            [float(call[pos].mean())],
+            "o",
+            color=line.get_color(),
+            ms=5,
+        )
+    ax.set_xlabel("1 − specificity")
+    ax.set_ylabel("patient-wise sensitivity")
+    ax.set_title(f"{structure}: ROC (dots: operating points)", fontsize=10)
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_ylim(-0.02, 1.02)
+    ax.legend(fontsize=7, loc="lower right")
+    return fig
+
+
+def _froc_figure(analysis: Any, structure: str) -> Any | None:
+    """Sensitivity against false positives per patient, per model with confidences."""
+    from assay.stats._detection import FROC_FPPI
+
+    froc = analysis.froc[analysis.froc["structure"] == structure]
+    if froc.empty:
+        return None
+    fig = _figure()
+    ax = fig.add_subplot()
+    for row in froc.to_dict("records"):
+        values = [float(row[f"sens@{f:g}"]) for f in FROC_FPPI]
+        ax.plot(FROC_FPPI, values, marker="o", ms=3, lw=1.3, label=str(row["model"]))
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(FROC_FPPI, [f"{f:g}" for f in FROC_FPPI])
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("false positives per patient")
+    ax.set_ylabel("tumour-wise sensitivity")
+    ax.set_title(f"{structure}: FROC", fontsize=10)
+    ax.legend(fontsize=7, loc="lower right")
+    return fig
+
+
+def _size_figure(sizes: pd.DataFrame, structure: str) -> Any:
+    fig = _figure(6.0, 4.0)
+    ax = fig.add_subplot()
+    strata = list(SIZE_BIN_LABELS)
+    models = sorted(sizes["model"].unique())
+    width = 0.8 / max(len(models), 1)
+    for k, model in enumerate(models):
+        by = sizes[sizes["model"] == model].set_index("size_bin")
+        values = [float(by.loc[s, "value"]) if s in by.index else math.nan for s in strata]
+        ax.bar(np.arange(len(strata)) + k * width - 0.4 + width / 2, values, width, label=model)
+    ax.set_xticks(range(len(strata)), strata)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("tumour-wise sensitivity")
+    ax.set_title(f"{structure}: sensitivity by longest axial diameter", fontsize=10)
+    ax.legend(fontsize=7, loc="lower right")
+    return fig
+
+
+# -- HTML ----------------------------------------------------------------------------------
+
+
+def _th(label: str, numeric: bool) -> str:
+    kind = "num" if numeric else "text"
+    return (
+        f'<th scope="col" aria-sort="none" data-type="{kind}"><button type="button">'
+        f"{html.escape(label)}</button></th>"
+    )
+
+
+def _td(text: str, sort: float | None = None, cls: str = "") -> str:
+    attrs = f' class="{cls}"' if cls else ""
+    if sort is not None and math.isfinite(sort):
+        attrs += f' data-sort="{sort:.6g}"'
+    return f"<td{attrs}>{text}</td>"
+
+
+def _html_link(url: str, label: str) -> str:
+    if not url:
+        return "—"
+    return f'<a href="{html.escape(url, quote=True)}">{label}</a>'
+
+
+def _html_section(
+    structure: str,
+    rows: list[dict[str, Any]],
+    sizes: pd.DataFrame,
+    figures: list[str],
+    lesions: pd.DataFrame,
+    froc: Any,
+) -> str:
+    head = "".join(
+        [_th("model", False), _th("paper", False), _th("code", False)]
+        + [_th(metric_info(m).column_label, True) for m in COLUMNS]
+        + [_th("patients", True)]
+    )
+    body = []
+    for r in rows:
+        cells = [_td(html.escape(r["model"])), _td(_html_link(r["paper"], "paper")),
+                 _td(_html_link(r["code"], "code"))]  # fmt: skip
+        for metric in COLUMNS:
+            value, lo, hi, win = r["cells"][metric]
+            text = html.escape(_value_text(value, lo, hi)) + (" 🏆" if win else "")
+            cells.append(_td(text, 100 * value, "num"))
+        cells.append(_td(str(r["patients"]), r["patients"], "num"))
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    parts = [
+        f'<section id="{html.escape(structure)}"><h2>{html.escape(structure)}</h2>',
+        '<div class="table-wrap"><table class="sortable"><thead><tr>' + head + "</tr></thead>"
+        "<tbody>" + "".join(body) + "</tbody></table></div>",
+    ]
+    for name in figures:
+        parts.append(
+            f'<figure><img src="figures/{html.escape(name)}.svg" alt="{html.escape(name)}">'
+            "</figure>"
+        )
+    mine = lesions[lesions["structure"] == structure] if len(lesions) else lesions
+    if len(mine):
+        head = "".join(
+            _th(label, numeric)
+            for label, numeric in (
+                ("model", False), ("case", False), ("lesion", True), ("diameter (mm)", True),
+                ("volume (ml)", True), ("detected", False), ("Dice", True),
+            )
+        )  # fmt: skip
+        body = []
+        for r in mine.itertuples():
+            dice = float(r.dice)
+            body.append(
+                "<tr>"
+                + _td(html.escape(str(r.model)))
+                + _td(html.escape(str(r.case_id)))
+                + _td(str(int(r.lesion)), float(r.lesion), "num")
+                + _td(f"{float(r.diameter_mm):.1f}", float(r.diameter_mm), "num")
+                + _td(f"{float(r.volume_ml):.3f}", float(r.volume_ml), "num")
+                + _td(html.escape(str(r.status)))
+                + _td("—" if math.isnan(dice) else f"{dice:.3f}", dice, "num")
+                + "</tr>"
+            )
+        parts.append(
+            f"<h3>Reference lesions ({len(mine)})</h3>"
+            '<div class="table-wrap"><table class="sortable lesions"><thead><tr>'
+            + head
+            + "</tr></thead><tbody>"
+            + "".join(body)
+            + "</tbody></table></div>"
+        )
+    parts.append("</section>")
+    return "\n".join(parts)
+
+
+def _page(dataset: str, protocol: str, method_lines: Sequence[str], sections: list[str]) -> str:
+    title = f"Tumour detection — {dataset}"
+    methods = " ".join(html.escape(line) for line in method_lines)
+    return (
+        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f"<title>{html.escape(title)}</title>\n"
+        '<link rel="icon" href="data:,">\n<link rel="stylesheet" href="assets/site.css">\n'
+        '<script src="assets/site.js" defer></script>\n</head>\n<body>\n<main>\n'
+        f"<h1>{html.escape(title)}</h1>\n"
+        f"<p>Protocol <code>{html.escape(protocol)}</code>. {methods} 🏆 = best value of the "
+        "column, or not significantly worse than it.</p>\n"
+        + "\n".join(sections)
+        + "\n</main>\n</body>\n</html>\n"
+    )
