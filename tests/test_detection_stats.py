@@ -312,3 +312,51 @@ def test_end_to_end_from_detect_lesions_with_sizes_and_froc():
     # Thresholds 0.9 (sens 1/2, FPPI 0) and 0.6 (sens 1/2, FPPI 1/3): sensitivity 0.5 at
     # every FPPI point.
     assert froc["froc_average"] == 0.5 and froc["sens@0.125"] == 0.5
+
+
+def test_auroc_and_average_precision_match_picai_eval():
+    """Random multi-lesion cases scored under the picai preset: the case-level AUROC and the
+    lesion-level AP equal picai_eval's ``evaluate`` (AUROC to 1e-15; AP to 1e-12)."""
+    import warnings
+
+    import cc3d
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from picai_eval import evaluate
+
+    from assay.metrics import get_detection_protocol
+
+    rng = np.random.default_rng(21)
+    protocol = get_detection_protocol("picai")
+    dets, trues, rows, refs, preds = [], [], [], [], []
+    for k in range(24):
+        ref = np.zeros((30, 30, 16), dtype=bool)
+        if k % 3:
+            for _ in range(int(rng.integers(1, 3))):
+                c = rng.integers(4, [26, 26, 12])
+                ref[c[0] - 2 : c[0] + 2, c[1] - 2 : c[1] + 2, c[2] - 2 : c[2] + 2] = True
+        pred = np.roll(ref, int(rng.integers(-1, 2)), axis=0) & (rng.random(ref.shape) > 0.1)
+        if rng.random() < 0.5:
+            c = rng.integers(3, [27, 27, 13])
+            pred[c[0] - 1 : c[0] + 2, c[1] - 1 : c[1] + 2, c[2] - 1 : c[2] + 2] = True
+        labels, n = cc3d.connected_components(pred.astype(np.uint8), connectivity=26, return_N=True)
+        conf = np.r_[0.0, rng.choice(np.arange(1, 64), size=n, replace=False) / 64.0]
+        y_det = conf[labels]
+        dets.append(y_det.astype(np.float32))
+        trues.append(ref.astype(np.int32))
+        r = detect_lesions(pred, ref, (1.0, 1.0, 1.0), protocol, probability=y_det)
+        rows.append({"model": "m", "case_id": f"c{k:02d}", "structure": "t", **r.summary()})
+        refs += [{"model": "m", "case_id": f"c{k:02d}", "structure": "t", **vars(x)}
+                 for x in r.reference]  # fmt: skip
+        preds += [{"model": "m", "case_id": f"c{k:02d}", "structure": "t", **vars(x)}
+                  for x in r.predicted]  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs = evaluate(y_det=dets, y_true=trues, num_parallel_calls=1)
+    res = analyze_detection(
+        pd.DataFrame(rows), pd.DataFrame(refs), predicted_lesions=pd.DataFrame(preds),
+        n_resamples=20,
+    )  # fmt: skip
+    assert value(res.summary, "m", "auc") == pytest.approx(theirs.auroc, abs=1e-15)
+    assert float(res.froc["average_precision"].iloc[0]) == pytest.approx(theirs.AP, abs=1e-12)

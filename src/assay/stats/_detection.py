@@ -817,5 +817,32 @@ def _froc(
         row: dict[str, object] = {"structure": structure, "model": model}
         row.update({f"sens@{f:g}": s for f, s in zip(FROC_FPPI, points, strict=True)})
         row["froc_average"] = float(np.mean(points))
+        found = np.where(ref["detected"].to_numpy(bool), conf_ref, 0.0)
+        row["average_precision"] = lesion_average_precision(found, conf_fp)
         rows.append(row)
     return rows
+
+
+def lesion_average_precision(tumour_scores: np.ndarray, fp_scores: np.ndarray) -> float:
+    """Lesion-level average precision, as PI-CAI computes it.
+
+    ``tumour_scores``: per reference tumour, the confidence of the prediction matched to it
+    (0 when missed); ``fp_scores``: the confidences of the false positives. With P(t) and
+    R(t) the precision and recall of the predictions with confidence ≥ t, AP = Σ_t (R(t) −
+    R(t⁺)) · P(t) over the distinct confidences t > 0 in descending order (a step integral;
+    missed tumours only count in the recall's denominator). NaN without tumours.
+    """
+    n = len(tumour_scores)
+    if n == 0:
+        return math.nan
+    scores = np.concatenate([tumour_scores, fp_scores])
+    is_tumour = np.r_[np.ones(n, dtype=bool), np.zeros(len(fp_scores), dtype=bool)]
+    order = np.argsort(-scores, kind="stable")
+    s, y = scores[order], is_tumour[order]
+    last = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]  # last index of each distinct score
+    tp = np.cumsum(y)[last]
+    fp = (last + 1) - tp
+    keep = s[last] > 0
+    precision = tp[keep] / (tp[keep] + fp[keep])
+    recall = tp[keep] / n
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
