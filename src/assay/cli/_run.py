@@ -58,7 +58,18 @@ def run_command(
     for line in summary.resumed:  # what was skipped (already scored, unchanged analysis)
         common.out.print(escape(line), highlight=False)
     if summary.report is not None:
-        _print_report_files(summary.report)
+        from assay.report._detection import DetectionReport
+
+        reports = summary.report if isinstance(summary.report, list) else [summary.report]
+        for report in reports:
+            if isinstance(report, DetectionReport):
+                from assay.cli._detect import print_detection_notes
+
+                print_detection_notes(report)
+                for f in report.files:
+                    common.out.print(escape(f"wrote {f}"), highlight=False)
+            else:
+                _print_report_files(report)
     stopped = [o for o in summary.outcomes if o.status != "ok"]
     if stopped:
         common.err.print(

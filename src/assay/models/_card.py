@@ -15,7 +15,7 @@ from assay.models._runner import RunnerSpec
 _FIELDS = (
     "name", "framework", "organisation", "paper", "code", "training_data", "notes", "version",
     "predictions", "runner", "prediction_layout", "prediction_labels", "min_speed_cm3_s",
-    "spot_check",
+    "spot_check", "probabilities",
 )  # fmt: skip
 
 
@@ -29,7 +29,9 @@ class ModelCard:
     (:class:`~assay.models.RunnerSpec`: a command run per case), the predictions' layout
     and labels when they differ from the reference, and an optional minimum inference speed
     (cm³/s) below which the model is flagged slow; ``spot_check: false`` lets a model that
-    is legitimately weak skip the spot check. Unknown fields are None, never guessed.
+    is legitimately weak skip the spot check. For tumour detection, ``probabilities`` is a
+    folder of per-voxel probability maps (``CASE/STRUCTURE.nii.gz``). Unknown fields are
+    None, never guessed.
     """
 
     name: str
@@ -46,6 +48,7 @@ class ModelCard:
     prediction_labels: Path | None = None
     min_speed_cm3_s: float | None = None
     spot_check: bool = True
+    probabilities: Path | None = None
 
     def as_dict(self) -> dict[str, Any]:
         runner = None
@@ -72,6 +75,7 @@ class ModelCard:
             ),
             "min_speed_cm3_s": self.min_speed_cm3_s,
             "spot_check": self.spot_check,
+            **({} if self.probabilities is None else {"probabilities": str(self.probabilities)}),
         }
 
 
@@ -148,6 +152,14 @@ def model_card_from_mapping(card: Mapping[str, Any], *, where: str, base: Path) 
             )
     if card.get("prediction_labels") is not None:
         labels = (base / str(card["prediction_labels"])).resolve()
+    probabilities = None
+    if card.get("probabilities") is not None:
+        probabilities = (base / str(card["probabilities"])).resolve()
+        if not probabilities.is_dir():
+            raise InputError(
+                f"{where}: probabilities folder {probabilities} does not exist; fix "
+                "'probabilities' (relative to the card file)."
+            )
     runner = None
     if card.get("runner") is not None:
         if not isinstance(card["runner"], Mapping):
@@ -182,6 +194,7 @@ def model_card_from_mapping(card: Mapping[str, Any], *, where: str, base: Path) 
         prediction_labels=labels,
         min_speed_cm3_s=None if speed is None else float(speed),
         spot_check=_flag(card.get("spot_check", True), where, "spot_check"),
+        probabilities=probabilities,
     )
 
 

@@ -26,7 +26,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from assay.errors import InputError
 from assay.metrics import SIZE_BIN_LABELS, SMALL_TUMOUR_MM, metric_info
+from assay.store import ResultStore
 
 #: Leaderboard columns, in the AbdomenAtlas 2.0 order.
 COLUMNS = ("p_sen", "t_sen", "spe", "auc", "dsc")
@@ -40,6 +42,192 @@ class DetectionReportFiles:
     leaderboard: Path
     page: Path
     figures: tuple[Path, ...]
+
+
+@dataclass(frozen=True)
+class DetectionReport:
+    """What :func:`detection_report_for_store` computed and wrote."""
+
+    analysis: Any
+    protocol: str
+    notes: tuple[str, ...]
+    fallback: tuple[str, ...]
+    files: tuple[Path, ...]
+    leaderboard: Path
+    page: Path
+
+
+def detection_report_for_store(
+    store: ResultStore,
+    dataset: str,
+    out_dir: Path,
+    *,
+    profile: str | None = None,
+    run_ids: Sequence[str] | None = None,
+    cards: Mapping[str, Any] | None = None,
+    figure_formats: Sequence[str] = ("svg",),
+    policy: str = "worst",
+    bootstrap: int = 2000,
+    seed: int = 0,
+    alpha: float = 0.05,
+    control_scope: str = "any_type",
+    proportion_ci: str = "bootstrap",
+) -> DetectionReport:
+    """Load a dataset's detection runs, analyse them and write the tables and the report.
+
+    Writes ``detection_summary.csv``, ``detection_by_size.csv``,
+    ``detection_comparisons.csv``, ``detection_volume_sweep.csv``, ``detection_froc.csv``,
+    ``lesions.csv``, ``leaderboard.md``, ``detection.html`` and the figures into ``out_dir``.
+    """
+    from assay.stats import analyze_detection, cases_from_scores
+    from assay.stats._detection import with_controls
+
+    scores, lesions, protocol = load_detection(store, dataset, profile, run_ids)
+    cases, notes = cases_from_scores(scores, policy=policy)
+    kept = cases[["model", "case_id", "structure"]]
+    reference = _lesion_frame(lesions, "reference", kept)
+    predicted = _lesion_frame(lesions, "predicted", kept)
+    result = analyze_detection(
+        cases,
+        reference,
+        control_scope=control_scope,
+        n_resamples=bootstrap,
+        seed=seed,
+        alpha=alpha,
+        proportion_ci=proportion_ci,
+        predicted_lesions=predicted,
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = []
+    for stem, frame in (
+        ("detection_summary", result.summary),
+        ("detection_by_size", result.by_size),
+        ("detection_comparisons", result.comparisons),
+        ("detection_volume_sweep", result.sweep),
+        ("detection_froc", result.froc),
+        ("lesions", lesions),
+    ):
+        path = out_dir / f"{stem}.csv"
+        frame.to_csv(path, index=False)
+        files.append(path)
+    fallback = _score_fallback(reference, predicted)
+    method = _method_lines(protocol, control_scope, bootstrap, seed, alpha, proportion_ci,
+                           notes, fallback)  # fmt: skip
+    written = write_detection_report(
+        result, with_controls(cases, control_scope), reference, out_dir, dataset=dataset,
+        protocol=protocol, method_lines=method, cards=cards, figure_formats=figure_formats,
+    )  # fmt: skip
+    files += [written.leaderboard, written.page]
+    return DetectionReport(
+        analysis=result,
+        protocol=protocol,
+        notes=tuple(notes),
+        fallback=tuple(fallback),
+        files=tuple(files),
+        leaderboard=written.leaderboard,
+        page=written.page,
+    )
+
+
+def load_detection(
+    store: ResultStore,
+    dataset: str,
+    profile: str | None,
+    run_ids: Sequence[str] | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    """Score rows and lesion rows of the detection runs of ``dataset`` (one per model).
+
+    Raises
+    ------
+    InputError
+        No detection run, or a model with runs of several detection protocols and no
+        ``profile`` to choose one.
+    """
+    scores = store.scores(dataset=dataset, profile=profile, run_ids=run_ids)
+    scores = scores[scores["profile"].str.startswith("detection:")]
+    if scores.empty:
+        raise InputError(
+            f"No detection scores for dataset {dataset!r} in {store.location}"
+            + (f" with profile {profile!r}" if profile else "")
+            + "; score tumour predictions with `assay score --task detection` first."
+        )
+    runs = scores.groupby("model")["profile"].nunique()
+    if (runs > 1).any():
+        several = ", ".join(runs[runs > 1].index)
+        raise InputError(
+            f"{several}: detection runs under several protocols; pass --profile "
+            "detection:PROTOCOL to choose one."
+        )
+    protocols = sorted(scores["profile"].unique())
+    if len(protocols) > 1:
+        raise InputError(
+            f"Models of {dataset!r} were scored under different detection protocols "
+            f"({', '.join(protocols)}); pass --profile detection:PROTOCOL."
+        )
+    lesions = store.lesions(run_ids=sorted(scores["run_id"].unique()))
+    return scores, lesions, protocols[0]
+
+
+def _method_lines(
+    protocol: str,
+    control_scope: str,
+    bootstrap: int,
+    seed: int,
+    alpha: float,
+    proportion_ci: str,
+    notes: Sequence[str],
+    fallback: Sequence[str],
+) -> list[str]:
+    """What the report says about how its numbers were made."""
+    from assay.metrics import get_profile
+
+    detection = get_profile(protocol).detection
+    lines = [f"It is {detection.description}."] if detection else []
+    lines.append(
+        "Controls: patients with no tumour of any type."
+        if control_scope == "any_type"
+        else "Controls: patients without a tumour of the row's type."
+    )
+    lines.append(
+        f"95 % intervals: paired patient bootstrap ({bootstrap} resamples, seed {seed})"
+        + (
+            f"; {proportion_ci.replace('_', '-')} intervals for P-Sen, Spe and T-Sen."
+            if proportion_ci != "bootstrap"
+            else "."
+        )
+    )
+    lines.append(
+        "Co-winners: one-sided tests against the best of each column, Holm-adjusted within "
+        f"the column, α = {alpha:g}: exact McNemar (P-Sen on positives, Spe on controls), "
+        "DeLong (AUC), paired bootstrap (T-Sen, DSC)."
+    )
+    lines += list(notes)
+    if fallback:
+        lines.append(
+            f"AUC of {', '.join(fallback)} ranks patients by retained predicted volume (no "
+            "probability maps): a fallback."
+        )
+    return lines
+
+
+def _lesion_frame(lesions: pd.DataFrame, kind: str, kept: pd.DataFrame) -> pd.DataFrame:
+    """Lesion rows of one kind, restricted to the analysed (model, case, structure) rows."""
+    part = lesions[lesions["kind"] == kind].merge(kept, on=["model", "case_id", "structure"])
+    if kind == "reference":
+        part = part.assign(
+            detected=part["status"] == "detected", counted=part["status"] != "uncounted"
+        )
+    return part
+
+
+def _score_fallback(reference: pd.DataFrame, predicted: pd.DataFrame) -> list[str]:
+    """Models whose lesions carry no confidence: their patient score is a volume."""
+    frames = [f[["model", "confidence"]] for f in (reference, predicted) if len(f)]
+    if not frames:
+        return []
+    both = pd.concat(frames)
+    has = both.groupby("model")["confidence"].apply(lambda c: c.notna().any())
+    return sorted(m for m, ok in has.items() if not ok)
 
 
 def write_detection_report(

@@ -15,6 +15,13 @@
     report: true                             # or false
     figure_formats: [svg, pdf, png]          # report figures (default: svg, the site's)
     retry_failed: true                       # re-run failed/timed-out model cases on resume
+    task: segmentation                       # or detection (tumours; then no profile)
+    protocol: atlas2                         # detection protocol (with task: detection)
+
+With ``task: detection`` the datasets' references hold tumour masks, model cards may give a
+``probabilities`` folder, the ``analysis`` section takes ``bootstrap``, ``seed``, ``alpha``,
+``policy`` (worst, empty, exclude), ``control_scope`` and ``proportion_ci``, and the report is
+the detection report (``leaderboard.md``, ``detection.html``, figures, CSV tables).
 
 Every problem is found before any work starts: an unknown key, a missing file or folder, a
 model with neither predictions nor a runner; the message names the file, the key and the fix.
@@ -38,7 +45,14 @@ from assay.stats import OPTION_SPECS, AnalysisOptions, parse_group_spec
 
 _KEYS = ("name", "output", "db", "profile", "workers", "datasets", "models", "spot_check",
          "retry_failed",
-         "analysis", "report", "figure_formats")  # fmt: skip
+         "analysis", "report", "figure_formats", "task", "protocol")  # fmt: skip
+#: ``analysis:`` keys of a detection benchmark and their allowed values (None: a number).
+_DETECTION_ANALYSIS: dict[str, tuple[str, ...] | None] = {
+    "bootstrap": None, "seed": None, "alpha": None,
+    "policy": ("worst", "empty", "exclude"),
+    "control_scope": ("any_type", "type_negative"),
+    "proportion_ci": ("bootstrap", "wilson", "clopper_pearson"),
+}  # fmt: skip
 #: Keys of the ``analysis:`` section: the metrics, subgroups, worst values, and every
 #: analysis option as declared once in :data:`~assay.stats.OPTION_SPECS` (``bootstrap``,
 #: ``ci``, ``winner_rule``, ...).
@@ -73,6 +87,8 @@ class Benchmark:
     report: bool = True
     retry_failed: bool = True
     figure_formats: tuple[str, ...] = ("svg",)
+    task: str = "segmentation"
+    protocol: str = "atlas2"
 
 
 def load_benchmark(path: str | Path) -> Benchmark:
@@ -108,6 +124,15 @@ def load_benchmark(path: str | Path) -> Benchmark:
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise InputError(f"{path}: {kind} name(s) {dupes} appear twice; names must be unique.")
+    task = str(raw.get("task", "segmentation"))
+    if task not in ("segmentation", "detection"):
+        raise InputError(f"{path}: task {task!r} is not one of segmentation, detection.")
+    if task == "detection":
+        return _detection_benchmark(raw, path, base, datasets, models)
+    if "protocol" in raw:
+        raise InputError(
+            f"{path}: 'protocol' names a detection protocol; add 'task: detection' or remove it."
+        )
     profile = str(raw.get("profile", "default"))
     if profile not in PROFILES:
         raise InputError(f"{path}: profile {profile!r} is unknown; known: {', '.join(PROFILES)}.")
@@ -168,6 +193,78 @@ def load_benchmark(path: str | Path) -> Benchmark:
         report=report,
         retry_failed=retry,
         figure_formats=figure_formats,
+    )
+
+
+def _detection_benchmark(
+    raw: Mapping[str, Any],
+    path: Path,
+    base: Path,
+    datasets: tuple[DatasetCard, ...],
+    models: tuple[ModelCard, ...],
+) -> Benchmark:
+    """The rest of a ``task: detection`` config (its own analysis keys, no profile)."""
+    from assay.metrics import get_detection_protocol
+    from assay.report._render import parse_figure_formats
+
+    if "profile" in raw:
+        raise InputError(
+            f"{path}: 'profile' sets segmentation metrics; a detection benchmark takes a "
+            "'protocol' instead."
+        )
+    protocol = str(raw.get("protocol", "atlas2"))
+    try:
+        get_detection_protocol(protocol)
+    except InputError as exc:
+        raise InputError(f"{path}: protocol: {exc}") from None
+    analysis = raw.get("analysis") or {}
+    if not isinstance(analysis, Mapping):
+        raise InputError(f"{path}: 'analysis' must be a mapping.")
+    _check_keys(analysis, tuple(_DETECTION_ANALYSIS), f"{path}, analysis (task: detection)")
+    for key, choices in _DETECTION_ANALYSIS.items():
+        if key not in analysis:
+            continue
+        value = analysis[key]
+        if choices is not None and value not in choices:
+            raise InputError(
+                f"{path}: analysis.{key} {value!r} is not one of {', '.join(choices)}."
+            )
+        if choices is None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise InputError(f"{path}: analysis.{key} must be a number, got {value!r}.")
+    if "bootstrap" in analysis and (
+        not isinstance(analysis["bootstrap"], int) or analysis["bootstrap"] < 100
+    ):
+        raise InputError(f"{path}: analysis.bootstrap must be a whole number >= 100.")
+    if "alpha" in analysis and not 0 < float(analysis["alpha"]) < 1:
+        raise InputError(f"{path}: analysis.alpha must be between 0 and 1.")
+    workers = raw.get("workers", 1)
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise InputError(f"{path}: 'workers' must be a positive integer, got {workers!r}.")
+    report, retry = raw.get("report", True), raw.get("retry_failed", True)
+    for key, value in (("report", report), ("retry_failed", retry)):
+        if not isinstance(value, bool):
+            raise InputError(f"{path}: '{key}' must be true or false, got {value!r}.")
+    db = str(raw.get("db", "assay.db"))
+    if "://" not in db:
+        db = str((base / db).resolve())
+    return Benchmark(
+        path=path,
+        name=str(raw.get("name") or path.stem),
+        output=(base / str(raw.get("output", "assay-run"))).resolve(),
+        db=db,
+        profile=f"detection:{protocol}",
+        workers=workers,
+        datasets=datasets,
+        models=models,
+        spot_check=None,  # a Dice spot check means nothing for tumours (controls are empty)
+        analysis=dict(analysis),
+        report=report,
+        retry_failed=retry,
+        figure_formats=parse_figure_formats(
+            raw.get("figure_formats"), where=f"{path}: figure_formats"
+        ),
+        task="detection",
+        protocol=protocol,
     )
 
 

@@ -249,7 +249,9 @@ def run_benchmark(
     summary = RunSummary(outcomes=outcomes, notes=notes, resumed=resumed)
     ui.overall(len(outcomes), steps)
     scored = [o for o in outcomes if o.status == "ok"]
-    if bench.report and scored:
+    if bench.report and scored and bench.task == "detection":
+        summary.report = _detection_report(bench, store, scored, ui)
+    elif bench.report and scored:
         ui.stage("checking the analysis inputs", None)
         stamp_path = bench.output / STAMP_NAME
         parts = analysis_inputs(bench, store, scored)
@@ -350,7 +352,7 @@ def _score(
         prediction_layout=model.prediction_layout, labels=ref.labels,
         prediction_labels=pred_labels, schema=ref.schema, failures=failures,
         scheduler=scheduler, on_start=lambda n: ui.stage(description, n),
-        on_case=lambda _r: ui.advance(),
+        on_case=lambda _r: ui.advance(), probabilities=model.probabilities,
     )  # fmt: skip
 
 
@@ -583,6 +585,34 @@ def training_overlap(
         if entries:
             out[model.name] = sorted(entries)
     return out
+
+
+def _detection_report(
+    bench: Benchmark, store: ResultStore, scored: list[ModelOutcome], ui: Progress
+) -> Any:
+    """The detection analysis and report of every dataset, in ``output/report/<dataset>``
+    (or ``output/report`` for one dataset); computed anew on every run (seconds)."""
+    from assay.report._detection import detection_report_for_store
+
+    ui.stage("detection analysis and report", None)
+    datasets = sorted({o.dataset for o in scored})
+    options = dict(bench.analysis)
+    files = []
+    for name in datasets:
+        folder = bench.output / "report" / (name if len(datasets) > 1 else "")
+        files.append(
+            detection_report_for_store(
+                store, name, folder, profile=bench.profile,
+                run_ids=[o.run_id for o in scored if o.dataset == name],
+                cards={m.name: m for m in bench.models}, figure_formats=bench.figure_formats,
+                policy=str(options.get("policy", "worst")),
+                bootstrap=int(options.get("bootstrap", 2000)),
+                seed=int(options.get("seed", 0)), alpha=float(options.get("alpha", 0.05)),
+                control_scope=str(options.get("control_scope", "any_type")),
+                proportion_ci=str(options.get("proportion_ci", "bootstrap")),
+            )
+        )  # fmt: skip
+    return files[0] if len(files) == 1 else files
 
 
 def _report(bench: Benchmark, store: ResultStore, scored: list[ModelOutcome], ui: Progress) -> Any:
