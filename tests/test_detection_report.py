@@ -108,3 +108,28 @@ def test_detection_page_in_chromium(report: Path, driver) -> None:  # noqa: F811
     values = [float(r.find_elements(By.TAG_NAME, "td")[column].text) for r in rows]
     assert values == sorted(values) and len(values) >= 3
     assert headers[column].get_attribute("aria-sort") == "ascending"
+
+
+def test_reanalyze_reproduces_the_bundle_and_finds_drift(report: Path, tmp_path: Path) -> None:
+    import shutil
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(report / "bundle", bundle)
+    r = runner.invoke(cli.app, ["reanalyze", str(bundle)])
+    assert r.exit_code == 0, r.output
+    assert "reproduced" in r.output and "detection numbers match" in r.output
+    # An edited published number is drift, named with its row.
+    summary = bundle / "detection_summary.csv"
+    lines = summary.read_text(encoding="utf-8").splitlines()
+    row = next(i for i, line in enumerate(lines) if ",p_sen," in line)
+    cells = lines[row].split(",")
+    cells[3] = "0.123"
+    lines[row] = ",".join(cells)
+    summary.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    r = runner.invoke(cli.app, ["reanalyze", str(bundle)])
+    assert r.exit_code == 1 and "detection_summary" in r.output and "0.123" in r.output
+    # An edited input is refused in one line.
+    scores = bundle / "scores.csv"
+    scores.write_text(scores.read_text(encoding="utf-8") + "\n", encoding="utf-8")
+    r = runner.invoke(cli.app, ["reanalyze", str(bundle)])
+    assert r.exit_code == 2 and "changed since the bundle was written" in r.output

@@ -41,6 +41,7 @@ from assay.cli._common import (
     app,
 )
 from assay.cli._common import ANALYSIS_DEFAULTS as D
+from assay.errors import InputError
 from assay.models import load_model_cards
 from assay.store import ResultStore
 
@@ -376,7 +377,11 @@ def reanalyze_command(
 ) -> None:
     """Recompute every published number from the bundle's per-case scores; fail on drift."""
     from assay.report import reanalyze
+    from assay.report._detection import BUNDLE_MANIFEST
 
+    if (bundle / BUNDLE_MANIFEST).is_file():  # a detection bundle
+        _reanalyze_detection(bundle, update)
+        return
     with _fatal_errors():
         result = reanalyze(bundle, update=update)
     for line in result.differences:
@@ -396,5 +401,30 @@ def reanalyze_command(
     common.err.print(
         f"[red]drift[/]: {n} difference(s) between the published numbers and a recomputation "
         "from the per-case scores (see above). Nothing was rewritten; --update rewrites."
+    )
+    raise typer.Exit(1)
+
+
+def _reanalyze_detection(bundle: Path, update: bool) -> None:
+    from assay.report._detection import BUNDLE_TOLERANCE, reanalyze_detection
+
+    with _fatal_errors():
+        if update:
+            raise InputError(
+                "--update rewrites organ bundles only; re-run `assay analyze --task detection` "
+                "to rebuild a detection bundle."
+            )
+        result = reanalyze_detection(bundle)
+    for line in result.differences:
+        common.out.print(escape(line), highlight=False)
+    if not result.differences:
+        common.out.print(
+            f"[green]reproduced[/]: {result.n_checked} detection numbers match "
+            f"{escape(str(bundle))} (within {BUNDLE_TOLERANCE:g})."
+        )
+        return
+    common.err.print(
+        f"[red]drift[/]: {len(result.differences)} difference(s) between the published "
+        "detection tables and a recomputation from the bundle's per-case rows (see above)."
     )
     raise typer.Exit(1)

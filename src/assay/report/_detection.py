@@ -77,7 +77,9 @@ def detection_report_for_store(
 
     Writes ``detection_summary.csv``, ``detection_by_size.csv``,
     ``detection_comparisons.csv``, ``detection_volume_sweep.csv``, ``detection_froc.csv``,
-    ``lesions.csv``, ``leaderboard.md``, ``detection.html`` and the figures into ``out_dir``.
+    ``lesions.csv``, ``leaderboard.md``, ``detection.html``, the figures, and the results
+    bundle (``bundle/``: per-case inputs, published tables, ``detection.json``) that
+    ``assay reanalyze`` re-verifies, into ``out_dir``.
     """
     from assay.stats import analyze_detection, cases_from_scores
     from assay.stats._detection import with_controls
@@ -108,8 +110,16 @@ def detection_report_for_store(
         ("lesions", lesions),
     ):
         path = out_dir / f"{stem}.csv"
-        frame.to_csv(path, index=False)
+        frame.to_csv(path, index=False, float_format="%.17g")
         files.append(path)
+    files.append(
+        write_detection_bundle(
+            out_dir / "bundle", scores=scores, lesions=lesions, analysis=result,
+            dataset=dataset, protocol=protocol,
+            options={"policy": policy, "bootstrap": bootstrap, "seed": seed, "alpha": alpha,
+                     "control_scope": control_scope, "proportion_ci": proportion_ci},
+        )
+    )  # fmt: skip
     fallback = _score_fallback(reference, predicted)
     method = _method_lines(protocol, control_scope, bootstrap, seed, alpha, proportion_ci,
                            notes, fallback)  # fmt: skip
@@ -605,3 +615,184 @@ def _page(dataset: str, protocol: str, method_lines: Sequence[str], sections: li
         + "\n".join(sections)
         + "\n</main>\n</body>\n</html>\n"
     )
+
+
+# -- the detection results bundle and its re-verification ----------------------------------
+
+#: The bundle's manifest file; a folder holding it is a detection bundle.
+BUNDLE_MANIFEST = "detection.json"
+_BUNDLE_FORMAT = 1
+#: The published tables a reanalysis recomputes, and the columns that identify a row.
+_TABLES: dict[str, tuple[str, ...]] = {
+    "detection_summary": ("structure", "model", "metric"),
+    "detection_by_size": ("structure", "model", "size_bin"),
+    "detection_comparisons": ("structure", "metric", "model"),
+    "detection_volume_sweep": ("structure", "model", "threshold_mm3"),
+    "detection_froc": ("structure", "model"),
+}
+#: Tolerance of a reanalysis: sums in another order may differ in the last bits.
+BUNDLE_TOLERANCE = 1e-12
+
+
+@dataclass(frozen=True)
+class DetectionReanalysis:
+    """What :func:`reanalyze_detection` found: the differences, and how much it checked."""
+
+    differences: tuple[str, ...]
+    n_checked: int
+
+
+def write_detection_bundle(
+    folder: Path,
+    *,
+    scores: pd.DataFrame,
+    lesions: pd.DataFrame,
+    analysis: Any,
+    dataset: str,
+    protocol: str,
+    options: Mapping[str, Any],
+) -> Path:
+    """Write the per-case inputs, the published tables and a manifest into ``folder``.
+
+    Inputs are the detection runs' long score rows and lesion rows (CSV, every float
+    written with 17 significant digits, so they read back bit for bit); the manifest holds
+    the analysis options and the inputs' SHA-256 (a changed input is an error; a changed
+    published table is drift, found by the reanalysis).
+    """
+    import hashlib
+    import json
+
+    folder.mkdir(parents=True, exist_ok=True)
+    frames = {"scores": scores, "lesions": lesions}
+    frames.update({name: getattr(analysis, _attr(name)) for name in _TABLES})
+    digests = {}
+    for name, frame in frames.items():
+        path = folder / f"{name}.csv"
+        frame.to_csv(path, index=False, float_format="%.17g")
+        if name in ("scores", "lesions"):  # inputs; an edited published table is drift
+            digests[path.name] = hashlib.sha256(path.read_bytes()).hexdigest()
+    manifest = {
+        "format": _BUNDLE_FORMAT,
+        "dataset": dataset,
+        "protocol": protocol,
+        "options": dict(options),
+        "files": digests,
+    }
+    path = folder / BUNDLE_MANIFEST
+    path.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    return path
+
+
+def _attr(table: str) -> str:
+    return {
+        "detection_summary": "summary",
+        "detection_by_size": "by_size",
+        "detection_comparisons": "comparisons",
+        "detection_volume_sweep": "sweep",
+        "detection_froc": "froc",
+    }[table]
+
+
+def reanalyze_detection(folder: Path) -> DetectionReanalysis:
+    """Recompute every published table of a detection bundle from its per-case rows.
+
+    Raises
+    ------
+    InputError
+        A folder without a readable manifest, or a file whose SHA-256 differs from the
+        manifest's (a changed input is reported, never silently used).
+    """
+    import hashlib
+    import json
+
+    from assay.stats import analyze_detection, cases_from_scores
+
+    manifest_path = folder / BUNDLE_MANIFEST
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        options = dict(manifest["options"])
+        files = dict(manifest["files"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InputError(
+            f"{manifest_path} is not a readable detection bundle manifest ({exc}); pass the "
+            "bundle folder `assay analyze --task detection` wrote."
+        ) from None
+    for name, digest in files.items():
+        path = folder / name
+        if not path.is_file() or hashlib.sha256(path.read_bytes()).hexdigest() != digest:
+            raise InputError(
+                f"Bundle file {path} is missing or changed since the bundle was written "
+                "(SHA-256 differs from detection.json); restore it."
+            )
+    scores = pd.read_csv(folder / "scores.csv", keep_default_na=False, na_values=[""])
+    scores["value"] = scores["value"].astype("float64")
+    scores["message"] = scores["message"].astype(str)
+    lesions = pd.read_csv(folder / "lesions.csv", keep_default_na=False, na_values=[""])
+    for column in ("model", "case_id", "structure", "status", "kind", "matched"):
+        if column in lesions:
+            lesions[column] = lesions[column].astype(str)
+    for frame in (scores, lesions):
+        for column in ("model", "case_id", "structure"):
+            frame[column] = frame[column].astype(str)
+    cases, _ = cases_from_scores(scores, policy=str(options["policy"]))
+    kept = cases[["model", "case_id", "structure"]]
+    lesions = lesions.assign(matched=lesions["matched"].replace("nan", ""))
+    result = analyze_detection(
+        cases,
+        _lesion_frame(lesions, "reference", kept),
+        control_scope=str(options["control_scope"]),
+        n_resamples=int(options["bootstrap"]),
+        seed=int(options["seed"]),
+        alpha=float(options["alpha"]),
+        proportion_ci=str(options["proportion_ci"]),
+        predicted_lesions=_lesion_frame(lesions, "predicted", kept),
+    )
+    differences: list[str] = []
+    checked = 0
+    for name, keys in _TABLES.items():
+        published = pd.read_csv(folder / f"{name}.csv")
+        fresh = getattr(result, _attr(name))
+        diff, n = _compare_tables(name, published, fresh, keys)
+        differences += diff
+        checked += n
+    return DetectionReanalysis(tuple(differences), checked)
+
+
+def _compare_tables(
+    name: str, published: pd.DataFrame, fresh: pd.DataFrame, keys: tuple[str, ...]
+) -> tuple[list[str], int]:
+    """Differences (one line each) between a published table and its recomputation."""
+    if published.empty and fresh.empty:
+        return [], 0
+    fresh = pd.read_csv(_roundtrip(fresh))  # the published table's types, exactly
+    if set(published.columns) != set(fresh.columns) or len(published) != len(fresh):
+        return [f"{name}: {len(published)} published rows, {len(fresh)} recomputed"], 1
+    a = published.set_index(list(keys)).sort_index()
+    b = fresh.set_index(list(keys)).sort_index()[a.columns]
+    if not a.index.equals(b.index):
+        return [f"{name}: the recomputed rows are not the published ones"], 1
+    out, n = [], 0
+    for column in a.columns:
+        x, y = a[column], b[column]
+        n += len(x)
+        if pd.api.types.is_numeric_dtype(x) and pd.api.types.is_numeric_dtype(y):
+            xv, yv = x.to_numpy(dtype=np.float64), y.to_numpy(dtype=np.float64)
+            same = (
+                (np.isnan(xv) & np.isnan(yv)) | (np.abs(xv - yv) <= BUNDLE_TOLERANCE) | (xv == yv)
+            )
+        else:
+            same = (x.astype(str) == y.astype(str)).to_numpy()
+        for k in np.flatnonzero(~same)[:5]:
+            out.append(
+                f"{name} {a.index[k]} {column}: published {x.iloc[k]!r}, recomputed {y.iloc[k]!r}"
+            )
+    return out, n
+
+
+def _roundtrip(frame: pd.DataFrame) -> Any:
+    import io
+
+    buffer = io.StringIO()
+    frame.to_csv(buffer, index=False, float_format="%.17g")
+    buffer.seek(0)
+    return buffer
