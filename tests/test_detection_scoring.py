@@ -258,3 +258,30 @@ def test_label_map_values_that_are_no_tumour_type_are_noted(tmp_path: Path) -> N
     s = store.scores()
     liver = s[s["structure"] == "liver_tumor"].set_index("metric")["value"]
     assert liver["lesion_tp"] == 1 and liver["lesion_fp"] == 0  # value 7 is no lesion
+
+
+def test_organ_gate_uses_the_predicted_organ_and_protocol_options(benchmark: Path) -> None:
+    """--protocol-option organ_gate=multiply keeps only predicted tumour voxels inside the
+    model's own pancreas mask (c1's false positive lies outside it); a case without the
+    organ mask fails that structure with its reason."""
+    from assay.metrics import get_detection_protocol
+
+    pancreas = empty()
+    pancreas[0:20, 0:20, 0:15] = True  # holds the tumours of p1 and p2's first, not c1's FP
+    for case in ("p1", "c1"):
+        write_case(benchmark / "pred", case, {"pancreas": pancreas})
+    protocol = get_detection_protocol("atlas2").with_text_options(
+        ["organ_gate=multiply", "organ_dilation_voxels=1"]
+    )
+    assert protocol.name == "atlas2+custom" and protocol.organ_dilation_voxels == 1
+    store = ResultStore(benchmark / "a.db")
+    score(benchmark / "ref", benchmark / "pred", model="m", dataset="d",
+          profile=detection_profile(protocol), store=store)  # fmt: skip
+    v = values(store)
+    rows = store.scores().groupby("case_id")[["status", "message"]].first()
+    assert v["p1", "lesion_tp"] == 1 and v["c1", "lesion_fp"] == 0  # the FP was gated out
+    assert rows.loc["p2", "status"] == "failed" and "no pancreas mask" in rows.loc["p2", "message"]
+    with pytest.raises(InputError, match="organ_dilation_voxels='x' is invalid: give int"):
+        protocol.with_text_options(["organ_dilation_voxels=x"])
+    with pytest.raises(InputError, match="expected KEY=VALUE"):
+        protocol.with_text_options(["organ_gate"])

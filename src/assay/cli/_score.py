@@ -19,7 +19,13 @@ from assay.cli import _common as common
 from assay.cli._common import _fatal_errors, _fmt, _progress, _run_score, app
 from assay.datasets import DEFAULT_SCHEMA, LabelSchema, read_label_map_spec
 from assay.errors import InputError
-from assay.metrics import DETECTION_PROTOCOLS, PROFILES, detection_profile, get_profile
+from assay.metrics import (
+    DETECTION_PROTOCOLS,
+    PROFILES,
+    detection_profile,
+    get_detection_protocol,
+    get_profile,
+)
 from assay.scoring import MEANS_NOTE, STATUSES, ScoreReport, case_problems, summarize
 from assay.store import FORMATS, ResultStore, export_scores
 
@@ -78,6 +84,14 @@ def score_command(
             help=f"Detection protocol with --task detection: {', '.join(DETECTION_PROTOCOLS)}."
         ),
     ] = "atlas2",
+    protocol_option: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--protocol-option",
+            help="Change a knob of the detection protocol, KEY=VALUE (repeatable), e.g. "
+            "iou_threshold=0.3 or organ_gate=touch.",
+        ),
+    ] = None,
     probabilities: Annotated[
         Path | None,
         typer.Option(
@@ -106,7 +120,17 @@ def score_command(
                 "--profile, --tolerance-mm and --structure-tolerance set segmentation metrics; "
                 "with --task detection choose a --protocol instead."
             )
-        prof = detection_profile(protocol) if task == "detection" else get_profile(profile)
+        if protocol_option and task != "detection":
+            raise InputError(
+                "--protocol-option changes a detection protocol; add --task detection."
+            )
+        prof = (
+            detection_profile(get_detection_protocol(protocol).with_text_options(protocol_option))
+            if task == "detection" and protocol_option
+            else detection_profile(protocol)
+            if task == "detection"
+            else get_profile(profile)
+        )
         overrides = []
         if tolerance_mm is not None:
             prof = replace(prof, tolerance_mm=tolerance_mm)

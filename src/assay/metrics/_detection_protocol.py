@@ -200,6 +200,54 @@ class DetectionProtocol:
         )
         return replace(self, name=name, **options)
 
+    def with_text_options(self, items: list[str]) -> DetectionProtocol:
+        """A copy with ``KEY=VALUE`` items applied (``--protocol-option``), each value read
+        as its knob's type (numbers, ``true``/``false``, names; ``none`` for no resampling).
+
+        Raises
+        ------
+        InputError
+            For an item without ``=``, an unknown knob, or a value of the wrong type.
+        """
+        fields = {k: v for k, v in asdict(self).items() if k not in ("name", "description")}
+        options: dict[str, Any] = {}
+        for item in items:
+            key, sep, text = item.partition("=")
+            key, text = key.strip(), text.strip()
+            if not sep or not key:
+                raise InputError(
+                    f"Invalid --protocol-option {item!r}; expected KEY=VALUE, e.g. "
+                    "iou_threshold=0.3."
+                )
+            if key not in fields:
+                raise InputError(
+                    f"Unknown detection protocol option {key!r}; known: {', '.join(fields)}."
+                )
+            options[key] = _parse_knob(key, text, fields[key])
+        return self.with_options(**options)
+
+
+def _parse_knob(key: str, text: str, current: object) -> object:
+    """``text`` as the type of knob ``key`` (whose current value is ``current``)."""
+    lowered = text.lower()
+    try:
+        if key == "resample_mm":
+            return None if lowered in ("none", "") else float(text)
+        if isinstance(current, bool):
+            if lowered not in ("true", "false"):
+                raise ValueError
+            return lowered == "true"
+        if isinstance(current, int):
+            return int(text)
+        if isinstance(current, float):
+            return float(text)
+    except ValueError:
+        kind = "true or false" if isinstance(current, bool) else type(current).__name__
+        raise InputError(
+            f"Detection protocol option {key}={text!r} is invalid: give {kind}."
+        ) from None
+    return text
+
 
 def _check_choice(key: str, value: object, choices: tuple[object, ...]) -> None:
     if value not in choices:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from numpy.typing import NDArray
@@ -67,13 +67,20 @@ class _Sparse:
     crop: NDArray[np.bool_] | None
 
     def embed(self, box: Box) -> NDArray[np.bool_]:
+        """The mask on ``box`` (the part of the crop inside it; zeros elsewhere)."""
         out = np.zeros(tuple(s.stop - s.start for s in box), dtype=bool)
         if self.box is not None and self.crop is not None:
-            inner = tuple(
-                slice(a.start - b.start, a.stop - b.start)
-                for a, b in zip(self.box, box, strict=True)
-            )
-            out[inner] = self.crop
+            lo = [max(a.start, b.start) for a, b in zip(self.box, box, strict=True)]
+            hi = [min(a.stop, b.stop) for a, b in zip(self.box, box, strict=True)]
+            if all(h > low for low, h in zip(lo, hi, strict=True)):
+                dst = tuple(
+                    slice(low - b.start, h - b.start) for low, h, b in zip(lo, hi, box, strict=True)
+                )
+                src = tuple(
+                    slice(low - a.start, h - a.start)
+                    for low, h, a in zip(lo, hi, self.box, strict=True)
+                )
+                out[dst] = self.crop[src]
         return out
 
 
@@ -102,6 +109,7 @@ def score_case(task: CaseTask) -> CaseRecord:
     results: dict[str, tuple[str, Mapping[str, float], str]] = {}
     lesions: list[LesionRow] = []
     detection = task.profile.detection
+    organs: dict[str, _Sparse | _Failure] = {}
     case_status = "ok"
     try:
         ref_grid, ref_masks = _load_reference(task, notes)
@@ -119,6 +127,8 @@ def score_case(task: CaseTask) -> CaseRecord:
                 results[s] = ("missing_prediction", {}, msg)
         else:
             pred_masks = _load_prediction(task, ref_grid, flags, notes)
+            if detection is not None and detection.organ_gate != "none":
+                organs = _organ_masks(task, ref_grid, flags)
             spacing = ref_grid.spacing_mm
             for s in task.structures:
                 ref_s, pred_s = ref_masks.get(s), pred_masks.get(s)
@@ -142,7 +152,8 @@ def score_case(task: CaseTask) -> CaseRecord:
                     if detection is None:
                         results[s] = _compute(p, r, spacing, task.profile, s)
                     else:
-                        results[s] = _detect_structure(task, p, r, ref_grid, s, lesions)
+                        organ = organs.get(s) if detection.organ_gate != "none" else None
+                        results[s] = _detect_structure(task, p, r, ref_grid, s, lesions, organ)
         if detection is not None:
             _score_missing_as_empty(task, ref_masks, ref_grid, detection, results, lesions)
     except Exception as exc:  # a case-level failure: every structure records it
@@ -178,6 +189,42 @@ def score_case(task: CaseTask) -> CaseRecord:
     )
 
 
+#: Organs made of parts in the label schema (a kidney tumour is gated by either kidney).
+_ORGAN_PARTS = {"kidney": ("kidney_left", "kidney_right")}
+
+
+def _organ_masks(task: CaseTask, grid: Image, flags: set[str]) -> dict[str, _Sparse | _Failure]:
+    """Tumour type -> the prediction's mask of its organ (for an organ gate), or why not."""
+    from assay.datasets import TUMOUR_ORGANS
+
+    wanted = {s: TUMOUR_ORGANS.get(s, s.removesuffix("_tumor")) for s in task.structures}
+    names = sorted({p for o in wanted.values() for p in _ORGAN_PARTS.get(o, (o,))})
+    loaded = _load_prediction(replace(task, structures=tuple(names)), grid, flags, [])
+    out: dict[str, _Sparse | _Failure] = {}
+    for structure, organ in wanted.items():
+        parts = [loaded.get(p) for p in _ORGAN_PARTS.get(organ, (organ,))]
+        masks = [p for p in parts if isinstance(p, _Sparse)]
+        if not masks:
+            out[structure] = _Failure(
+                "failed",
+                f"The detection protocol gates {structure!r} by the organ, but the prediction "
+                f"of case {task.case_id!r} has no {organ} mask; add the model's organ mask "
+                f"(named {' or '.join(_ORGAN_PARTS.get(organ, (organ,)))}), or drop the gate.",
+            )
+            continue
+        box = masks[0].box
+        for m in masks[1:]:
+            box = union_box(box, m.box)
+        if box is None:
+            out[structure] = _EMPTY
+            continue
+        merged = np.zeros(tuple(b.stop - b.start for b in box), dtype=bool)
+        for m in masks:
+            merged |= m.embed(box)
+        out[structure] = _Sparse(box, merged)
+    return out
+
+
 def _detect_structure(
     task: CaseTask,
     pred: _Sparse | None,
@@ -185,17 +232,20 @@ def _detect_structure(
     grid: Image,
     structure: str,
     lesions: list[LesionRow],
+    organ: _Sparse | _Failure | None = None,
 ) -> tuple[str, Mapping[str, float], str]:
     """Detection of one tumour type with its probability map, if the case has one; a bad map
     (unreadable, another grid, values outside [0, 1]) fails the structure with its message.
     ``pred`` None: the map is the prediction (binarised by the protocol)."""
     assert task.profile.detection is not None
+    if isinstance(organ, _Failure):
+        return organ.status, {}, organ.message
     mine: list[LesionRow] = []
     try:
         prob = _probability_map(task, structure, grid)
         if pred is None and prob is None:
             raise InputError("no prediction")  # the caller never asks for this
-        result = _detect(pred, ref, grid, task.profile.detection, structure, mine, prob)
+        result = _detect(pred, ref, grid, task.profile.detection, structure, mine, prob, organ)
     except InputError as exc:
         return "failed", {}, " ".join(str(exc).split())
     lesions.extend(mine)
@@ -234,6 +284,7 @@ def _detect(
     structure: str,
     lesions: list[LesionRow],
     probability: NDArray[np.floating] | None = None,
+    organ: _Sparse | None = None,
 ) -> tuple[str, Mapping[str, float], str]:
     """Detection values of one tumour type; its lesion rows are appended to ``lesions``.
 
@@ -265,6 +316,7 @@ def _detect(
         grid.spacing_mm,
         protocol,
         probability=prob_crop,
+        organ=(organ or _EMPTY).embed(box) if protocol.organ_gate != "none" else None,
         axial_axis=axial_axis(grid.affine),
         probability_max=None if probability is None else float(np.max(probability)),
     )
