@@ -74,6 +74,7 @@ from assay.metrics import (
     bounding_box,
     hausdorff,
     hausdorff_percentile,
+    nearest_distances,
     nsd,
     structure_metrics,
     surface_distances,
@@ -451,9 +452,18 @@ def main(argv: list[str] | None = None) -> int:
         )
     print()
 
+    import numba
+
     from assay.metrics._edt import warm_up
 
-    print(f"numba kernels compiled or loaded from cache in {warm_up():.1f} s")
+    t_warm = time.perf_counter()
+    warm_up()
+    one = np.zeros((4, 4, 4), dtype=bool)
+    one[0, 0, 0] = True
+    nearest_distances(one, one[::-1].copy(), spacing)  # the shell kernels
+    print(f"numba kernels compiled or loaded from cache in {time.perf_counter() - t_warm:.1f} s")
+    layer = numba.threading_layer()  # type: ignore[attr-defined]
+    print(f"numba: {numba.get_num_threads()} threads, threading layer {layer}")
     ok_profiles = run_error_profiles(refs["liver"], spacing, args.seed, args.repeats)
     if args.profiles_only:
         return 0 if ok_profiles else 1

@@ -8,16 +8,17 @@ evaluated in float64 in exactly that order, which is the order scipy's Euclidean
 transform uses; so distances equal scipy's (and hence DeepMind's and MedPy's) to the last bit
 whenever the nearest voxel is unique. Decisions ``d <= tolerance`` are then exact.
 
-Algorithm: offsets within a radius R are enumerated once per spacing and grouped by their
-exact distance; query points are tested against the target shell by shell, nearest first,
-and a point is settled by the first shell that holds a target voxel. Most surface points of
-a reasonable prediction lie within a few voxels of the other surface, so almost all settle in
-the first shells. When many points are still unsettled after the first shells and a sample of
-them shows that the shells would take long to settle them (a large shift, a missed part: see
-``_SWITCH_OFFSETS``), or many are left beyond R, they all go to the
-exact separable transform of :mod:`assay.metrics._edt` (numba), which returns the same float64
-minimum. A few points farther than R (a small false-positive blob) go to a k-d tree over the
-target points instead, whose answer is recomputed from integer offsets as above.
+Algorithm: offsets within a radius R are enumerated once per spacing and sorted by their
+exact distance; a compiled kernel tests each query point against them, nearest first, and
+the first offset that holds a target voxel settles it. Most surface points of a reasonable
+prediction lie within a few voxels of the other surface, so almost all settle in the first
+shells. Before any shell, a sample of the points shows what the shells would cost: when
+that is more than the exact separable transform of :mod:`assay.metrics._edt` (numba, the
+same float64 minimum) would cost (a large shift, a missed part: see ``_SWITCH_RATIO``),
+every point goes to the transform at once. Otherwise the shells run up to a first radius
+for every point and on for the rest while cheaper than a k-d tree; points left then go to
+the transform when they are many, and to a k-d tree over the target points when few (a
+small false-positive blob), whose answer is recomputed from integer offsets as above.
 
 Ties: when several targets lie at the same real distance but their float64 distances differ
 by an ulp, every path takes the smallest float64 value. scipy's EDT (hence DeepMind and MedPy)
@@ -33,33 +34,36 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.spatial import cKDTree
 
-from assay.metrics._edt import nearest_squared
+from assay.metrics._edt import _compiled, nearest_squared
 
 Spacing = tuple[float, float, float]
 
 #: Shells always cover about this many lattice offsets (radius ≈ 3–4 voxels) ...
 _SHELL_OFFSETS = 250
 #: ... and at most this many; beyond the first radius, shells go on only while they cost
-#: less than building a k-d tree over the target would.
+#: less than building a k-d tree over the target would: this many point-offset tests per
+#: target voxel in all.
 _MAX_SHELL_OFFSETS = 4000
+_TREE_TESTS_PER_TARGET = 16
 #: Nearest candidates the k-d tree returns per far point, to resolve float64 ties exactly.
 _TIE_CANDIDATES = 8
 #: Target points sampled to bound far points' distances before building the k-d tree.
 _PRUNE_SAMPLE = 1024
-#: When more query points than this are left after the first shells, they are all settled
-#: by the exact separable transform of :mod:`assay.metrics._edt` ...
+#: When more query points than this are left after the shells, they are all settled by the
+#: exact separable transform of :mod:`assay.metrics._edt` ...
 _EDT_MIN_POINTS = 2000
 #: ... provided it is not much dearer than the k-d tree: its cost is one pass over the box,
 #: compared with this many box voxels per remaining query point.
 _EDT_VOXELS_PER_POINT = 400
-#: After this many shell offsets the shells may hand every remaining point to the transform
-#: at once. The choice is made once, from a sample of the remaining points whose settling
-#: shells are found directly: the transform is taken when the shells would still cost more
-#: than ``_SWITCH_RATIO`` box voxels of point-offset tests (measured: a transform costs about
-#: as much as 3 box voxels of them; a shift by 4 voxels needs ~0.5, a shift by 8 needs 5–8).
-_SWITCH_OFFSETS = 19
+#: Before any shell, every point may go to the transform at once. The choice is made from
+#: a sample of the points whose settling shells are found directly: the transform is taken
+#: when the shells would cost more point-offset tests than ``_SWITCH_RATIO`` per box voxel
+#: plus ``_SWITCH_PER_POINT`` per point (measured: the transform's pass over the box costs
+#: about one test per voxel, its scan at a query point a few hundred; a shift by 4 voxels
+#: needs ~0.5 tests per voxel, a shift by 8 needs 5–8).
 _SWITCH_SAMPLE = 256
-_SWITCH_RATIO = 2.5
+_SWITCH_RATIO = 1.5
+_SWITCH_PER_POINT = 200
 
 
 def lattice_distance(offsets: NDArray[np.integer], spacing_mm: Spacing) -> NDArray[np.float64]:
@@ -119,41 +123,40 @@ def nearest_distances(
     if n == 0 or not target.any():
         return out
     offsets, dist, starts = _shells(spacing_mm)
+    box = target.size
+    if _use_transform(n, box) and _shells_cost(q_idx, target, offsets) >= (
+        _SWITCH_RATIO * box + _SWITCH_PER_POINT * n
+    ):
+        return np.sqrt(nearest_squared(target, (q_idx[0], q_idx[1], q_idx[2]), spacing_mm))
     r = np.abs(offsets).max(axis=0)
-    padded = np.pad(target, [(int(k), int(k)) for k in r])
+    padded = np.zeros(tuple(s + 2 * int(k) for s, k in zip(target.shape, r, strict=True)), bool)
+    padded[tuple(slice(int(k), int(k) + s) for s, k in zip(target.shape, r, strict=True))] = target
     strides = np.array([padded.shape[1] * padded.shape[2], padded.shape[2], 1], dtype=np.int64)
     flat_target = padded.ravel()
     flat_query = (q_idx[0] + r[0]) * strides[0] + (q_idx[1] + r[1]) * strides[1] + (q_idx[2] + r[2])
     deltas = offsets @ strides
+    # Shells up to the first radius for every point, then beyond it for the points left,
+    # while they cost less than building a k-d tree over the target would.
+    bounds = np.r_[starts, dist.size]
+    first_radius = int(
+        bounds[np.searchsorted(dist[starts], _ball_radius(spacing_mm, _SHELL_OFFSETS), "right")]
+    )
     remaining = np.arange(n)
-    bounds = [*starts.tolist(), len(dist)]
-    always = _ball_radius(spacing_mm, _SHELL_OFFSETS)
-    budget, cost = 4 * np.count_nonzero(target), 0
-    decided = False
-    for g in range(len(starts)):
-        if remaining.size == 0:
-            break
-        lo, hi = bounds[g], bounds[g + 1]
-        if not decided and lo >= _SWITCH_OFFSETS:
-            decided = True
-            if (
-                _use_transform(remaining.size, target.size)
-                and _shells_cost(flat_query[remaining], flat_target, deltas[lo:])
-                >= _SWITCH_RATIO * target.size
-            ):
+    lo = 0
+    for hi in (first_radius, -1):
+        if hi < 0:  # beyond the first radius: as far as the budget goes, at a shell boundary
+            if remaining.size == 0 or _use_transform(remaining.size, box):
                 break
-        if dist[lo] > always:
-            cost += remaining.size * (hi - lo)
-            if cost > budget:
+            budget = _TREE_TESTS_PER_TARGET * np.count_nonzero(target) // remaining.size
+            hi = int(bounds[np.searchsorted(bounds, lo + budget, "right") - 1])
+            if hi <= lo:
                 break
-        base = flat_query[remaining]
-        if hi - lo == 1:
-            hit = flat_target[base + deltas[lo]]
-        else:
-            hit = flat_target[base[:, None] + deltas[None, lo:hi]].any(axis=1)
-        out[remaining[hit]] = dist[lo]
+        first = _first_hits(flat_target, flat_query[remaining], deltas, lo, hi)
+        hit = first < hi
+        out[remaining[hit]] = dist[first[hit]]
         remaining = remaining[~hit]
-    if _use_transform(remaining.size, target.size):
+        lo = hi
+    if _use_transform(remaining.size, box):
         sub = (q_idx[0][remaining], q_idx[1][remaining], q_idx[2][remaining])
         out[remaining] = np.sqrt(nearest_squared(target, sub, spacing_mm))
     elif remaining.size:
@@ -161,19 +164,62 @@ def nearest_distances(
     return out
 
 
+@_compiled(parallel=False)
+def _first_hits(
+    flat_target: NDArray[np.bool_],
+    base: NDArray[np.int64],
+    deltas: NDArray[np.int64],
+    lo: int,
+    hi: int,
+) -> NDArray[np.int64]:
+    """Per point, the first k in [lo, hi) with ``flat_target[base + deltas[k]]`` (hi if none).
+
+    Offsets are sorted by exact distance, so the first hit is at the nearest target.
+    """
+    m = base.size
+    out = np.empty(m, dtype=np.int64)
+    for i in range(m):
+        b = base[i]
+        k = lo
+        while k < hi and not flat_target[b + deltas[k]]:
+            k += 1
+        out[i] = k
+    return out
+
+
 def _shells_cost(
-    base: NDArray[np.int64], flat_target: NDArray[np.bool_], deltas: NDArray[np.int64]
+    q_idx: tuple[NDArray[np.intp], ...], target: NDArray[np.bool_], offsets: NDArray[np.int64]
 ) -> float:
-    """Estimated point-offset tests the shells ``deltas`` would take to settle ``base``.
+    """Estimated point-offset tests the shells ``offsets`` would take to settle ``q_idx``.
 
     From an evenly spaced sample: each point costs the offsets up to its first hit (all of
     them when none hits).
     """
-    sample = base[:: max(1, base.size // _SWITCH_SAMPLE)]
-    hits = flat_target[sample[:, None] + deltas[None, :]]
-    found = hits.any(axis=1)
-    first = np.where(found, hits.argmax(axis=1) + 1, deltas.size)
-    return float(base.size / sample.size * first.sum())
+    step = max(1, q_idx[0].size // _SWITCH_SAMPLE)
+    sample = np.stack([np.ascontiguousarray(c[::step], dtype=np.int64) for c in q_idx], axis=1)
+    first = _first_hits_checked(target, sample, offsets)
+    return float(q_idx[0].size / len(sample) * np.minimum(first + 1, len(offsets)).sum())
+
+
+@_compiled(parallel=False)
+def _first_hits_checked(
+    target: NDArray[np.bool_], points: NDArray[np.int64], offsets: NDArray[np.int64]
+) -> NDArray[np.int64]:
+    """:func:`_first_hits` over all ``offsets`` for a few (n, 3) points, with bounds checks
+    instead of a padded copy of the target."""
+    n0, n1, n2 = target.shape
+    out = np.empty(len(points), dtype=np.int64)
+    for i in range(len(points)):
+        k = 0
+        while k < len(offsets):
+            x = points[i, 0] + offsets[k, 0]
+            y = points[i, 1] + offsets[k, 1]
+            z = points[i, 2] + offsets[k, 2]
+            if 0 <= x < n0 and 0 <= y < n1 and 0 <= z < n2 and target[x, y, z]:
+                break
+            k += 1
+        out[i] = k
+    return out
 
 
 def _use_transform(n_remaining: int, box_voxels: int) -> bool:

@@ -1,4 +1,4 @@
-"""Exact float64 nearest-target squared distances by a separable transform (numba).
+"""Exact float64 nearest-target squared distances by separable computations (numba).
 
 For a query voxel q and the target voxels t the result is
 
@@ -7,48 +7,85 @@ For a query voxel q and the target voxels t the result is
 
 i.e. the smallest of the float64 values scipy's EDT (and :func:`lattice_distance`) computes
 for the offsets to all targets, in the same order of operations. ``sqrt(D)`` then equals the
-distance of the current engine bit for bit, ties included (the smallest float wins).
+distance of the shell/k-d tree engine bit for bit, ties included (the smallest float wins).
 
-Why a separable computation is exact here: correctly rounded addition is monotone,
-``u <= u'  =>  fl(u + v) <= fl(u' + v)``, so a minimum can be taken before the addition:
+Why a separable computation is exact here: correctly rounded addition is monotone in each
+argument, ``u <= u'  =>  fl(u + v) <= fl(u' + v)``, so a minimum can be taken before an
+addition:
 
-    D(q) = min_{t2} fl(G1(q0, q1, t2) + C[|t2 - q2|]),
-    G1(q0, q1, t2) = min_{t1} fl(G0(q0, t1, t2) + B[|t1 - q1|]),
+    D(q) = min_{t1, t2} fl(fl(G0(q0, t1, t2) + B[|t1 - q1|]) + C[|t2 - q2|]),
     G0(q0, t1, t2) = A[min_{t0} |t0 - q0|]     (A is non-decreasing).
 
-Stage 1 (axis 0) is two scans. Stage 2 (axis 1) is the lower envelope of parabolas
-(Felzenszwalb & Huttenlocher 2012) computed on the real-valued model g[p] + s1²(q - p)²;
-the float64 minimum can differ from the model's only at (near) ties, i.e. where two model
-parabolas cross within ``_TOL`` of an integer q. Such q are evaluated on every envelope
-parabola whose breakpoint is that close, and where a parabola was dropped at a (near)
-triple crossing, by a direct scan of the row. Stage 3 (axis 2) is evaluated at the query
-points only, by a direct scan outward from q that stops once C[d] reaches the best value
-(every later term is at least C[d]). Every minimum is therefore taken over float64 values
-computed exactly as above: no tolerance enters a result.
+Step 1, for the whole box: the column distances ``min_{t0} |t0 - q0|`` along axis 0 (two
+scans, 2 bytes per voxel) and their minimum per line of axis 2. Then, per plane of axis 0
+that holds query points, one of two paths, both exact (every minimum is taken over float64
+values computed as above, and a candidate is only ever skipped when a lower bound of it
+already reaches the best value):
 
-Stages 1 and 2 run fused, one plane of constant axis 2 at a time (the axis-0 distances of a
-plane stay in a cache-sized buffer and each row's envelope goes straight into the result),
-and only for the planes of axis 0 that hold query points: stage 3 reads no other plane, so
-a missed part or a cut-off query set costs only its own planes.
+* ``scan``: at each query point, a direct scan of the terms over (t1, t2), lines of axis 2
+  taken outward from the query's. A line at offset d1 is skipped when
+  ``fl(A[its smallest column distance] + B[d1])``, a lower bound of all its terms, reaches
+  the best value, and the scan stops once ``B[d1]`` does; within a line only the window of
+  t2 with ``fl(that bound + C[|t2 - q2|])`` below the best value is evaluated. Its cost is
+  at most the area of the ellipse of radius sqrt(D) in the plane, much less where the
+  column distances alone show a line to be far (a shift along axis 0): cheap for near and
+  moderately far points, dear for very far ones.
+* ``envelope``: G1(q0, q1, t2) = min_{t1} fl(G0 + B[|t1 - q1|]) for the whole plane, as the
+  lower envelope of parabolas (Felzenszwalb & Huttenlocher 2012) computed on the real-valued
+  model g[p] + s1²(q - p)²; the float64 minimum can differ from the model's only at (near)
+  ties, where two model parabolas cross within ``_TOL`` of an integer q. Such q are evaluated
+  on every envelope parabola whose breakpoint is that close, and where a parabola was dropped
+  at a (near) triple crossing, by a direct scan of the row. Then D = min_{t2} fl(G1 + C) by a
+  scan outward from q2 at the query points, cut once C[d] reaches the best value. Its cost is
+  one pass over the plane, whatever the distances (a missed half, a far blob).
 
-The kernels are compiled with ``@njit(cache=True, parallel=True)``; the first call in a
-fresh environment compiles them (a few seconds, then cached on disk next to this file).
+The path is chosen per plane from a cheap upper bound of each query's D (the exact minimum
+over its own lines of axes 1 and 2): the scan when its estimated terms stay below
+``_SCAN_TERMS_PER_VOXEL`` per voxel of the plane. The first transform's envelope lost a
+tie flag raised for a query beyond the parabola being added (at a three-way crossing), and
+could return the larger of two float64 values there; the flags are now cleared first.
+
+The heavy kernels are compiled with ``@njit(cache=True, parallel=True, nogil=True)``: they
+use numba's threads when called alone, and release the GIL so that callers can run several
+queries on threads instead (:func:`run_concurrently`; ``surface_distances`` runs the four
+directed queries of a structure so). The first call in a fresh environment compiles them
+(several seconds, then cached on disk next to this file).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from typing import Any, TypeVar, cast
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
+from typing import Any, Literal, TypeVar, cast
 
+import numba
 import numpy as np
-from numba import njit, prange
+from numba import get_num_threads, njit, prange
 from numpy.typing import NDArray
 
 _F = TypeVar("_F", bound=Callable[..., Any])
+_T = TypeVar("_T")
 
 #: Crossings of model parabolas closer than this (in voxels) to an integer are (near) ties.
 _TOL = 1e-6
+#: Path choice per plane of axis 0: the pruned scan is taken when its estimated terms for the
+#: plane's queries are at most this many per voxel of the plane. The estimate is the ellipse
+#: of radius sqrt(best0), which the scan's line pruning undercuts several times over; an
+#: envelope costs 5-7 scanned terms per voxel (measured on the benchmark's error profiles).
+_SCAN_TERMS_PER_VOXEL = 24.0
+#: The envelope path holds its planes' G1 (8 bytes per voxel) for at most this many voxels
+#: at a time, so that a CT-sized box stays well under 1 GB.
+_ENVELOPE_BATCH_VOXELS = 1 << 24
+#: The upper bound of a query's D also looks this many voxels along its line of axis 1.
+_BOUND_REACH = 16
+#: Parallel loops hand out blocks of this many items round-robin, several chunks per thread,
+#: so that uneven costs (a missed half, a far blob) spread over the threads.
+_BLOCK = 64
+_CHUNKS_PER_THREAD = 8
+
+Path = Literal["auto", "scan", "envelope"]
 
 
 def _compiled(parallel: bool) -> Callable[[_F], _F]:
@@ -77,8 +114,8 @@ def _envelope_row(
     n = g.size
     k = -1
     hmax = 0.0
+    risky[:n] = False  # before the loop: a crossing beyond p may be flagged early
     for p in range(n):
-        risky[p] = False
         gp = g[p]
         if gp == np.inf:
             continue
@@ -140,81 +177,214 @@ def _envelope_row(
 
 
 @_compiled(parallel=True)
-def _stages01(
-    target_t: NDArray[np.bool_],
+def _columns(target: NDArray[np.bool_], dtype: Any) -> tuple[NDArray[Any], NDArray[np.int64]]:
+    """Column distances and their minimum per line of axis 2.
+
+    ``col[x, y, z]`` is the distance in voxels along axis 0 from (x, y, z) to the nearest
+    target of its column, ``n0`` (the length of axis 0) standing for "none";
+    ``line_min[x, y] = min_z col[x, y, z]``. Two scans along axis 0, the lines of axis 2
+    contiguous.
+    """
+    n0, n1, n2 = target.shape
+    col = np.empty((n0, n1, n2), dtype=dtype)
+    line_min = np.empty((n0, n1), dtype=np.int64)
+    for y in prange(n1):
+        last = np.empty(n2, dtype=np.int64)
+        last[:] = -n0 - 1
+        for x in range(n0):
+            tx = target[x, y]
+            cx = col[x, y]
+            for z in range(n2):
+                if tx[z]:
+                    last[z] = x
+                cx[z] = min(x - last[z], n0)
+        last[:] = 2 * n0 + 1
+        for x in range(n0 - 1, -1, -1):
+            tx = target[x, y]
+            cx = col[x, y]
+            low = n0
+            for z in range(n2):
+                if tx[z]:
+                    last[z] = x
+                d = min(np.int64(cx[z]), last[z] - x)
+                cx[z] = d
+                low = min(low, d)
+            line_min[x, y] = low
+    return col, line_min
+
+
+@_compiled(parallel=False)
+def _line_min(
+    line: NDArray[Any],
+    a: NDArray[np.float64],
+    b1: float,
+    c: NDArray[np.float64],
+    z: int,
+    low: float,
+    best: float,
+) -> float:
+    """``min(best, min_t fl(fl(a[line[t]] + b1) + c[|t - z|]))`` over one line of axis 2.
+
+    ``low = fl(a[min(line)] + b1)`` bounds every term of the line from below, so only the
+    window of t with ``fl(low + c[|t - z|]) < best`` can lower ``best``; it is evaluated
+    without branches (``a[n0] = inf`` stands for "no target in this column").
+    """
+    n2 = line.size
+    best = min(best, (a[line[z]] + b1) + c[0])
+    w = 0
+    while w + 1 < n2 and low + c[w + 1] < best:
+        w += 1
+    for t in range(z + 1, min(n2, z + w + 1)):
+        best = min(best, (a[line[t]] + b1) + c[t - z])
+    for t in range(max(0, z - w), z):
+        best = min(best, (a[line[t]] + b1) + c[z - t])
+    return best
+
+
+@_compiled(parallel=True)
+def _bounds(
+    col: NDArray[Any],
+    line_min: NDArray[np.int64],
+    a: NDArray[np.float64],
+    b: NDArray[np.float64],
+    c: NDArray[np.float64],
+    q0: NDArray[np.int64],
+    q1: NDArray[np.int64],
+    q2: NDArray[np.int64],
+    s1: float,
+    s2: float,
+    chunks: int,
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Per query: ``best0``, the exact minimum over its own line of axis 2 and the part of
+    its line of axis 1 within ``_BOUND_REACH`` voxels (an upper bound of D, ``inf`` when they
+    hold no target), and the area in terms of the ellipse of
+    radius ``sqrt(best0)`` that :func:`_scan` covers at most (its cost estimate)."""
+    n0, n1, _ = col.shape
+    m = q0.size
+    best0 = np.empty(m, dtype=np.float64)
+    est = np.empty(m, dtype=np.float64)
+    for t in prange(chunks):
+        for i0 in range(t * _BLOCK, m, chunks * _BLOCK):
+            for i in range(i0, min(i0 + _BLOCK, m)):
+                x, y, z = q0[i], q1[i], q2[i]
+                cx = col[x]
+                lm = line_min[x]
+                best = np.inf
+                if lm[y] < n0:
+                    best = _line_min(cx[y], a, b[0], c, z, a[lm[y]] + b[0], best)
+                for d in range(1, min(n1, _BOUND_REACH + 1)):  # its own line of axis 1, near q
+                    if b[d] >= best or (y - d < 0 and y + d >= n1):
+                        break
+                    if y - d >= 0:
+                        best = min(best, (a[cx[y - d, z]] + b[d]) + c[0])
+                    if y + d < n1:
+                        best = min(best, (a[cx[y + d, z]] + b[d]) + c[0])
+                best0[i] = best
+                r = math.sqrt(best)
+                est[i] = (math.pi * r / s1 + 2.0) * (r / s2 + 1.0)
+    return best0, est
+
+
+@_compiled(parallel=True)
+def _scan(
+    col: NDArray[Any],
+    line_min: NDArray[np.int64],
+    a: NDArray[np.float64],
+    b: NDArray[np.float64],
+    c: NDArray[np.float64],
+    q0: NDArray[np.int64],
+    q1: NDArray[np.int64],
+    q2: NDArray[np.int64],
+    best0: NDArray[np.float64],
+    chunks: int,
+) -> NDArray[np.float64]:
+    """D at the query points by a pruned scan of their plane of axis 0 (path ``scan``).
+
+    Lines of axis 2 are taken outward from the query's own (whose minimum ``best0`` already
+    holds); at offset d1 the scan stops once ``b[d1]`` reaches the best value (a lower bound
+    of every term of that line and of farther ones), and skips a line whose own lower bound
+    ``fl(a[line_min] + b[d1])`` does.
+    """
+    n0, n1, _ = col.shape
+    m = q0.size
+    out = np.empty(m, dtype=np.float64)
+    for t in prange(chunks):
+        for i0 in range(t * _BLOCK, m, chunks * _BLOCK):
+            for i in range(i0, min(i0 + _BLOCK, m)):
+                x, y, z = q0[i], q1[i], q2[i]
+                cx = col[x]
+                lm = line_min[x]
+                best = best0[i]
+                for d in range(1, n1):
+                    if b[d] >= best or (y - d < 0 and y + d >= n1):
+                        break
+                    if y - d >= 0 and lm[y - d] < n0:
+                        low = a[lm[y - d]] + b[d]
+                        if low < best:
+                            best = _line_min(cx[y - d], a, b[d], c, z, low, best)
+                    if y + d < n1 and lm[y + d] < n0:
+                        low = a[lm[y + d]] + b[d]
+                        if low < best:
+                            best = _line_min(cx[y + d], a, b[d], c, z, low, best)
+                out[i] = best
+    return out
+
+
+@_compiled(parallel=True)
+def _envelopes(
+    col: NDArray[Any],
     a: NDArray[np.float64],
     b: NDArray[np.float64],
     inv_s: float,
-    need: NDArray[np.bool_],
+    planes: NDArray[np.int64],
+    chunks: int,
 ) -> NDArray[np.float64]:
-    """G1 (stages 1 and 2 fused, one plane of constant axis 2 at a time).
-
-    ``target_t`` and the result are in (axis 0, axis 2, axis 1) layout, so that the lines of
-    the envelope (along axis 1) are contiguous. Per plane, the axis-0 scans fill a small
-    buffer (cache-resident) and each row's envelope is written straight into the result.
-    Only planes of axis 0 with ``need[x]`` (those holding query points) are computed; the
-    others are left uninitialised (stage 3 never reads them).
-    """
-    n0, n2, n1 = target_t.shape
-    far = 2 * n0 + 2  # farther than any line: no target on that side
-    g = np.empty((n0, n2, n1), dtype=np.float64)
-    for z in prange(n2):
-        last = np.empty(n1, dtype=np.int32)
-        fwd = np.empty((n0, n1), dtype=np.int32)
+    """G1 on the given planes of axis 0 (path ``envelope``), in (plane, axis 2, axis 1) layout
+    so that the lines of the envelope (along axis 1) are contiguous."""
+    n0, n1, n2 = col.shape
+    g = np.empty((planes.size, n2, n1), dtype=np.float64)
+    m = planes.size * n2
+    for t in prange(chunks):
         row = np.empty(n1, dtype=np.float64)
         v = np.empty(n1 + 1, dtype=np.int32)
         hv = np.empty(n1 + 1, dtype=np.float64)
         zz = np.empty(n1 + 1, dtype=np.float64)
         risky = np.empty(n1, dtype=np.bool_)
-        last[:] = -far
-        for x in range(n0):
-            tx = target_t[x, z]
-            fx = fwd[x]
-            for y in range(n1):
-                if tx[y]:
-                    last[y] = x
-                fx[y] = x - last[y]
-        last[:] = far
-        for x in range(n0 - 1, -1, -1):
-            tx = target_t[x, z]
-            if not need[x]:
+        for k0 in range(t * _BLOCK, m, chunks * _BLOCK):
+            for k in range(k0, min(k0 + _BLOCK, m)):
+                j, z = k // n2, k % n2
+                cx = col[planes[j]]
+                empty = True
                 for y in range(n1):
-                    if tx[y]:
-                        last[y] = x
-                continue
-            fx = fwd[x]
-            empty = True
-            for y in range(n1):
-                if tx[y]:
-                    last[y] = x
-                d = min(fx[y], last[y] - x)
-                if d < n0:
-                    row[y] = a[d]
-                    empty = False
+                    e = cx[y, z]
+                    if e < n0:
+                        row[y] = a[e]
+                        empty = False
+                    else:
+                        row[y] = np.inf
+                gz = g[j, z]
+                if empty:
+                    gz[:] = np.inf
                 else:
-                    row[y] = np.inf
-            gx = g[x, z]
-            if empty:
-                gx[:] = np.inf
-            else:
-                _envelope_row(row, b, inv_s, gx, v, hv, zz, risky)
+                    _envelope_row(row, b, inv_s, gz, v, hv, zz, risky)
     return g
 
 
-@_compiled(parallel=True)
-def _stage2(
+@_compiled(parallel=False)
+def _along_axis2(
     g: NDArray[np.float64],
+    plane_index: NDArray[np.int64],
     c: NDArray[np.float64],
     q0: NDArray[np.int64],
     q1: NDArray[np.int64],
     q2: NDArray[np.int64],
 ) -> NDArray[np.float64]:
-    """D at the query points: direct pruned scan of G1 along axis 2 (layout as stage 0)."""
+    """D at the query points: pruned scan of G1 along axis 2 (layout as ``_envelopes``)."""
     n2 = g.shape[1]
     m = q0.size
     out = np.empty(m, dtype=np.float64)
-    for i in prange(m):
-        x, y, z = q0[i], q1[i], q2[i]
+    for i in range(m):
+        x, y, z = plane_index[q0[i]], q1[i], q2[i]
         best = g[x, z, y]
         for d in range(1, n2):
             cd = c[d]
@@ -232,6 +402,8 @@ def nearest_squared(
     target: NDArray[np.bool_],
     q: tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.intp]],
     spacing_mm: tuple[float, float, float],
+    *,
+    path: Path = "auto",
 ) -> NDArray[np.float64]:
     """D(q) of the module docstring for query voxels ``q`` (index arrays into ``target``).
 
@@ -240,21 +412,78 @@ def nearest_squared(
     target : bool 3-D array, at least one True voxel.
     q : three integer index arrays of equal length, inside ``target``'s shape.
     spacing_mm : voxel spacing in mm, array-axis order.
+    path : ``"auto"`` chooses per plane of axis 0 (module docstring); ``"scan"`` and
+        ``"envelope"`` force one path for every query (tests). All give the same values.
 
     Returns
     -------
     float64 squared distances in mm², one per query point; ``sqrt`` of them are the exact
-    nearest-target distances. Memory: one float64 array the size of ``target`` (plus a
-    transposed bool copy of it).
+    nearest-target distances. Memory: the column distances (2 bytes per voxel of ``target``)
+    plus 8 bytes per voxel of the planes that take the envelope path, at most
+    ``_ENVELOPE_BATCH_VOXELS`` of them at a time (128 MiB).
     """
-    n = max(target.shape)
-    a, b, c = (square_table(n, s) for s in spacing_mm)
-    need = np.zeros(target.shape[0], dtype=np.bool_)
-    need[q[0]] = True
-    inv_s = 1.0 / (spacing_mm[1] * spacing_mm[1])
-    g = _stages01(np.ascontiguousarray(target.transpose(0, 2, 1)), a, b, inv_s, need)
-    out: NDArray[np.float64] = _stage2(g, c, *(np.ascontiguousarray(x, dtype=np.int64) for x in q))
+    n0, n1, n2 = target.shape
+    a, b, c = (square_table(max(target.shape), s) for s in spacing_mm)
+    a = np.append(a[:n0], np.inf)  # a[n0]: no target in the column
+    q0, q1, q2 = (np.ascontiguousarray(x, dtype=np.int64) for x in q)
+    dtype = np.uint16 if n0 <= np.iinfo(np.uint16).max else np.int64
+    chunks = _CHUNKS_PER_THREAD * get_num_threads()
+    col, line_min = _columns(np.ascontiguousarray(target), dtype)
+    s1, s2 = float(spacing_mm[1]), float(spacing_mm[2])
+    best0, est = _bounds(col, line_min, a, b, c, q0, q1, q2, s1, s2, chunks)
+    if path == "auto":
+        plane_terms = np.bincount(q0, weights=est, minlength=n0)
+        scan_plane = plane_terms <= _SCAN_TERMS_PER_VOXEL * (n1 * n2)
+    else:
+        scan_plane = np.full(n0, path == "scan")
+    by_scan = scan_plane[q0]
+    out = np.empty(q0.size, dtype=np.float64)
+    if by_scan.any():
+        s = np.flatnonzero(by_scan)
+        out[s] = _scan(col, line_min, a, b, c, q0[s], q1[s], q2[s], best0[s], chunks)
+    if not by_scan.all():
+        inv_s = 1.0 / (s1 * s1)
+        env_planes = np.unique(q0[~by_scan])
+        per_batch = max(1, _ENVELOPE_BATCH_VOXELS // (n1 * n2))
+        for k in range(0, env_planes.size, per_batch):  # bounded memory: batches of planes
+            planes = env_planes[k : k + per_batch]
+            plane_index = np.full(n0, -1, dtype=np.int64)
+            plane_index[planes] = np.arange(planes.size)
+            e = np.flatnonzero(~by_scan & (plane_index[q0] >= 0))
+            g = _envelopes(col, a, b, inv_s, planes, chunks)
+            out[e] = _along_axis2(g, plane_index, c, q0[e], q1[e], q2[e])
     return out
+
+
+def run_concurrently(tasks: Sequence[Callable[[], _T]]) -> list[_T]:
+    """The results of ``tasks``, run on up to ``numba.get_num_threads()`` threads.
+
+    The kernels release the GIL and numpy's large array operations do too, so the tasks
+    overlap; each thread gets its share of numba's threads for the kernels it launches.
+    The tasks run one after the other in the calling thread when there is one thread (e.g.
+    ``NUMBA_NUM_THREADS=1``) or numba's threading layer is ``workqueue``, which must not
+    launch kernels from several threads at once.
+    """
+    threads = get_num_threads()
+    workers = min(len(tasks), threads)
+    if workers <= 1 or not _layer_is_thread_safe():
+        return [task() for task in tasks]
+    share = max(1, threads // workers)
+
+    def run(task: Callable[[], _T]) -> _T:
+        numba.set_num_threads(share)  # this worker thread only
+        return task()
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = [pool.submit(run, task) for task in tasks]
+        return [f.result() for f in futures]
+
+
+@lru_cache(maxsize=1)
+def _layer_is_thread_safe() -> bool:
+    """Whether numba's threading layer (started by one tiny kernel call) is omp or tbb."""
+    _columns(np.zeros((1, 1, 1), dtype=bool), np.uint16)
+    return str(numba.threading_layer()) != "workqueue"  # type: ignore[attr-defined]
 
 
 def warm_up() -> float:
@@ -265,5 +494,6 @@ def warm_up() -> float:
     t = np.zeros((3, 3, 3), dtype=bool)
     t[0, 0, 0] = True
     idx = np.array([2], dtype=np.intp)
-    nearest_squared(t, (idx, idx, idx), (1.0, 1.0, 1.0))
+    for path in ("scan", "envelope"):
+        nearest_squared(t, (idx, idx, idx), (1.0, 1.0, 1.0), path=path)
     return math.fsum([time.perf_counter() - t0])

@@ -26,9 +26,48 @@ BoolArray = NDArray[np.bool_]
 def bounding_box(mask: BoolArray) -> Box | None:
     """Smallest box holding every True voxel of a 3-D mask, or None if the mask is empty.
 
-    The first reduction runs along the array's fastest-varying axis (its smallest stride), so
-    it reads memory sequentially whatever the order (C or Fortran, as nibabel returns).
+    A C- or Fortran-contiguous mask is read as 8-byte words, slowest axis first: the planes
+    that hold a True voxel, then within them the lines, then the box's extent along the
+    fastest axis (a few times faster than boolean reductions on a CT volume). Any other
+    layout takes the reductions, the first along the array's fastest-varying axis.
     """
+    if mask.flags.c_contiguous:
+        return _box_contiguous(mask)
+    if mask.flags.f_contiguous:
+        box = _box_contiguous(mask.T)
+        return None if box is None else (box[2], box[1], box[0])
+    return _box_strided(mask)
+
+
+def _box_contiguous(mask: BoolArray) -> Box | None:
+    """:func:`bounding_box` of a C-contiguous mask (planes, then lines, then the last axis)."""
+    n0, n1, n2 = mask.shape
+    if mask.size == 0:
+        return None
+    planes = np.flatnonzero(_any_per_row(mask.reshape(n0, n1 * n2)))
+    if planes.size == 0:
+        return None
+    x0, x1 = int(planes[0]), int(planes[-1]) + 1
+    block = mask[x0:x1]
+    lines = _any_per_row(block.reshape((x1 - x0) * n1, n2)).reshape(x1 - x0, n1).any(axis=0)
+    ys = np.flatnonzero(lines)
+    y0, y1 = int(ys[0]), int(ys[-1]) + 1
+    zs = np.flatnonzero(block[:, y0:y1].any(axis=(0, 1)))
+    return (slice(x0, x1), slice(y0, y1), slice(int(zs[0]), int(zs[-1]) + 1))
+
+
+def _any_per_row(rows: BoolArray) -> BoolArray:
+    """``rows.any(axis=1)`` for a C-contiguous 2-D bool array, 8 bytes at a time if it can."""
+    if rows.shape[1] % 8 == 0:
+        words = rows.view(np.uint64)
+        out: BoolArray = np.asarray(np.bitwise_or.reduce(words, axis=1) != 0)
+        return out
+    result: BoolArray = np.asarray(rows.any(axis=1))
+    return result
+
+
+def _box_strided(mask: BoolArray) -> Box | None:
+    """:func:`bounding_box` by boolean reductions, the first along the fastest axis."""
     fast = int(np.argmin(np.abs(mask.strides)))
     rest = [a for a in range(3) if a != fast]
     plane: BoolArray = np.any(mask, axis=fast)  # 2-D over the other two axes

@@ -20,14 +20,17 @@ All functions assume both masks are non-empty; empty cases are handled by the ca
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from functools import partial
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
 
 from assay.errors import InputError
 from assay.metrics._distances import Spacing, nearest_distances
+from assay.metrics._edt import run_concurrently
 from assay.metrics._geometry import (
     BoolArray,
     Box,
@@ -97,24 +100,42 @@ def surface_distances(
     p = padded_crop(pred, box)
     r = padded_crop(ref, box)
     empty = np.empty(0)
-    ref_to_pred = pred_to_ref = empty
+    spacing = (float(spacing_mm[0]), float(spacing_mm[1]), float(spacing_mm[2]))
+
+    def voxel_sets() -> tuple[BoolArray, BoolArray]:
+        return voxel_surface(r), voxel_surface(p)
+
+    def surfel_sets() -> tuple[BoolArray, BoolArray, FloatArray, FloatArray]:
+        cr, cp = neighbour_codes(r), neighbour_codes(p)
+        br = (cr != 0) & (cr != 255)
+        bp = (cp != 0) & (cp != 255)
+        table = surfel_area_table(spacing)
+        return br, bp, table[cr.ravel()[np.flatnonzero(br)]], table[cp.ravel()[np.flatnonzero(bp)]]
+
+    # Surfaces first, then the (up to four) directed queries, on two or more threads where
+    # numba allows it (:func:`run_concurrently`); the heavier surfel queries go first.
+    sets: list[Callable[[], tuple[Any, ...]]] = []
+    if surfels:
+        sets.append(surfel_sets)
     if voxels:
-        sr, sp = voxel_surface(r), voxel_surface(p)
-        ref_to_pred = nearest_distances(sr, sp, spacing_mm)
-        pred_to_ref = nearest_distances(sp, sr, spacing_mm)
+        sets.append(voxel_sets)
+    made = run_concurrently(sets)
+    queries: list[Callable[[], FloatArray]] = []
+    for found in made:
+        a, b = found[0], found[1]
+        queries.append(partial(nearest_distances, a, b, spacing_mm))
+        queries.append(partial(nearest_distances, b, a, spacing_mm))
+    dist = run_concurrently(queries)
+    ref_to_pred, pred_to_ref = (dist[-2], dist[-1]) if voxels else (empty, empty)
     if not surfels:
         return SurfaceDistances(ref_to_pred, pred_to_ref)
-    cr, cp = neighbour_codes(r), neighbour_codes(p)
-    br = (cr != 0) & (cr != 255)
-    bp = (cp != 0) & (cp != 255)
-    table = surfel_area_table((float(spacing_mm[0]), float(spacing_mm[1]), float(spacing_mm[2])))
     return SurfaceDistances(
         ref_to_pred,
         pred_to_ref,
-        surfel_ref_to_pred=nearest_distances(br, bp, spacing_mm),
-        surfel_pred_to_ref=nearest_distances(bp, br, spacing_mm),
-        surfel_area_ref=table[cr.ravel()[np.flatnonzero(br)]],
-        surfel_area_pred=table[cp.ravel()[np.flatnonzero(bp)]],
+        surfel_ref_to_pred=dist[0],
+        surfel_pred_to_ref=dist[1],
+        surfel_area_ref=made[0][2],
+        surfel_area_pred=made[0][3],
     )
 
 
