@@ -220,3 +220,25 @@ def test_warns_when_no_pair_can_be_significant():
     assert (result.pairwise["p_holm"] >= 0.375 - 1e-12).all()
     full = analyze(scores, metric="dsc", n_bootstrap=100)
     assert not [w for w in full.warnings if w.startswith("Too few cases")]
+
+
+def test_volume_is_refused_as_a_measurement_before_the_policy(tmp_path, scored):
+    """A volume has no better direction (metric registry: higher_is_better is None): analyze
+    and ``assay analyze --metric volume_ref_ml`` say so in one line, instead of the missing-
+    value policy asking for a worst value (boundary_noise misses a case)."""
+    from assay.errors import InputError
+
+    scores = scored.scores(dataset="synthetic")
+    volume = scores[scores["metric"] == "volume_ref_ml"]
+    assert (volume["status"] == "missing_prediction").any()  # the policy would need a worst value
+    with pytest.raises(InputError) as info:
+        analyze(scores, metric="volume_ref_ml", n_bootstrap=100)
+    assert "measurement" in str(info.value) and "worst value" not in str(info.value)
+
+    db = Path(scored.url.removeprefix("sqlite:///"))
+    args = ["analyze", "--db", str(db), "--dataset", "synthetic", "--out", str(tmp_path / "v")]
+    run = CliRunner().invoke(cli.app, [*args, "--metric", "volume_ref_ml"])
+    assert run.exit_code == 2, run.output
+    lines = [line for line in run.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "measurement" in lines[0] and "cannot be ranked" in lines[0]
+    assert "worst value" not in run.stderr and "Traceback" not in run.output

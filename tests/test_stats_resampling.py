@@ -10,6 +10,7 @@ unless stated.
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
 from pathlib import Path
 
@@ -355,6 +356,95 @@ def test_batched_intervals_equal_per_column_intervals(method: str) -> None:
         lo, hi, note = _interval(x[:, j], boot[:, j], 0.9, method)  # type: ignore[arg-type]
         assert np.array_equal([lo, hi], [low[j], high[j]], equal_nan=True)
         assert note == notes[j]
+
+
+# ------------------------------------------ compiled rank sums, shared resampling (issue 10)
+
+
+@pytest.mark.parametrize("kind", ["continuous", "ties", "signed_zeros", "constant", "small"])
+def test_mann_whitney_equals_scipy_bit_for_bit(kind: str) -> None:
+    """U and p of every pair equal scipy.stats.mannwhitneyu (two-sided, method auto) exactly:
+    normal approximation with tie term from merged sorted samples; small samples via SciPy."""
+    from assay.stats._subgroups import _mann_whitney
+
+    rng = np.random.default_rng(len(kind))
+    sizes = (5, 3, 8) if kind == "small" else (40, 9, 120, 13)
+
+    def sample(n: int) -> np.ndarray:
+        if kind == "ties":
+            return rng.integers(0, 5, size=(n, 3)) / 4.0
+        if kind == "signed_zeros":
+            return np.where(rng.random((n, 3)) < 0.5, 0.0, -0.0) + (rng.random((n, 3)) < 0.2)
+        if kind == "constant":
+            return np.full((n, 3), 0.75)
+        return rng.random((n, 3))
+
+    samples = [sample(n) for n in sizes]
+    pairs = list(itertools.combinations(range(len(samples)), 2))
+    u, p = _mann_whitney(samples, pairs)
+    for row, (a, b) in enumerate(pairs):
+        ref = stats.mannwhitneyu(samples[a], samples[b], alternative="two-sided")
+        assert np.array_equal(u[row], ref.statistic) and np.array_equal(p[row], ref.pvalue)
+
+
+@pytest.mark.parametrize("kind", ["continuous", "ties", "signed_zeros"])
+def test_kruskal_equals_scipy_bit_for_bit(kind: str) -> None:
+    """H and p from the pairs' U and the pooled tie term equal scipy.stats.kruskal exactly."""
+    from assay.stats._subgroups import _kruskal, _mann_whitney
+
+    rng = np.random.default_rng(3 + len(kind))
+    for sizes in ((30, 12, 55), (4, 9), (1, 20, 3, 17)):
+        if kind == "ties":
+            samples = [rng.integers(0, 4, size=(n, 4)) / 4.0 for n in sizes]
+        elif kind == "signed_zeros":
+            samples = [np.where(rng.random((n, 4)) < 0.5, 0.0, -0.0) + (rng.random((n, 4)) < 0.3)
+                       for n in sizes]  # fmt: skip
+        else:
+            samples = [rng.random((n, 4)) for n in sizes]
+        if (np.ptp(np.concatenate(samples), axis=0) == 0).any():
+            continue  # constant columns never reach _kruskal (p = 1 with a note)
+        pairs = list(itertools.combinations(range(len(sizes)), 2))
+        h, p = _kruskal(samples, pairs, _mann_whitney(samples, pairs)[0])
+        ref = stats.kruskal(*samples, axis=0)
+        assert np.array_equal(h, ref.statistic) and np.array_equal(p, ref.pvalue)
+
+
+def test_group_summary_means_and_medians_are_the_1d_ones() -> None:
+    """Vectorised means/medians of complete columns equal np.mean/np.median of each column."""
+    from assay.stats._subgroups import _Group, _group_summary
+
+    rng = np.random.default_rng(8)
+    block = rng.random((301, 6)) * 37.0
+    block[:, 2] = np.round(block[:, 2])
+    block[rng.random(301) < 0.2, 4] = np.nan
+    n, mean, median, *_ = _group_summary(block, None, _Group("g", frozenset(), False), 5,
+                                         0.95, "percentile")  # fmt: skip
+    for j in range(block.shape[1]):
+        col = block[np.isfinite(block[:, j]), j]
+        assert n[j] == col.size and mean[j] == col.mean() and median[j] == np.median(col)
+
+
+def test_analyze_shares_one_resampling_with_the_standalone_functions() -> None:
+    """analyze() resamples once for CIs and rank stability (no hidden cache): the result equals
+    bootstrap_ci and rank_bootstrap called on their own, exactly."""
+    from assay.stats import analyze, case_averages
+    from assay.stats._stability import rank_bootstrap
+
+    rng = np.random.default_rng(6)
+    x = rng.beta(5, 2, size=(60, 4))
+    scores = tidy(x, ["a", "b", "c", "d"]).assign(status="ok")
+    result = analyze(scores, n_bootstrap=300, seed=2)
+    values = scores.drop(columns="status")
+    with_avg = pd.concat([values, case_averages(values)], ignore_index=True)
+    ci = bootstrap_ci(with_avg, n_resamples=300, seed=2)
+    merged = result.aggregates.merge(ci, on=["dataset", "model", "structure", "metric"])
+    assert len(merged) == 8
+    assert (merged["ci_low_x"] == merged["ci_low_y"]).all()
+    assert (merged["ci_high_x"] == merged["ci_high_y"]).all()
+    stability, _tau, counts, samples = rank_bootstrap(with_avg, n_resamples=300, seed=2)
+    pd.testing.assert_frame_equal(result.stability, stability)
+    pd.testing.assert_frame_equal(result.rank_counts, counts)
+    pd.testing.assert_frame_equal(result.tau_samples, samples)
 
 
 # ------------------------------------------- regression against the pre-issue-10 implementation

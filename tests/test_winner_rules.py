@@ -397,6 +397,27 @@ def test_decomposed_sign_flip_counts_equal_direct_product(kind: str) -> None:
     assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
 
 
+@pytest.mark.parametrize("n", [1, 4, 7, 30])
+def test_signed_sums_form_nibble_codes_and_add_in_table_order(n: int) -> None:
+    """The kernel forms each row's 4-case codes from the 0/1 bytes (as _nibble_codes) and adds
+    the table rows chunk by chunk: equal, bit for bit, to that sum done step by step."""
+    from assay.stats._paired import _nibble_codes, _sign_tables, _signed_sums_kernel
+
+    rng = np.random.default_rng(n)
+    columns = rng.normal(size=(n, 5))
+    bits = rng.integers(0, 2, size=(64, n), dtype=np.uint8)
+    table = _sign_tables(columns)
+    got = np.empty((64, 5))
+    _signed_sums_kernel()(bits, table, got)
+    codes = _nibble_codes(bits)
+    for b in range(64):
+        acc = np.zeros(5)
+        for c in range(table.shape[0]):
+            acc += table[c, codes[b, c]]
+        assert np.array_equal(got[b], acc)
+    np.testing.assert_allclose(got, (1.0 - 2.0 * bits) @ columns, rtol=0, atol=1e-12)
+
+
 def test_holm_equals_statsmodels_bit_for_bit() -> None:
     from assay.stats._paired import holm
 

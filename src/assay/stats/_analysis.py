@@ -16,12 +16,18 @@ import numpy as np
 import pandas as pd
 
 from assay.errors import InputError
-from assay.metrics import metric_info
 from assay.stats._aggregate import AVERAGE, aggregate, case_averages
-from assay.stats._bootstrap import MIN_RELIABLE_N, bootstrap_ci, paired_bootstrap_means
+from assay.stats._bootstrap import (
+    MIN_RELIABLE_N,
+    ci_table,
+    iter_slices,
+    paired_bootstrap_means,
+    slice_bootstrap_means,
+)
 from assay.stats._options import N_PERMUTATIONS, WINNER_RULES, AnalysisOptions, GroupSpec
 from assay.stats._paired import (
     check_rule,
+    higher_is_better_for,
     inversions,
     pairwise_tests,
     rule_aggregate,
@@ -29,7 +35,7 @@ from assay.stats._paired import (
 )
 from assay.stats._policy import apply_policy
 from assay.stats._ranking import consensus_ranking, rankings
-from assay.stats._stability import rank_bootstrap
+from assay.stats._stability import rank_tables
 from assay.stats._subgroups import (
     family_description,
     subgroup_analysis,
@@ -115,7 +121,9 @@ def analyze(
         min_group_size=min_group_size, correction=correction, subgroup_family=subgroup_family,
         worst_values=worst_values, groups=groups,
     )  # fmt: skip
-    metric_info(metric)  # an unregistered metric has no direction: refuse it, never guess
+    # an unregistered metric has no direction (refuse it, never guess), and a measurement
+    # (a volume) has none to rank by: say so before the policy asks for a worst value
+    higher_is_better_for(metric)
     part = scores[scores["metric"] == metric]
     if part.empty:
         known = ", ".join(sorted(scores["metric"].unique())) or "none"
@@ -131,7 +139,11 @@ def analyze(
         values = values[~pd.MultiIndex.from_frame(values[["model", "dataset"]]).isin(keys)]
     aggregates = aggregate(values, convention=aggregation)
     with_avg = pd.concat([values, case_averages(values)], ignore_index=True)
-    ci = bootstrap_ci(with_avg, n_resamples=n_bootstrap, seed=seed, method=ci_method)
+    slices = list(iter_slices(with_avg))  # one pivot and one resampling for CIs and stability
+    boots = slice_bootstrap_means(slices, n_resamples=n_bootstrap, seed=seed)
+    ci = ci_table(
+        slices, boots, n_resamples=n_bootstrap, seed=seed, confidence=0.95, method=ci_method
+    )
     pairwise = pairwise_tests(
         with_avg, rule=winner_rule, alpha=alpha, n_permutations=n_permutations, seed=seed
     )
@@ -163,9 +175,8 @@ def analyze(
         extra = extra.merge(changes_all, on=_SLICE, how="left", validate="one_to_one")
         aggregates = pd.concat([aggregates, extra], ignore_index=True)
     contradictions = inversions(aggregates, pairwise, alpha=alpha)
-    stability, tau, rank_counts, tau_samples = rank_bootstrap(
-        with_avg, n_resamples=n_bootstrap, seed=seed
-    )
+    stability, tau, rank_counts, tau_samples = rank_tables(slices, boots, n_resamples=n_bootstrap)
+    del boots
     subgroups = subgroup_tests = subgroup_cases = pd.DataFrame()
     if groups:
         if metadata is None or metadata.empty:

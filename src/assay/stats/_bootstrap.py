@@ -9,10 +9,7 @@ complete model column gives the same bootstrap distribution as SciPy with the sa
 
 from __future__ import annotations
 
-import collections
 import functools
-import hashlib
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -182,38 +179,6 @@ def paired_bootstrap_means(
     return out
 
 
-#: Bootstrap means kept by :func:`_cached_means`: key -> means, least recently used first.
-_MEANS_CACHE: collections.OrderedDict[tuple[object, ...], np.ndarray] = collections.OrderedDict()
-#: Upper bound on the bytes of means kept.
-_MEANS_CACHE_BYTES = 64 * 2**20
-_MEANS_LOCK = threading.Lock()
-
-
-def _cached_means(matrix: np.ndarray, n_resamples: int, seed: int) -> np.ndarray:
-    """:func:`paired_bootstrap_means`, remembering the last results (at most 64 MiB).
-
-    The key is the matrix's shape and a BLAKE2b digest of its bytes with ``n_resamples`` and
-    ``seed``, so a hit is the same computation; a copy is returned.
-    """
-    digest = hashlib.blake2b(matrix.tobytes(), digest_size=32).digest()
-    key = (matrix.shape, digest, int(n_resamples), seed)
-    with _MEANS_LOCK:
-        hit = _MEANS_CACHE.get(key)
-        if hit is not None:
-            _MEANS_CACHE.move_to_end(key)
-            return hit.copy()
-    means = paired_bootstrap_means(matrix, n_resamples=n_resamples, seed=seed)
-    if means.nbytes > _MEANS_CACHE_BYTES:
-        return means
-    with _MEANS_LOCK:
-        _MEANS_CACHE[key] = means.copy()
-        total = sum(v.nbytes for v in _MEANS_CACHE.values())
-        while total > _MEANS_CACHE_BYTES and len(_MEANS_CACHE) > 1:
-            _, dropped = _MEANS_CACHE.popitem(last=False)
-            total -= dropped.nbytes
-    return means
-
-
 def slice_bootstrap_means(
     slices: Sequence[SliceMatrix], *, n_resamples: int = 2000, seed: int = 0
 ) -> list[np.ndarray]:
@@ -222,10 +187,8 @@ def slice_bootstrap_means(
     Slices with the same case ids (typically the structures and metrics of one dataset) are
     stacked column-wise and bootstrapped in one :func:`paired_bootstrap_means` call, so they
     share the resampled cases; the result for each slice equals bootstrapping it alone with
-    the same seed.
-
-    The last results are kept (:func:`_cached_means`), so the CIs and the rank stability of
-    one analysis share one resampling.
+    the same seed. :func:`~assay.stats.analyze` computes them once and hands them to both
+    :func:`ci_table` and the rank stability.
 
     Returns
     -------
@@ -237,7 +200,7 @@ def slice_bootstrap_means(
     result: list[np.ndarray] = [np.empty(0)] * len(slices)
     for members in groups.values():
         stacked = np.ascontiguousarray(np.hstack([slices[i].matrix for i in members]))
-        means = _cached_means(stacked, n_resamples, seed)
+        means = paired_bootstrap_means(stacked, n_resamples=n_resamples, seed=seed)
         col = 0
         for i in members:
             width = slices[i].matrix.shape[1]
@@ -391,9 +354,30 @@ def bootstrap_ci(
         raise InputError(f"Confidence level {confidence} is outside (0, 1): use e.g. 0.95.")
     slices = list(iter_slices(values))
     boots = slice_bootstrap_means(slices, n_resamples=n_resamples, seed=seed)
+    return ci_table(
+        slices,
+        boots,
+        n_resamples=n_resamples,
+        seed=seed,
+        confidence=confidence,
+        method="bca" if chosen == "bca" else "percentile",
+    )
+
+
+def ci_table(
+    slices: Sequence[SliceMatrix],
+    boots: Sequence[np.ndarray],
+    *,
+    n_resamples: int,
+    seed: int,
+    confidence: float,
+    method: Literal["percentile", "bca"],
+) -> pd.DataFrame:
+    """The frame of :func:`bootstrap_ci` from the slices and their bootstrap means
+    (:func:`slice_bootstrap_means` with the same ``n_resamples`` and ``seed``)."""
     rows = []
     for piece, boot in zip(slices, boots, strict=True):
-        lows, highs, all_notes = intervals(piece.matrix, boot, confidence, chosen)  # type: ignore[arg-type]
+        lows, highs, all_notes = intervals(piece.matrix, boot, confidence, method)
         for j, model in enumerate(piece.models):
             column = piece.matrix[:, j]
             n = int(np.isfinite(column).sum())
@@ -411,7 +395,7 @@ def bootstrap_ci(
                     "ci_low": low,
                     "ci_high": high,
                     "confidence": confidence,
-                    "method": chosen,
+                    "method": method,
                     "n_resamples": n_resamples,
                     "seed": seed,
                     "warning": "; ".join(notes),

@@ -312,19 +312,39 @@ def _mean_null_plan(
 
 @functools.cache
 def _signed_sums_kernel() -> Callable[[np.ndarray, np.ndarray, np.ndarray], None]:
-    """Compiled ``out[b] = Σ_c table[c, codes[b, c]]`` (numba, cached on disk)."""
+    """Compiled ``out[b] = Σ_c table[c, code(b, c)]`` (numba, cached on disk).
+
+    ``bits`` is (rows, n) of 0/1 bytes; the code of row b and chunk c is
+    :math:`b_{4c} + 2 b_{4c+1} + 4 b_{4c+2} + 8 b_{4c+3}` (bits past n count 0), the
+    :func:`_nibble_codes` of the row, formed on the fly.
+    """
     from numba import njit
 
     @njit(cache=True, nogil=True)
     def signed_sums(
-        codes: np.ndarray, table: np.ndarray, out: np.ndarray
+        bits: np.ndarray, table: np.ndarray, out: np.ndarray
     ) -> None:  # pragma: no cover
+        n = bits.shape[1]
+        full = n // 4
         width = table.shape[2]
         acc = np.empty(width)
-        for b in range(codes.shape[0]):
+        for b in range(bits.shape[0]):
+            row_bits = bits[b]
             acc[:] = 0.0
-            for c in range(codes.shape[1]):
-                row = table[c, codes[b, c]]
+            for c in range(table.shape[0]):
+                t = 4 * c
+                if c < full:
+                    code = (
+                        row_bits[t]
+                        + 2 * row_bits[t + 1]
+                        + 4 * row_bits[t + 2]
+                        + 8 * row_bits[t + 3]
+                    )
+                else:
+                    code = 0
+                    for u in range(n - t):
+                        code += row_bits[t + u] << u
+                row = table[c, code]
                 for j in range(width):
                     acc[j] += row[j]
             out[b] = acc
@@ -333,7 +353,8 @@ def _signed_sums_kernel() -> Callable[[np.ndarray, np.ndarray, np.ndarray], None
 
 
 def _nibble_codes(bits: np.ndarray) -> np.ndarray:
-    """(rows, ⌈n/4⌉) uint8 codes b₀ + 2b₁ + 4b₂ + 8b₃ of each run of 4 0/1 bytes."""
+    """(rows, ⌈n/4⌉) uint8 codes b₀ + 2b₁ + 4b₂ + 8b₃ of each run of 4 0/1 bytes (the codes
+    :func:`_signed_sums_kernel` forms; kept as its reference in the tests)."""
     rows, n = bits.shape
     padded = np.zeros((rows, -(-n // 4) * 4), dtype=np.uint8)
     padded[:, :n] = bits
@@ -393,7 +414,7 @@ def _mean_null_counts(
     for flips in _flip_blocks(rng, n_permutations, n_cases):
         bits = flips.view(np.uint8)
         prod = np.empty((bits.shape[0], columns.shape[1]))
-        signed_sums(_nibble_codes(bits), table, prod)
+        signed_sums(bits, table, prod)
         null = prod[:, left]
         null[:, decomposed] -= prod[:, right[decomposed]]
         near = (np.abs(null - low) <= margin) | (np.abs(null - high) <= margin)

@@ -7,13 +7,18 @@ full-data ranking and each resampled ranking show whether a leaderboard order is
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from assay.stats._bootstrap import SLICE_KEYS, iter_slices, slice_bootstrap_means
+from assay.stats._bootstrap import (
+    SLICE_KEYS,
+    SliceMatrix,
+    iter_slices,
+    slice_bootstrap_means,
+)
 from assay.stats._paired import higher_is_better_for
 
 
@@ -145,6 +150,18 @@ def rank_bootstrap(
     """
     slices = list(iter_slices(values))
     boots = slice_bootstrap_means(slices, n_resamples=n_resamples, seed=seed)
+    return rank_tables(slices, boots, n_resamples=n_resamples, higher_is_better=higher_is_better)
+
+
+def rank_tables(
+    slices: Sequence[SliceMatrix],
+    boots: Sequence[np.ndarray],
+    *,
+    n_resamples: int,
+    higher_is_better: bool | Callable[[str], bool] = metric_higher_is_better,
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The frames of :func:`rank_bootstrap` from the slices and their bootstrap means
+    (:func:`~assay.stats._bootstrap.slice_bootstrap_means` with ``n_resamples``)."""
     model_rows = []
     slice_rows = []
     count_rows: list[tuple[Any, ...]] = []

@@ -19,16 +19,17 @@ makes some model look different by chance as soon as many models or structures a
 
 from __future__ import annotations
 
+import functools
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from itertools import combinations, pairwise
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import special, stats
 from statsmodels.stats.multitest import multipletests
 
 from assay.errors import InputError
@@ -55,6 +56,9 @@ _CORRECTION_TEXT = {
 
 _EDGES = re.compile(r"^\s*-?[\d.]+(?:[eE][-+]?\d+)?(?:\s*,\s*-?[\d.]+(?:[eE][-+]?\d+)?)+\s*$")
 _UNASSIGNED = "(unassigned)"
+#: SciPy's ``mannwhitneyu`` may use its exact distribution when a sample has at most this many
+#: values; above it (both samples), always the normal approximation.
+_MWU_EXACT_MAX_N = 8
 _NO_METADATA = "(no metadata)"
 
 
@@ -205,28 +209,158 @@ def _check_metadata(metadata: pd.DataFrame) -> pd.DataFrame:
     return meta
 
 
+@functools.cache
+def _rank_sum_kernel() -> Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], None]:
+    """Compiled ``(2·U₁, Σ(t³ − t))`` of two samples, row by row (numba, cached on disk).
+
+    ``counts(a, b, twice_u, ties)``: ``a`` (k, n₁) and ``b`` (k, n₂) sorted along rows; per
+    row j, one merge of the two sorted rows gives ``twice_u[j]`` =
+    :math:`\\sum_{x \\in a} (2\\,\\#\\{y \\in b: y < x\\} + \\#\\{y \\in b: y = x\\}) = 2 U_1`
+    and ``ties[j]`` = :math:`\\sum_v (t_v^3 - t_v)` over the distinct values v of a ∪ b,
+    :math:`t_v` their multiplicities: exact integers.
+    """
+    from numba import njit
+
+    @njit(cache=True, nogil=True)
+    def counts(
+        a: np.ndarray, b: np.ndarray, twice_u: np.ndarray, ties: np.ndarray
+    ) -> None:  # pragma: no cover - compiled
+        n1, n2 = a.shape[1], b.shape[1]
+        for j in range(a.shape[0]):
+            x, y = a[j], b[j]
+            i = k = 0
+            u2 = 0
+            tt = 0
+            while i < n1 or k < n2:
+                v = x[i] if k >= n2 or (i < n1 and x[i] < y[k]) else y[k]
+                below = k
+                ca = 0
+                while i < n1 and x[i] == v:
+                    ca += 1
+                    i += 1
+                cb = 0
+                while k < n2 and y[k] == v:
+                    cb += 1
+                    k += 1
+                u2 += ca * (2 * below + cb)
+                t = ca + cb
+                tt += t * t * t - t
+            twice_u[j] = u2
+            ties[j] = tt
+
+    return counts
+
+
+def _mann_whitney(
+    samples: list[np.ndarray], pairs: list[tuple[int, int]]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Two-sided ``scipy.stats.mannwhitneyu(samples[a], samples[b], axis=0)`` for each pair:
+    (U₁, p) arrays of shape (pairs, k).
+
+    Pairs with more than 8 values in both samples, where SciPy's ``method="auto"`` uses the
+    normal approximation with tie and continuity corrections, are computed here: each
+    sample is sorted once, U₁ and the tie term of each pair come from one merge
+    (:func:`_rank_sum_kernel`, exact integers, as SciPy's sums of average ranks are), and z
+    and p follow SciPy's operations in the same order, so the floats are the same. Other
+    pairs (SciPy may run its exact test) are passed to SciPy.
+    """
+    k = samples[0].shape[1]
+    u = np.empty((len(pairs), k))
+    p = np.empty((len(pairs), k))
+    ordered = [np.sort(x.T, axis=1) for x in samples]
+    counts = _rank_sum_kernel()
+    for row, (a, b) in enumerate(pairs):
+        n1, n2 = samples[a].shape[0], samples[b].shape[0]
+        if n1 <= _MWU_EXACT_MAX_N or n2 <= _MWU_EXACT_MAX_N:
+            res = stats.mannwhitneyu(samples[a], samples[b], alternative="two-sided")
+            u[row], p[row] = np.atleast_1d(res.statistic), np.atleast_1d(res.pvalue)
+            continue
+        twice_u = np.empty(k, dtype=np.int64)
+        ties = np.empty(k, dtype=np.int64)
+        counts(ordered[a], ordered[b], twice_u, ties)
+        u1 = twice_u / 2.0
+        big = np.maximum(u1, n1 * n2 - u1)
+        n = n1 + n2
+        s = np.sqrt(n1 * n2 / 12 * ((n + 1) - ties.astype(np.float64) / (n * (n - 1))))
+        numerator = big - n1 * n2 / 2
+        numerator -= 0.5
+        with np.errstate(divide="ignore", invalid="ignore"):
+            z = numerator / s
+        pv = special.ndtr(-z)
+        pv *= 2
+        u[row], p[row] = u1, np.clip(pv, 0.0, 1.0)
+    return u, p
+
+
+@functools.cache
+def _tie_term_kernel() -> Callable[[np.ndarray, np.ndarray], None]:
+    """Compiled ``ties[j] = Σ_v (t_v³ − t_v)`` over the runs of equal values of each sorted
+    row of ``x`` (numba, cached on disk): exact integers."""
+    from numba import njit
+
+    @njit(cache=True, nogil=True)
+    def tie_term(x: np.ndarray, ties: np.ndarray) -> None:  # pragma: no cover - compiled
+        for j in range(x.shape[0]):
+            row = x[j]
+            total = 0
+            start = 0
+            for i in range(1, row.size + 1):
+                if i == row.size or row[i] != row[start]:
+                    t = i - start
+                    total += t * t * t - t
+                    start = i
+            ties[j] = total
+
+    return tie_term
+
+
+def _kruskal(
+    samples: list[np.ndarray], pairs: list[tuple[int, int]], u: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """``scipy.stats.kruskal(*samples, axis=0)``: (H, p) per column, the same floats.
+
+    SciPy's rank sum of group g, :math:`R_g`, is a sum of exact half-integers; it equals
+    :math:`n_g (n_g + 1)/2 + \\sum_{h \\ne g} U_{g,h}` with the Mann–Whitney U₁ of the
+    pairs (``u``, from :func:`_mann_whitney`, also exact), and the tie term is counted on
+    the sorted pooled sample (:func:`_tie_term_kernel`). H, its tie correction and
+    p = χ²(k − 1) survival then follow SciPy's operations in the same order.
+    """
+    sizes = [x.shape[0] for x in samples]
+    total = sum(sizes)
+    sums = [np.full(u.shape[1], n * (n + 1) / 2) for n in sizes]
+    for row, (a, b) in enumerate(pairs):
+        sums[a] = sums[a] + u[row]
+        sums[b] = sums[b] + (sizes[a] * sizes[b] - u[row])
+    pooled = np.sort(np.concatenate(samples).T, axis=1)
+    tie_sums = np.empty(pooled.shape[0], dtype=np.int64)
+    _tie_term_kernel()(pooled, tie_sums)
+    ties = 1 - tie_sums.astype(np.float64) / (total**3 - total)
+    ssbn = sum(sums[i] ** 2 / sizes[i] for i in range(len(samples)))
+    h = 12.0 / (total * (total + 1)) * ssbn - 3 * (total + 1)
+    h /= ties
+    return h, special.chdtrc(np.float64(len(samples) - 1), h)
+
+
 def _tests(samples: list[np.ndarray]) -> list[dict[str, Any]]:
     """Kruskal–Wallis and pairwise Mann–Whitney U tests (unadjusted), k columns at once.
 
     Each sample is an (n_g, k) array of one group's values for k columns (models), all
-    finite; SciPy's ``axis=0`` vectorisation tests the k columns in one call. Returns, per
-    column, a dict with ``kruskal`` = (H, p, note) and ``pairs`` = list of (a, b, U, p) over
-    the pairs of sample indices a < b. Adjustment is done per family afterwards
+    finite; the k columns are tested at once, with the floats of SciPy's ``kruskal`` and
+    ``mannwhitneyu`` (:func:`_kruskal`, :func:`_mann_whitney`). Returns, per column, a dict
+    with ``kruskal`` = (H, p, note) and ``pairs`` = list of (a, b, U, p) over the pairs of
+    sample indices a < b. Adjustment is done per family afterwards
     (:func:`adjust_subgroup_tests`).
     """
     k = samples[0].shape[1]
     pooled = np.concatenate(samples)
     constant = np.ptp(pooled, axis=0) == 0.0  # H is 0/0 there: no evidence of a difference
+    pairs = list(combinations(range(len(samples)), 2))
+    u, p_mw = _mann_whitney(samples, pairs)  # (pairs, k)
     h = np.full(k, np.nan)
     p_kw = np.ones(k)
     if (~constant).any():
-        res = stats.kruskal(*(x[:, ~constant] for x in samples), axis=0)
-        h[~constant] = res.statistic
-        p_kw[~constant] = res.pvalue
-    pairs = list(combinations(range(len(samples)), 2))
-    mwu = [stats.mannwhitneyu(samples[a], samples[b], alternative="two-sided") for a, b in pairs]
-    u = np.array([np.atleast_1d(r.statistic) for r in mwu], dtype=np.float64)  # (pairs, k)
-    p_mw = np.array([np.atleast_1d(r.pvalue) for r in mwu], dtype=np.float64)
+        cols = ~constant
+        h[cols], p_kw[cols] = _kruskal([x[:, cols] for x in samples], pairs, u[:, cols])
     return [
         {
             "kruskal": (
@@ -334,14 +468,26 @@ def _group_summary(
 ) -> tuple[np.ndarray, list[float], list[float], list[float], list[float], list[str]]:
     """Per column of one group's rows: n, mean, median, CI bounds and the skip reason.
 
-    Means and medians are taken column by column over the finite values, as 1-D arrays;
-    the CIs of the qualifying columns come from :func:`~assay.stats._bootstrap.intervals`.
+    Means and medians are those of each column's finite values as a 1-D array: for the
+    complete columns, of the contiguous rows of the transposed block, in one call (NumPy
+    reduces each contiguous row as it reduces a 1-D array, so the floats are the same); the
+    CIs of the qualifying columns come from :func:`~assay.stats._bootstrap.intervals`.
     """
     finite = np.isfinite(block)
     n = finite.sum(axis=0)
-    cols = [block[finite[:, j], j] for j in range(block.shape[1])]
-    mean = [float(x.mean()) if x.size else float("nan") for x in cols]
-    median = [float(np.median(x)) if x.size else float("nan") for x in cols]
+    means = np.full(block.shape[1], np.nan)
+    medians = np.full(block.shape[1], np.nan)
+    full = finite.all(axis=0) if block.shape[0] else np.zeros(block.shape[1], dtype=bool)
+    if full.any():
+        rows = np.ascontiguousarray(block[:, full].T)
+        means[full] = rows.mean(axis=1)
+        medians[full] = np.median(rows, axis=1)
+    for col in np.flatnonzero(~full):
+        x = block[finite[:, col], col]
+        if x.size:
+            means[col], medians[col] = x.mean(), np.median(x)
+    mean: list[float] = means.tolist()
+    median: list[float] = medians.tolist()
     if group.special:
         reasons = [group.reason] * block.shape[1]
     else:
