@@ -124,3 +124,14 @@ def make_report_data(n_bootstrap: int = 200) -> ReportData:
         options=options,
         software={"assay": "0.1.0", "numpy": np.__version__},
     )
+
+
+def exit_in_helper(task: int) -> int:
+    """``task`` unchanged in the main process; in a spawned helper, end the process (a helper
+    that dies, e.g. killed for memory)."""
+    import multiprocessing
+    import os
+
+    if multiprocessing.parent_process() is not None:
+        os._exit(3)
+    return task

@@ -318,6 +318,39 @@ def test_collect_report_data_from_a_store(tmp_path):
         collect_report_data(store, ["other"], options={})
 
 
+def test_collect_report_data_with_a_helper_is_the_same_analysis(tmp_path, monkeypatch):
+    """A helper process analyses one of the metrics (another pid): every frame of every
+    analysis is exactly the one computed here alone."""
+    import os
+
+    from assay.report import _collect
+    from assay.report._helpers import HelperPool, run_shared
+
+    store = _store_with_toy(tmp_path / "a.db")
+    options = {"n_bootstrap": 100, "groups": {"sex": "sex"}, "min_group_size": 5}
+    alone, _ = collect_report_data(store, ["toy"], options=options)
+    pids: list[int] = []
+
+    def recording(*args, **kwargs):
+        for task, result, pid in run_shared(*args, **kwargs):
+            pids.append(pid)
+            yield task, result, pid
+
+    monkeypatch.setattr(_collect, "PARALLEL_ANALYSIS_ROWS", 0)  # the toy scores qualify
+    monkeypatch.setattr(_collect, "run_shared", recording)
+    with HelperPool(1) as helpers:
+        shared, _ = collect_report_data(store, ["toy"], options=options, helpers=helpers)
+    assert len(pids) == 2 and os.getpid() in pids and len(set(pids)) == 2
+    assert list(shared.analyses) == list(alone.analyses) == ["dsc", "nsd"]
+    for metric, a in alone.analyses.items():
+        b = shared.analyses[metric]
+        for name, value in vars(a).items():
+            if isinstance(value, pd.DataFrame):
+                pd.testing.assert_frame_equal(getattr(b, name), value, check_exact=True)
+            else:
+                assert getattr(b, name) == value, name
+
+
 def test_cards_and_speed_from_runs_without_records():
     runs = pd.DataFrame(
         {"run_id": ["r"], "dataset": ["d"], "model": ["m"], "profile": ["p"], "manifest": [{}]}

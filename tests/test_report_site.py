@@ -531,6 +531,42 @@ def test_render_figures_in_parallel_writes_the_same_files_once(data, tmp_path):
             assert one == two, f"{stem}.{ext}"
 
 
+def test_figures_are_shared_between_this_process_and_a_helper(data, tmp_path):
+    """With one helper, this process and the helper both draw (different pids), every figure
+    once, byte-identical to drawing them all here."""
+    import os
+
+    from assay.report._helpers import HelperPool
+    from assay.report._render import _draw_all, _figure_jobs, _render
+
+    keys = _figure_jobs(data)[:8]  # the helper gets 3 at once: both processes draw
+    jobs = [(key, draw, tmp_path / "shared", ("svg",)) for key, draw in keys]
+    alone = dict(_render((key, draw, tmp_path / "alone", ("svg",))) for key, draw in keys)
+    stems: list[str] = []
+    with HelperPool(1) as helpers:
+        drawn = list(_draw_all(jobs, helpers, stems.append))
+    pids = {pid for _key, _path, pid in drawn}
+    assert os.getpid() in pids and len(pids) == 2
+    assert sorted(key for key, _path, _pid in drawn) == sorted(alone)
+    assert sorted(stems) == sorted(figure_stem(k) for k in alone)
+    for key, path, _pid in drawn:
+        expected = alone[key]
+        assert path is not None and expected is not None, key
+        assert path.read_bytes() == expected.read_bytes(), path.name
+
+
+def test_a_helper_that_dies_is_a_worker_error():
+    from report_inputs import exit_in_helper
+
+    from assay.report._helpers import HelperPool, run_shared
+    from assay.scoring import WorkerError
+
+    helpers = HelperPool(1, warm=())
+    with pytest.raises(WorkerError, match="helper process died while drawing"), helpers:
+        list(run_shared(range(6), exit_in_helper, helpers, what="drawing"))
+    assert [r for _t, r, _p in run_shared(range(3), exit_in_helper, None)] == [0, 1, 2]
+
+
 def test_figure_job_list_is_built_once_per_report_data(data):
     """The progress total and the drawing share one job list (built once per ReportData)."""
     from assay._console import figure_total

@@ -10,8 +10,9 @@ import pandas as pd
 
 from assay.report._bundle import write_bundle
 from assay.report._data import ReportData
+from assay.report._helpers import HelperPool
 from assay.report._leaderboard import leaderboard_markdown
-from assay.report._render import DEFAULT_FIGURE_FORMATS
+from assay.report._render import DEFAULT_FIGURE_FORMATS, MIN_PARALLEL_FIGURES, _figure_jobs
 from assay.report._site import render_figures, write_site
 
 
@@ -36,6 +37,7 @@ def build_report(
     formats: tuple[str, ...] = DEFAULT_FIGURE_FORMATS,
     on_figure: Callable[[str], None] | None = None,
     workers: int = 1,
+    helpers: HelperPool | None = None,
 ) -> ReportFiles:
     """Write ``leaderboard.md``, the HTML site, its figures and ``bundle/`` into ``out_dir``.
 
@@ -49,14 +51,29 @@ def build_report(
 
     ``formats`` (:func:`~assay.report._render.parse_figure_formats`): ``("svg",)`` by
     default; add ``"pdf"``/``"png"`` for publication figures. Each figure is drawn once and
-    saved in every format. ``workers`` local processes draw the figures (the slow part).
+    saved in every format. ``workers`` processes draw the figures (the slow part): this one
+    and ``workers - 1`` helpers, started first so that they are ready when the leaderboard
+    and the bundle are written; or ``helpers`` (:func:`~assay.report._helpers.helper_pool`)
+    already started by the caller.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    leaderboard = out / "leaderboard.md"
-    leaderboard.write_text(leaderboard_markdown(data), encoding="utf-8")
-    write_bundle(data, out / "bundle", metadata=metadata)
-    figures = render_figures(data, out, formats=formats, on_figure=on_figure, workers=workers)
+    own = None
+    if helpers is None and workers > 1 and len(_figure_jobs(data)) >= MIN_PARALLEL_FIGURES:
+        own = helpers = HelperPool(workers - 1)
+    try:
+        leaderboard = out / "leaderboard.md"
+        leaderboard.write_text(leaderboard_markdown(data), encoding="utf-8")
+        write_bundle(data, out / "bundle", metadata=metadata)
+        figures = render_figures(
+            data, out, formats=formats, on_figure=on_figure, workers=workers, helpers=helpers
+        )
+    except BaseException:
+        if own is not None:
+            own.close(completed=False)
+        raise
+    if own is not None:
+        own.close()
     pages = write_site(data, out, figures)
     return ReportFiles(
         index=out / "index.html",

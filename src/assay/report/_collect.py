@@ -13,11 +13,16 @@ from assay.errors import InputError
 from assay.models import ModelCard
 from assay.report._bundle import ANALYSIS_OPTIONS, analysis_options
 from assay.report._data import SPEED_COLUMNS, ReportData
+from assay.report._helpers import HelperPool, run_shared
 from assay.stats import analyze
 from assay.store import ResultStore
 
 #: Metrics reported when none are named: the overlap metrics present in the scores.
 DEFAULT_METRICS = ("dsc", "nsd")
+
+#: Fewest score rows for which helpers analyse some of the metrics (see
+#: :func:`collect_report_data`); Touchstone's 19 models × 743 cases have about 254,000.
+PARALLEL_ANALYSIS_ROWS = 50_000
 
 #: Descriptive card fields read back from run manifests (not predictions/runner settings).
 _CARD_FIELDS = ("framework", "organisation", "paper", "code", "training_data", "notes", "version")
@@ -100,6 +105,7 @@ def collect_report_data(
     software: Mapping[str, str] | None = None,
     on_metric: Callable[[str], None] | None = None,
     run_ids: Collection[str] | None = None,
+    helpers: HelperPool | None = None,
 ) -> tuple[ReportData, pd.DataFrame | None]:
     """Load scores and run the analysis of every reported metric.
 
@@ -111,6 +117,11 @@ def collect_report_data(
     cards : model cards by model name; default: the cards recorded in the runs' manifests.
     run_ids : only these runs (e.g. the models a benchmark run scored); default: every run
         of ``datasets`` (of ``profile``).
+    helpers : helper processes (:func:`~assay.report._helpers.helper_pool`) that analyse
+        some of the metrics while this process analyses the others, when there are several
+        metrics and at least :data:`PARALLEL_ANALYSIS_ROWS` score rows (below that, starting
+        the analysis in a helper costs more than it saves). Each analysis is the same
+        wherever it runs.
 
     Returns
     -------
@@ -120,10 +131,10 @@ def collect_report_data(
     if run_ids is not None:
         scores = scores[scores["run_id"].isin(set(run_ids))].reset_index(drop=True)
     runs = store.runs()
-    runs = runs[runs["run_id"].isin(set(scores["run_id"]))].reset_index(drop=True)
+    runs = runs[runs["run_id"].isin(set(scores["run_id"].unique()))].reset_index(drop=True)
     run_cards = cards_from_runs(runs)
     cards = {**run_cards, **_by_model(cards or {})}
-    present = sorted(set(scores["metric"]))
+    present = sorted(set(scores["metric"].unique()))
     metrics = list(options.get("metrics") or [m for m in DEFAULT_METRICS if m in present])
     if not metrics:
         raise InputError(
@@ -135,21 +146,30 @@ def collect_report_data(
         raise InputError(f"No scores for metric(s) {unknown}; present: {', '.join(present)}.")
     options = {**analysis_defaults(), **options, "metrics": metrics}
     if not options.get("training_data"):
-        models = set(scores["model"])
+        models = set(scores["model"].unique())
         training = {m: list(c.training_data) for m, c in cards.items() if c.training_data}
         options["training_data"] = {m: t for m, t in training.items() if m in models}
     metadata = load_metadata(store, datasets) if options.get("groups") else None
     kwargs = analysis_options(options)
-    analyses = {}
-    for metric in metrics:
-        if on_metric is not None:
+    shared = helpers if len(metrics) > 1 and len(scores) >= PARALLEL_ANALYSIS_ROWS else None
+    tasks = [(scores, metric, metadata, kwargs) for metric in metrics]
+    if on_metric is not None and shared is not None:
+        for metric in metrics:
             on_metric(metric)
-        analyses[metric] = analyze(scores, metric=metric, metadata=metadata, **kwargs)
+    found = {}
+    for task, analysis, _pid in run_shared(tasks, _analyze_task, shared, queued=0,
+                                           what="analysing"):  # fmt: skip
+        if on_metric is not None and shared is None:
+            on_metric(task[1])
+        found[task[1]] = analysis
+    analyses = {metric: found[metric] for metric in metrics}
+    # the distinct values once: iterating 250,000 (Arrow) strings per card took seconds
+    scored_models = set(scores["model"].unique())
     data = ReportData(
         title=title or f"Benchmark: {', '.join(datasets)}",
         analyses=analyses,
         scores=scores,
-        cards={m: c for m, c in cards.items() if m in set(scores["model"])},
+        cards={m: c for m, c in cards.items() if m in scored_models},
         datasets=dict(dataset_cards or {}),
         runs=runs[["run_id", "dataset", "model", "profile", "manifest"]],
         speed=speed_from_runs(runs),
@@ -157,6 +177,12 @@ def collect_report_data(
         software=dict(software or {}),
     )
     return data, metadata
+
+
+def _analyze_task(task: tuple[pd.DataFrame, str, pd.DataFrame | None, dict[str, Any]]) -> Any:
+    """:func:`~assay.stats.analyze` of one metric (a module-level function: helpers run it)."""
+    scores, metric, metadata, kwargs = task
+    return analyze(scores, metric=metric, metadata=metadata, **kwargs)
 
 
 def _by_model(cards: Mapping[str, ModelCard]) -> dict[str, ModelCard]:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from assay.datasets import DatasetCard
-from assay.models import ModelCard
-from assay.stats import Analysis
+if TYPE_CHECKING:  # annotations only: a figure worker imports this module without them
+    from assay.datasets import DatasetCard
+    from assay.models import ModelCard
+    from assay.stats import Analysis
 
 #: Score statuses that mean "no usable prediction for this case".
 NO_PREDICTION = ("missing_prediction", "failed")

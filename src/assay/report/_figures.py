@@ -27,7 +27,7 @@ from matplotlib.patches import Rectangle
 from matplotlib.transforms import blended_transform_factory
 
 from assay.errors import InputError
-from assay.stats import higher_is_better_for
+from assay.metrics import metric_info
 
 __all__ = [
     "SCHEMES",
@@ -106,7 +106,12 @@ def _metric_label(metric: str) -> str:
     """Axis label of a metric with its orientation, e.g. ``"hd95 (lower is better)"``."""
     if not metric:
         return "value"
-    better = "higher" if higher_is_better_for(metric) else "lower"
+    direction = metric_info(metric).higher_is_better  # the registry, as the analysis reads it
+    if direction is None:  # a measurement: the analysis' own error (SciPy loads only here)
+        from assay.stats import higher_is_better_for
+
+        direction = higher_is_better_for(metric)
+    better = "higher" if direction else "lower"
     return f"{metric} ({better} is better)"
 
 
@@ -251,9 +256,11 @@ def significance_heatmap(
         _no_data(ax, "no models")
         return fig
     cmap, norm = _p_cmap(), _p_norm(alpha)
-    image = ax.imshow(np.ma.masked_invalid(p), cmap=cmap, norm=norm)
+    # interpolation "none": SVG and PDF embed the n × n cells as they are (scaled by the
+    # viewer, pixelated), instead of an image resampled to the output resolution
+    image = ax.imshow(np.ma.masked_invalid(p), cmap=cmap, norm=norm, interpolation="none")
     diagonal = np.ma.masked_where(~np.eye(n, dtype=bool), np.ones((n, n)))
-    ax.imshow(diagonal, cmap=ListedColormap(["white"]))
+    ax.imshow(diagonal, cmap=ListedColormap(["white"]), interpolation="none")
     untested = cells[cells["p_holm"].isna()]
     for c in untested.itertuples(index=False):
         ax.add_patch(
@@ -286,10 +293,10 @@ def significance_heatmap(
     _model_xaxis(ax, models)
     ax.set_yticks(range(n), models)
     ax.set_ylim(n - 0.5, -0.5)
-    ax.set_xticks(np.arange(n + 1) - 0.5, minor=True)
-    ax.set_yticks(np.arange(n + 1) - 0.5, minor=True)
-    ax.grid(which="minor", color="white", linewidth=1.0)
-    ax.tick_params(which="minor", length=0)
+    # white lines between the cells: two line collections, not 2(n + 1) minor ticks
+    edges = np.arange(n + 1) - 0.5
+    ax.hlines(edges, -0.5, n - 0.5, colors="white", linewidth=1.0, gid="cell_edges")
+    ax.vlines(edges, -0.5, n - 0.5, colors="white", linewidth=1.0, gid="cell_edges")
     ax.spines[:].set_visible(False)
     ax.set_xlabel("column model (compared with)")
     ax.set_ylabel("row model (tested as better)")

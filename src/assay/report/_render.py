@@ -14,7 +14,7 @@ import hashlib
 import json
 import multiprocessing
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -25,6 +25,7 @@ import pandas as pd
 from assay.errors import InputError
 from assay.metrics import is_registered, metric_title
 from assay.report._data import ReportData
+from assay.report._helpers import HelperPool, run_shared
 from assay.stats import AVERAGE
 
 __all__ = [
@@ -378,6 +379,7 @@ def render_figures(
     formats: Sequence[str] = DEFAULT_FIGURE_FORMATS,
     on_figure: Callable[[str], None] | None = None,
     workers: int = 1,
+    helpers: HelperPool | None = None,
 ) -> dict[FigureKey, Path]:
     """Draw every figure of ``data`` once: SVG under ``out_dir/svg/``, other formats under
     ``out_dir/figures/``, all with the stem :func:`figure_stem` of their key.
@@ -390,9 +392,13 @@ def render_figures(
         ``svg/`` (the site's figures), ``"pdf"`` and ``"png"`` to ``figures/``. Each figure
         is laid out once and saved in every format from that one drawing.
     on_figure : called with each figure's stem once it is written (progress display).
-    workers : local processes drawing figures in parallel (Agg backend, at most two figures
-        in flight per worker); 1, or fewer than :data:`MIN_PARALLEL_FIGURES` figures, draws in
-        this process. The files do not depend on ``workers``.
+    workers : processes drawing figures in parallel: this one and ``workers - 1`` spawned
+        local helpers (Agg backend; see :func:`_draw_all`); 1, or fewer than
+        :data:`MIN_PARALLEL_FIGURES` figures, draws in this process only. The files do not
+        depend on ``workers``.
+    helpers : helper processes already started (:func:`~assay.report._helpers.helper_pool`)
+        to use instead of starting ``workers - 1`` here; then ``workers`` only says whether
+        to use them (more than 1).
 
     Returns
     -------
@@ -400,8 +406,6 @@ def render_figures(
         :data:`FigureKey` -> the SVG written (or the first file written when ``"svg"`` is not
         in ``formats``), sorted by key. Which keys exist: see :data:`FIGURES`.
     """
-    from assay.scoring import map_unordered
-
     out_dir = Path(out_dir)
     formats = tuple(formats)
     unknown = [f for f in formats if f not in FIGURE_FORMATS]
@@ -420,13 +424,29 @@ def render_figures(
     files = sorted({_figure_file(key, fmt) for key, *_ in jobs for fmt in formats})
     _remove_stale(out_dir, earlier - set(files))
     written: dict[FigureKey, Path] = {}
-    for key, path in map_unordered(_render, jobs, workers=n_workers):
-        if on_figure is not None:
-            on_figure(figure_stem(key))
+    if helpers is None and n_workers > 1:
+        with HelperPool(n_workers - 1) as own:
+            drawn = list(_draw_all(jobs, own, on_figure))
+    else:
+        drawn = list(_draw_all(jobs, helpers if n_workers > 1 else None, on_figure))
+    for key, path, _pid in drawn:
         if path is not None:
             written[key] = path
     _write_manifest(out_dir, files)
     return dict(sorted(written.items()))
+
+
+def _draw_all(
+    jobs: Sequence[tuple[FigureKey, Callable[[], Any], Path, tuple[str, ...]]],
+    helpers: HelperPool | None,
+    on_figure: Callable[[str], None] | None = None,
+) -> Iterator[tuple[FigureKey, Path | None, int]]:
+    """Draw every job here and in ``helpers`` (:func:`~assay.report._helpers.run_shared`);
+    yields (key, path, pid of the drawing process), calling ``on_figure`` with each stem."""
+    for _job, (key, path), pid in run_shared(jobs, _render, helpers, what="drawing figures"):
+        if on_figure is not None:
+            on_figure(figure_stem(key))
+        yield key, path, pid
 
 
 #: File in the site folder listing the figure files :func:`render_figures` wrote there (paths

@@ -457,7 +457,9 @@ def subgroup_plot(
     nrows, ncols, width = _panel_grid(len(models), len(groups))
     size, grid, legend_top = _layout(nrows, ncols, width, tick_h, legend_rows, caption)
     fig = Figure(figsize=size)
-    axes = fig.subplots(nrows, ncols, sharey=True, squeeze=False, gridspec_kw=grid).ravel()
+    # one y range for every panel, set on each below (sharey=True costs a transform
+    # invalidation across all panels per change: seconds over a report's figures)
+    axes = fig.subplots(nrows, ncols, squeeze=False, gridspec_kw=grid).ravel()
     for ax in axes[len(models) :]:
         ax.set_visible(False)
     for ax in axes:  # both limits are set below: no autoscaling of the shared y per artist
@@ -550,7 +552,10 @@ def subgroup_plot(
         ax.set_axisbelow(True)
         if i % ncols == 0:
             ax.set_ylabel(_metric_label(metric), fontsize="small")
-    axes[0].set_ylim(low - step, high + (most + 1.2) * step)
+        else:  # as a shared y axis: tick labels only on the first panel of a row
+            ax.tick_params(axis="y", labelleft=False)
+    for ax in axes:
+        ax.set_ylim(low - step, high + (most + 1.2) * step)
     fig.legend(
         handles=handles,
         title=pretty or None,
