@@ -123,3 +123,18 @@ def test_bad_detection_options_are_one_line_errors(toy: Path, tmp_path: Path) ->
     r = invoke("analyze", "--dataset", "toy", "--task", "detection", "--db", db, "--out",
                tmp_path / "o", "--policy", "paper")  # fmt: skip
     assert r.exit_code == 2 and "--policy 'paper' is not one of worst, empty, exclude" in r.output
+
+
+def test_segmentation_analysis_ignores_detection_runs(toy: Path, tmp_path: Path) -> None:
+    """One dataset scored both ways: the organ analysis reads only the segmentation run."""
+    db = tmp_path / "a.db"
+    base = ["score", "--reference", toy / "ref", "--predictions", toy / "good", "--model",
+            "good", "--dataset", "toy", "--db", db]  # fmt: skip
+    assert invoke(*base).exit_code == 0
+    assert invoke(*base, "--task", "detection").exit_code == 0
+    r = invoke("analyze", "--dataset", "toy", "--db", db, "--out", tmp_path / "seg",
+               "--bootstrap", 100)  # fmt: skip
+    assert r.exit_code == 0, r.output
+    aggregates = pd.read_csv(tmp_path / "seg" / "aggregates.csv")
+    assert set(aggregates["metric"]) == {"dsc"}
+    assert set(aggregates["structure"]) >= {"pancreas_tumor"}

@@ -310,6 +310,7 @@ def _build_report(
     """Analyse, print the leaderboards, and write the report folder (with progress)."""
     from assay.report._build import build_report
     from assay.report._collect import collect_report_data
+    from assay.report._helpers import helper_pool
     from assay.scoring import software_versions
 
     analysed: list[str] = []  # the metrics whose analysis has started
@@ -318,32 +319,35 @@ def _build_report(
         analysed.append(metric)
         progress.update(task, description=f"analysing {escape(metric)}")
 
-    with _progress() as progress:
-        task = progress.add_task("analysing", total=None, unit="metrics")
-        data, metadata = collect_report_data(
-            store, datasets, software=software_versions(), on_metric=on_metric, **kwargs,
-        )  # fmt: skip
-        n = len(analysed)
-        progress.update(task, description="analysed", total=n, completed=n)
-    for result in data.analyses.values():
-        _print_analysis(result)
-    drawn = [0]  # figures drawn (on_figure is called once per figure, written or not)
+    with helper_pool(workers) as helpers:  # the helper starts while the scores load
+        with _progress() as progress:
+            task = progress.add_task("analysing", total=None, unit="metrics")
+            data, metadata = collect_report_data(
+                store, datasets, software=software_versions(), on_metric=on_metric,
+                helpers=helpers, **kwargs,
+            )  # fmt: skip
+            n = len(analysed)
+            progress.update(task, description="analysed", total=n, completed=n)
+        for result in data.analyses.values():
+            _print_analysis(result)
+        drawn = [0]  # figures drawn (on_figure is called once per figure, written or not)
 
-    def on_figure(_stem: str) -> None:
-        drawn[0] += 1
-        progress.advance(figures)
+        def on_figure(_stem: str) -> None:
+            drawn[0] += 1
+            progress.advance(figures)
 
-    with _progress() as progress:  # the total is known up front: counts and an ETA
-        figures = progress.add_task("figures", total=figure_total(data), unit="figures")
-        files = build_report(
-            data,
-            out_dir,
-            metadata=metadata,
-            workers=workers,
-            on_figure=on_figure,
-            formats=figure_formats,
-        )
-        progress.update(figures, total=drawn[0], completed=drawn[0])
+        with _progress() as progress:  # the total is known up front: counts and an ETA
+            figures = progress.add_task("figures", total=figure_total(data), unit="figures")
+            files = build_report(
+                data,
+                out_dir,
+                metadata=metadata,
+                workers=workers,
+                on_figure=on_figure,
+                formats=figure_formats,
+                helpers=helpers,
+            )
+            progress.update(figures, total=drawn[0], completed=drawn[0])
     return files
 
 

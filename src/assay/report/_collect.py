@@ -46,6 +46,8 @@ def load_scores(store: ResultStore, datasets: Sequence[str], profile: str | None
     parts = []
     for name in datasets:
         part = store.scores(dataset=name, profile=profile)
+        if profile is None:  # detection runs are analysed by `assay analyze --task detection`
+            part = part[~part["profile"].str.startswith("detection:")]
         if part.empty:
             raise InputError(
                 f"No scores for dataset {name!r} in {store.location}; check --dataset."

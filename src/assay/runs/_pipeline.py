@@ -625,18 +625,20 @@ def _report(bench: Benchmark, store: ResultStore, scored: list[ModelOutcome], ui
     cards = {m.name: m for m in bench.models}
     options = dict(bench.analysis)
     options.setdefault("training_data", training_overlap(bench.models, bench.datasets))
-    data, metadata = collect_report_data(
-        store, datasets, options=options, profile=bench.profile, cards=cards,
-        run_ids=[o.run_id for o in scored],
-        dataset_cards={d.name: d for d in bench.datasets if d.name in datasets},
-        title=bench.name, software=software_versions(),
-    )  # fmt: skip
     from assay._console import figure_total
+    from assay.report._helpers import helper_pool
 
-    ui.stage("report figures", figure_total(data))  # known up front: counts and an ETA
-    return build_report(data, bench.output / "report", metadata=metadata,
-                        formats=bench.figure_formats, workers=bench.workers,
-                        on_figure=lambda _s: ui.advance())  # fmt: skip
+    with helper_pool(bench.workers) as helpers:  # the helper starts while the scores load
+        data, metadata = collect_report_data(
+            store, datasets, options=options, profile=bench.profile, cards=cards,
+            run_ids=[o.run_id for o in scored],
+            dataset_cards={d.name: d for d in bench.datasets if d.name in datasets},
+            title=bench.name, software=software_versions(), helpers=helpers,
+        )  # fmt: skip
+        ui.stage("report figures", figure_total(data))  # known up front: counts and an ETA
+        return build_report(data, bench.output / "report", metadata=metadata,
+                            formats=bench.figure_formats, workers=bench.workers,
+                            on_figure=lambda _s: ui.advance(), helpers=helpers)  # fmt: skip
 
 
 # -- skipping an unchanged analysis and report ------------------------------------------------
