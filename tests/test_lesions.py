@@ -529,3 +529,31 @@ def test_far_apart_regions_are_scored_as_the_whole(monkeypatch, name):
     whole = detect_lesions(pred, ref, (0.8, 0.9, 1.5), protocol, probability=prob)
     assert _signature(split) == _signature(whole)
     assert split.n_reference == whole.n_reference >= 10
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+@pytest.mark.parametrize("shape", [(40, 33, 64), (17, 24, 19), (9, 9, 8)])
+def test_block_occupancy_on_every_memory_layout(order, shape):
+    """The 8³-block occupancy of a mask within its bounding box (64-bit lanes for contiguous
+    rows, a padded reduction otherwise, Fortran order transposed) equals a brute force."""
+    from assay.metrics import bounding_box
+    from assay.metrics._lesions import _block_any
+
+    rng = np.random.default_rng(len(shape) + shape[0])
+    mask = rng.random(shape) > 0.99
+    lo = [int(rng.integers(0, n // 2)) for n in shape]
+    hi = [int(rng.integers(n // 2 + 1, n + 1)) for n in shape]
+    keep = np.zeros(shape, dtype=bool)
+    keep[tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))] = True
+    mask = np.asarray(mask & keep, order=order)
+    mask[tuple(a for a in lo)] = True
+    box = bounding_box(mask)
+    assert box is not None
+    start, stop = tuple(b.start for b in box), tuple(b.stop for b in box)
+    got = _block_any(mask, start, stop)
+    first = [a // 8 for a in start]
+    want = np.zeros([-(-b // 8) - f for b, f in zip(stop, first, strict=True)], dtype=bool)
+    for i, j, k in np.argwhere(mask):
+        if all(a <= x < b for x, a, b in zip((i, j, k), start, stop, strict=True)):
+            want[i // 8 - first[0], j // 8 - first[1], k // 8 - first[2]] = True
+    assert got.shape == want.shape and np.array_equal(got, want)
