@@ -138,3 +138,20 @@ def test_segmentation_analysis_ignores_detection_runs(toy: Path, tmp_path: Path)
     aggregates = pd.read_csv(tmp_path / "seg" / "aggregates.csv")
     assert set(aggregates["metric"]) == {"dsc"}
     assert set(aggregates["structure"]) >= {"pancreas_tumor"}
+
+
+def test_patient_scores_from_a_csv_file(toy: Path, tmp_path: Path) -> None:
+    db = tmp_path / "a.db"
+    csv = tmp_path / "scores.csv"
+    rows = [f"c{c:02d},{0.9 if c < 8 else 0.1}" for c in range(12)]
+    csv.write_text("case_id,score\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    r = invoke("score", "--reference", toy / "ref", "--predictions", toy / "poor", "--model",
+               "poor", "--dataset", "toy", "--task", "detection", "--db", db,
+               "--patient-scores", csv)  # fmt: skip
+    assert r.exit_code == 0, r.output
+    r = invoke("analyze", "--dataset", "toy", "--task", "detection", "--db", db, "--out",
+               tmp_path / "out", "--bootstrap", 100)  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert "Patient scores from a CSV file: poor" in r.output and "fallback" not in r.output
+    summary = pd.read_csv(tmp_path / "out" / "detection_summary.csv").set_index("metric")
+    assert summary.loc["auc", "value"] == 1.0  # the file's scores separate perfectly

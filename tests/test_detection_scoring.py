@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from assay.errors import InputError
+from assay.errors import AssayError, InputError
 from assay.io import write_image
 from assay.metrics import DETECTION_CASE_METRICS, detection_profile, get_profile
 from assay.scoring import score
@@ -285,3 +285,35 @@ def test_organ_gate_uses_the_predicted_organ_and_protocol_options(benchmark: Pat
         protocol.with_text_options(["organ_dilation_voxels=x"])
     with pytest.raises(InputError, match="expected KEY=VALUE"):
         protocol.with_text_options(["organ_gate"])
+
+
+def test_patient_score_csv_replaces_the_score_and_is_fingerprinted(benchmark: Path) -> None:
+    """A per-case score CSV (case_id, score, optional structure) gives the patient scores for
+    AUC; a changed file is another input (refused without --force); bad rows are one-line
+    errors naming the row."""
+    csv = benchmark / "scores.csv"
+    csv.write_text("case_id,score\np1,0.9\np2,0.8\nc1,0.2\nstray,0.5\n", encoding="utf-8")
+    store = ResultStore(benchmark / "a.db")
+    report = score(benchmark / "ref", benchmark / "pred", model="m", dataset="d",
+                   profile="detection:atlas2", store=store, patient_scores=csv)  # fmt: skip
+    v = values(store)
+    assert (v["p1", "patient_score"], v["p2", "patient_score"], v["c1", "patient_score"]) == (
+        0.9, 0.8, 0.2,
+    )  # fmt: skip
+    assert v["c2", "patient_score"] == 0.0  # not in the file: the volume score (nothing)
+    assert any("not in the reference" in n and "stray" in n for n in report.notes)
+    assert any("have no patient score" in n and "c2" in n for n in report.notes)
+    csv.write_text("case_id,score\np1,0.1\n", encoding="utf-8")
+    with pytest.raises(InputError, match="patient_scores differ"):
+        score(benchmark / "ref", benchmark / "pred", model="m", dataset="d",
+              profile="detection:atlas2", store=store, patient_scores=csv)  # fmt: skip
+    for text, message in (
+        ("case_id,value\np1,1\n", "lacks column"),
+        ("case_id,score\np1,high\n", "Row 2 .* score 'high' is not a finite number"),
+        ("case_id,score,structure\np1,1,pancreas_tumor\np1,2,pancreas_tumor\n", "second score"),
+        ("case_id,score,structure\np1,1,tumourX\n", "tumourX"),
+    ):
+        csv.write_text(text, encoding="utf-8")
+        with pytest.raises(AssayError, match=message):
+            score(benchmark / "ref", benchmark / "pred", model="x", dataset="d",
+                  profile="detection:atlas2", store=store, patient_scores=csv)  # fmt: skip

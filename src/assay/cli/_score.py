@@ -98,6 +98,13 @@ def score_command(
             help="Detection: folder of probability maps in [0, 1] (CASE/STRUCTURE.nii.gz)."
         ),
     ] = None,
+    patient_scores: Annotated[
+        Path | None,
+        typer.Option(
+            help="Detection: CSV of per-case patient scores for AUC (case_id, score, "
+            "optional structure)."
+        ),
+    ] = None,
 ) -> None:
     """Score every case and structure; store one row per metric; print a summary."""
     from assay.scoring import check_score_options
@@ -167,6 +174,7 @@ def score_command(
                     resample=resample,
                     scheduler=scheduler,
                     probabilities=probabilities,
+                    patient_scores=patient_scores,
                 )
         except KeyboardInterrupt:
             common.err.print("[yellow]interrupted:[/] finished cases are stored; re-run to resume.")

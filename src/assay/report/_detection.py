@@ -120,7 +120,15 @@ def detection_report_for_store(
                      "control_scope": control_scope, "proportion_ci": proportion_ci},
         )
     )  # fmt: skip
-    fallback = _score_fallback(reference, predicted)
+    runs = store.runs()
+    with_csv = {
+        str(r.model)
+        for r in runs.itertuples()
+        if r.run_id in set(scores["run_id"]) and r.manifest.get("inputs", {}).get("patient_scores")
+    }
+    fallback = [m for m in _score_fallback(reference, predicted) if m not in with_csv]
+    if with_csv:
+        notes = [*notes, f"Patient scores from a CSV file: {', '.join(sorted(with_csv))}."]
     method = _method_lines(protocol, control_scope, bootstrap, seed, alpha, proportion_ci,
                            notes, fallback)  # fmt: skip
     written = write_detection_report(

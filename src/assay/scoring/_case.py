@@ -43,7 +43,8 @@ class CaseTask:
     unknown structure file name, two files for one structure) to record with the case; with a
     reference problem, structures without a reference file fail instead of counting as empty.
     ``probability`` (detection only) holds the case's probability maps, one file per tumour
-    type; ``probability_problem`` their discovery problem.
+    type; ``probability_problem`` their discovery problem. ``patient_scores``: (structure or
+    ``*``, score) pairs from a patient-score CSV, replacing the case's patient score.
     """
 
     case_id: str
@@ -57,6 +58,7 @@ class CaseTask:
     failure: str = ""
     probability: CaseSource | None = None
     probability_problem: str = ""
+    patient_scores: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -249,6 +251,11 @@ def _detect_structure(
     except InputError as exc:
         return "failed", {}, " ".join(str(exc).split())
     lesions.extend(mine)
+    given = dict(task.patient_scores)
+    score = given.get(structure, given.get("*"))
+    if score is not None:
+        status, values, message = result
+        result = (status, {**values, "patient_score": score}, message)
     return result
 
 

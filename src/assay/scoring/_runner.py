@@ -184,6 +184,7 @@ def score(
     failures: Mapping[str, str] | None = None,
     scheduler: str | None = None,
     probabilities: str | Path | None = None,
+    patient_scores: str | Path | None = None,
 ) -> ScoreReport:
     """Score every reference case against ``predictions`` and store one row per metric.
 
@@ -214,6 +215,10 @@ def score(
         (``CASE/STRUCTURE.nii.gz`` on the reference grid), for lesion confidences, the
         patient score (AUC) and FROC; a structure with a map but no mask is binarised at the
         protocol's threshold.
+    patient_scores : detection only: a CSV of per-case patient scores for AUC (columns
+        ``case_id``, ``score`` and optionally ``structure``; without ``structure`` a score
+        applies to every tumour type of the case); they replace the probability or volume
+        score of those cases.
     """
     t0 = time.perf_counter()
     check_score_options(model=model, dataset=dataset, workers=workers, layout=layout,
@@ -254,6 +259,14 @@ def score(
             probabilities, layout="structures", schema=schema, role="probability maps",
             problems=prob_problems,
         )  # fmt: skip
+    case_scores: dict[str, tuple[tuple[str, float], ...]] = {}
+    if patient_scores is not None:
+        if prof.detection is None:
+            raise InputError(
+                "Patient scores (--patient-scores) are for tumour detection; add --task "
+                "detection, or leave them out."
+            )
+        case_scores = read_patient_scores(patient_scores, schema)
     structures = _structures(ref_cases)
     if prof.detection is not None:
         organs = [x for x in structures if not is_tumour(x)]
@@ -307,6 +320,23 @@ def score(
                      prediction_labels, resample)  # fmt: skip
     if probabilities is not None:  # only then: older runs' inputs stay comparable
         inputs["probabilities"] = str(Path(probabilities).resolve())
+    if patient_scores is not None:
+        inputs["patient_scores"] = {
+            "path": str(Path(patient_scores).resolve()),
+            "sha256": file_sha256(Path(patient_scores)),
+        }
+        strays = sorted(set(case_scores) - set(case_ids))
+        if strays:
+            notes.append(
+                f"{len(strays)} case(s) of {patient_scores} are not in the reference and were "
+                f"ignored: {_some(strays)}"
+            )
+        without = [c for c in case_ids if c not in case_scores]
+        if without:
+            notes.append(
+                f"{len(without)} case(s) have no patient score in {patient_scores}; they keep "
+                f"the probability or volume score: {_some(without)}"
+            )
     previous = db.manifest(run_id)
     stored = db.stored_cases(run_id)
     kept = [c for c, status in stored.items() if status in FINAL_CASE_STATUSES]
@@ -366,6 +396,7 @@ def score(
                   resample, failures.get(c, "")),
             probability=prob_cases.get(c),
             probability_problem=prob_problems.get(c, ""),
+            patient_scores=case_scores.get(c, ()),
         )
         for c in todo
     )  # fmt: skip
@@ -400,6 +431,60 @@ def score(
         notes=tuple(notes),
         changed_cases=tuple(changed_cases),
     )
+
+
+def read_patient_scores(
+    path: str | Path, schema: LabelSchema
+) -> dict[str, tuple[tuple[str, float], ...]]:
+    """Case id -> ((structure or ``*``, score), ...) from a patient-score CSV.
+
+    Raises
+    ------
+    InputError
+        An unreadable file, a missing ``case_id``/``score`` column, a score that is not a
+        finite number, an unknown structure name, or a (case, structure) given twice; the
+        message names the file, the row and the fix.
+    """
+    import math
+
+    import pandas as pd
+
+    where = f"patient-score file {path}"
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"Cannot read the {where}: {exc}. Give a CSV file.") from None
+    missing = [c for c in ("case_id", "score") if c not in table.columns]
+    if missing:
+        raise InputError(
+            f"The {where} lacks column(s) {', '.join(missing)}; expected case_id, score and "
+            "optionally structure."
+        )
+    out: dict[str, list[tuple[str, float]]] = {}
+    seen: set[tuple[str, str]] = set()
+    for row, (case, text, structure) in enumerate(
+        zip(
+            table["case_id"],
+            table["score"],
+            table["structure"] if "structure" in table.columns else [""] * len(table),
+            strict=True,
+        ),
+        start=2,
+    ):
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value):
+            raise InputError(
+                f"Row {row} of the {where}: score {text!r} is not a finite number; fix it."
+            )
+        name = schema.canonical(structure, where=f"row {row} of the {where}") if structure else "*"
+        if (case, name) in seen:
+            raise InputError(f"Row {row} of the {where}: case {case!r} has a second score.")
+        seen.add((case, name))
+        out.setdefault(case, []).append((name, value))
+    return {c: tuple(v) for c, v in out.items()}
 
 
 def is_tumour(structure: str) -> bool:
