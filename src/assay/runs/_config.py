@@ -144,13 +144,7 @@ def load_benchmark(path: str | Path) -> Benchmark:
                 f"{path}: analysis.groups needs case metadata, but dataset(s) {bare} have no "
                 "'metadata' file in their card; add it or drop the groups."
             )
-    workers = raw.get("workers", 1)
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise InputError(f"{path}: 'workers' must be a positive integer, got {workers!r}.")
-    report, retry = raw.get("report", True), raw.get("retry_failed", True)
-    for key, value in (("report", report), ("retry_failed", retry)):
-        if not isinstance(value, bool):
-            raise InputError(f"{path}: '{key}' must be true or false, got {value!r}.")
+    workers, report, retry = _run_settings(raw, path)
     metrics = analysis.get("metrics") or []
     known = PROFILES[profile].metrics
     unknown = [m for m in metrics if m not in known]
@@ -237,13 +231,7 @@ def _detection_benchmark(
         raise InputError(f"{path}: analysis.bootstrap must be a whole number >= 100.")
     if "alpha" in analysis and not 0 < float(analysis["alpha"]) < 1:
         raise InputError(f"{path}: analysis.alpha must be between 0 and 1.")
-    workers = raw.get("workers", 1)
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise InputError(f"{path}: 'workers' must be a positive integer, got {workers!r}.")
-    report, retry = raw.get("report", True), raw.get("retry_failed", True)
-    for key, value in (("report", report), ("retry_failed", retry)):
-        if not isinstance(value, bool):
-            raise InputError(f"{path}: '{key}' must be true or false, got {value!r}.")
+    workers, report, retry = _run_settings(raw, path)
     db = str(raw.get("db", "assay.db"))
     if "://" not in db:
         db = str((base / db).resolve())
@@ -266,6 +254,18 @@ def _detection_benchmark(
         task="detection",
         protocol=protocol,
     )
+
+
+def _run_settings(raw: Mapping[str, Any], path: Path) -> tuple[int, bool, bool]:
+    """The validated ``workers``, ``report`` and ``retry_failed`` of a config."""
+    workers = raw.get("workers", 1)
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise InputError(f"{path}: 'workers' must be a positive integer, got {workers!r}.")
+    report, retry = raw.get("report", True), raw.get("retry_failed", True)
+    for key, value in (("report", report), ("retry_failed", retry)):
+        if not isinstance(value, bool):
+            raise InputError(f"{path}: '{key}' must be true or false, got {value!r}.")
+    return workers, report, retry
 
 
 def _check_keys(raw: Mapping[str, Any], known: Sequence[str], where: str) -> None:
