@@ -94,11 +94,12 @@ def analyze_command(
         _choice("task", task, ("segmentation", "detection"))
         if task == "detection":
             from assay.cli._detect import analyze_detection_command
-            from assay.stats import DETECTION_POLICIES
+            from assay.metrics._detection_protocol import CONTROL_SCOPES
+            from assay.stats._options import DETECTION_POLICIES, PROPORTION_CIS
 
             _choice("policy", policy, DETECTION_POLICIES)
-            _choice("control-scope", control_scope, ("any_type", "type_negative"))
-            _choice("proportion-ci", proportion_ci, ("bootstrap", "wilson", "clopper_pearson"))
+            _choice("control-scope", control_scope, CONTROL_SCOPES)
+            _choice("proportion-ci", proportion_ci, PROPORTION_CIS)
             cards = {}
             for key, card in (load_model_cards(models) if models else {}).items():
                 cards[key] = cards[card.name] = card  # by folder name and display name

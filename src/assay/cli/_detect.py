@@ -21,6 +21,7 @@ from assay._console import print_table
 from assay.cli import _common as common
 from assay.errors import InputError
 from assay.metrics import metric_info
+from assay.report._detection import ci_text
 from assay.store import ResultStore
 
 #: Leaderboard columns, in the AbdomenAtlas 2.0 order.
@@ -105,7 +106,7 @@ def print_detection_leaderboard(
             for metric in LEADERBOARD_METRICS:
                 row: Any = wide.loc[(model, metric)]
                 mark = " 🏆" if (metric, model) in winners else ""
-                cells.append(_cell(row["value"], row["ci_low"], row["ci_high"]) + mark)
+                cells.append(ci_text(row["value"], row["ci_low"], row["ci_high"]) + mark)
             cells.append(str(int(wide.loc[(model, "p_sen")]["n_patients"])))
             table.add_row(*cells)
         print_table(common.out, table)
@@ -114,14 +115,6 @@ def print_detection_leaderboard(
 def _sort_key(wide: pd.DataFrame, model: str) -> tuple[float, str]:
     value = float(wide.loc[(model, "p_sen")]["value"])
     return (-value if math.isfinite(value) else math.inf, model)
-
-
-def _cell(value: float, lo: float, hi: float) -> str:
-    if not math.isfinite(value):
-        return "—"
-    if not (math.isfinite(lo) and math.isfinite(hi)):
-        return f"{100 * value:.1f}"
-    return f"{100 * value:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
 
 
 def print_detection_scores(store: ResultStore, run_id: str) -> None:

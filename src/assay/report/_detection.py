@@ -369,7 +369,8 @@ def _leaderboard_rows(
     return sorted(rows, key=key)
 
 
-def _value_text(value: float, lo: float, hi: float) -> str:
+def ci_text(value: float, lo: float, hi: float) -> str:
+    """A fraction in percent with its interval, ``86.4 [70.0, 100.0]`` (``—`` when undefined)."""
     if not math.isfinite(value):
         return "—"
     if not (math.isfinite(lo) and math.isfinite(hi)):
@@ -391,7 +392,7 @@ def _markdown_table(rows: list[dict[str, Any]]) -> list[str]:
         cells = []
         for metric in COLUMNS:
             value, lo, hi, win = r["cells"][metric]
-            cells.append(_value_text(value, lo, hi) + (" 🏆" if win else ""))
+            cells.append(ci_text(value, lo, hi) + (" 🏆" if win else ""))
         model = r["model"].replace("|", "\\|")
         out.append(
             f"| {model} | {_link(r['paper'], 'paper')} | {_link(r['code'], 'code')} | "
@@ -417,7 +418,7 @@ def _markdown_sizes(sizes: pd.DataFrame) -> list[str]:
                 continue
             r = by.loc[s]
             cells.append(
-                _value_text(float(r["value"]), float(r["ci_low"]), float(r["ci_high"]))
+                ci_text(float(r["value"]), float(r["ci_low"]), float(r["ci_high"]))
                 + f" (n={int(r['tumours'])})"
             )
         out.append(f"| {str(model).replace('|', chr(92) + '|')} | " + " | ".join(cells) + " |")
@@ -559,7 +560,7 @@ def _html_section(
                  _td(_html_link(r["code"], "code"))]  # fmt: skip
         for metric in COLUMNS:
             value, lo, hi, win = r["cells"][metric]
-            text = html.escape(_value_text(value, lo, hi)) + (" 🏆" if win else "")
+            text = html.escape(ci_text(value, lo, hi)) + (" 🏆" if win else "")
             cells.append(_td(text, 100 * value, "num"))
         cells.append(_td(str(r["patients"]), r["patients"], "num"))
         body.append("<tr>" + "".join(cells) + "</tr>")

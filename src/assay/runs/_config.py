@@ -39,9 +39,11 @@ import yaml
 from assay.datasets import DatasetCard, dataset_card_from_mapping, load_dataset_card
 from assay.errors import InputError
 from assay.metrics import PROFILES
+from assay.metrics._detection_protocol import CONTROL_SCOPES
 from assay.models import ModelCard
 from assay.models._card import load_model_card, model_card_from_mapping
 from assay.stats import OPTION_SPECS, AnalysisOptions, parse_group_spec
+from assay.stats._options import DETECTION_POLICIES, PROPORTION_CIS
 
 _KEYS = ("name", "output", "db", "profile", "workers", "datasets", "models", "spot_check",
          "retry_failed",
@@ -49,9 +51,9 @@ _KEYS = ("name", "output", "db", "profile", "workers", "datasets", "models", "sp
 #: ``analysis:`` keys of a detection benchmark and their allowed values (None: a number).
 _DETECTION_ANALYSIS: dict[str, tuple[str, ...] | None] = {
     "bootstrap": None, "seed": None, "alpha": None,
-    "policy": ("worst", "empty", "exclude"),
-    "control_scope": ("any_type", "type_negative"),
-    "proportion_ci": ("bootstrap", "wilson", "clopper_pearson"),
+    "policy": DETECTION_POLICIES,
+    "control_scope": CONTROL_SCOPES,
+    "proportion_ci": PROPORTION_CIS,
 }  # fmt: skip
 #: Keys of the ``analysis:`` section: the metrics, subgroups, worst values, and every
 #: analysis option as declared once in :data:`~assay.stats.OPTION_SPECS` (``bootstrap``,
@@ -169,10 +171,7 @@ def load_benchmark(path: str | Path) -> Benchmark:
     figure_formats = parse_figure_formats(
         raw.get("figure_formats"), where=f"{path}: figure_formats"
     )
-    output = (base / str(raw.get("output", "assay-run"))).resolve()
-    db = str(raw.get("db", "assay.db"))
-    if "://" not in db:
-        db = str((base / db).resolve())
+    output, db = _places(raw, base)
     return Benchmark(
         path=path,
         name=str(raw.get("name") or path.stem),
@@ -232,13 +231,11 @@ def _detection_benchmark(
     if "alpha" in analysis and not 0 < float(analysis["alpha"]) < 1:
         raise InputError(f"{path}: analysis.alpha must be between 0 and 1.")
     workers, report, retry = _run_settings(raw, path)
-    db = str(raw.get("db", "assay.db"))
-    if "://" not in db:
-        db = str((base / db).resolve())
+    output, db = _places(raw, base)
     return Benchmark(
         path=path,
         name=str(raw.get("name") or path.stem),
-        output=(base / str(raw.get("output", "assay-run"))).resolve(),
+        output=output,
         db=db,
         profile=f"detection:{protocol}",
         workers=workers,
@@ -266,6 +263,14 @@ def _run_settings(raw: Mapping[str, Any], path: Path) -> tuple[int, bool, bool]:
         if not isinstance(value, bool):
             raise InputError(f"{path}: '{key}' must be true or false, got {value!r}.")
     return workers, report, retry
+
+
+def _places(raw: Mapping[str, Any], base: Path) -> tuple[Path, str]:
+    """The output folder and the database (a file relative to the config, or a URL)."""
+    db = str(raw.get("db", "assay.db"))
+    if "://" not in db:
+        db = str((base / db).resolve())
+    return (base / str(raw.get("output", "assay-run"))).resolve(), db
 
 
 def _check_keys(raw: Mapping[str, Any], known: Sequence[str], where: str) -> None:

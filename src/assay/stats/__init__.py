@@ -24,14 +24,21 @@ from typing import TYPE_CHECKING, Any
 
 # The options (no SciPy) load at once: the command line reads them at import. Everything
 # else loads on first use, so `assay --help` does not pay for SciPy's statistics.
-from assay.stats._options import OPTION_SPECS, POLICIES, WINNER_RULES, AnalysisOptions, OptionSpec
+from assay.stats._options import (
+    DETECTION_POLICIES,
+    OPTION_SPECS,
+    POLICIES,
+    PROPORTION_CIS,
+    WINNER_RULES,
+    AnalysisOptions,
+    OptionSpec,
+)
 
 if TYPE_CHECKING:
     from assay.stats._aggregate import AVERAGE, aggregate, case_averages
     from assay.stats._analysis import Analysis, analyze
     from assay.stats._bootstrap import bootstrap_ci, paired_bootstrap_means
     from assay.stats._detection import (
-        DETECTION_POLICIES,
         DetectionAnalysis,
         analyze_detection,
         cases_from_scores,
@@ -58,7 +65,6 @@ _LAZY = {
     "analyze": "assay.stats._analysis",
     "bootstrap_ci": "assay.stats._bootstrap",
     "paired_bootstrap_means": "assay.stats._bootstrap",
-    "DETECTION_POLICIES": "assay.stats._detection",
     "DetectionAnalysis": "assay.stats._detection",
     "analyze_detection": "assay.stats._detection",
     "cases_from_scores": "assay.stats._detection",
@@ -95,6 +101,7 @@ __all__ = [
     "LOWER_IS_BETTER",
     "OPTION_SPECS",
     "POLICIES",
+    "PROPORTION_CIS",
     "WINNER_RULES",
     "Analysis",
     "AnalysisOptions",

@@ -37,10 +37,11 @@ from scipy import stats as sps
 
 from assay.errors import InputError
 from assay.metrics import SIZE_BIN_EDGES_MM, SIZE_BIN_LABELS, SMALL_TUMOUR_MM
+from assay.metrics._detection_protocol import CONTROL_SCOPES
+from assay.stats._options import DETECTION_POLICIES, PROPORTION_CIS
 from assay.stats._paired import holm
 
 ProportionCI = Literal["bootstrap", "wilson", "clopper_pearson"]
-PROPORTION_CIS: tuple[str, ...] = ("bootstrap", "wilson", "clopper_pearson")
 
 #: Detection metrics in leaderboard order (AbdomenAtlas 2.0 columns first).
 DETECTION_METRICS: tuple[str, ...] = (
@@ -144,7 +145,7 @@ def analyze_detection(
     missing = [c for c in _CASE_COLUMNS if c not in cases.columns]
     if missing:
         raise InputError(f"Detection cases lack column(s) {', '.join(missing)}.")
-    if control_scope not in ("any_type", "type_negative"):
+    if control_scope not in CONTROL_SCOPES:
         raise InputError(
             f"control_scope={control_scope!r} is invalid: choose any_type or type_negative."
         )
@@ -226,11 +227,6 @@ def analyze_detection(
     )
 
 
-#: Detection missing-value policies: how a (case, tumour type) without a usable prediction
-#: counts. ``worst``: wrong at every level (a positive patient missed with the lowest score,
-#: its tumours missed, Dice 0; a control called positive with the highest score);
-#: ``empty``: as an empty prediction (what the scorer stored); ``exclude``: left out.
-DETECTION_POLICIES: tuple[str, ...] = ("worst", "empty", "exclude")
 _NOT_SCORED = ("missing_prediction", "failed")
 
 

@@ -188,3 +188,13 @@ class AnalysisOptions:
     def spec(name: str) -> OptionSpec:
         """The :class:`OptionSpec` of field ``name``."""
         return _SPEC[name]
+
+
+# -- tumour detection (``assay analyze --task detection``, ``task: detection`` configs) --
+
+#: How a (case, tumour type) without a usable prediction counts: ``worst`` (wrong at every
+#: level: a positive missed with the lowest score, a control called positive with the
+#: highest), ``empty`` (as an empty prediction, what the scorer stored) or ``exclude``.
+DETECTION_POLICIES: tuple[str, ...] = ("worst", "empty", "exclude")
+#: Intervals of the detection proportions (P-Sen, Spe, T-Sen).
+PROPORTION_CIS: tuple[str, ...] = ("bootstrap", "wilson", "clopper_pearson")
