@@ -155,3 +155,20 @@ def test_patient_scores_from_a_csv_file(toy: Path, tmp_path: Path) -> None:
     assert "Patient scores from a CSV file: poor" in r.output and "fallback" not in r.output
     summary = pd.read_csv(tmp_path / "out" / "detection_summary.csv").set_index("metric")
     assert summary.loc["auc", "value"] == 1.0  # the file's scores separate perfectly
+
+
+def test_controls_default_to_the_protocols_own(toy: Path, tmp_path: Path) -> None:
+    """rsuper counts per-organ controls; without --control-scope its analysis says so, and
+    --control-scope overrides it."""
+    db = tmp_path / "a.db"
+    r = invoke("score", "--reference", toy / "ref", "--predictions", toy / "good", "--model",
+               "good", "--dataset", "toy", "--task", "detection", "--protocol", "rsuper",
+               "--db", db)  # fmt: skip
+    assert r.exit_code == 0, r.output
+    args = ["analyze", "--dataset", "toy", "--task", "detection", "--db", db, "--out",
+            tmp_path / "o", "--bootstrap", 100]  # fmt: skip
+    r = invoke(*args)
+    assert r.exit_code == 0 and "controls: type negative" in r.output, r.output
+    assert "without a tumour of the row's type" in (tmp_path / "o" / "leaderboard.md").read_text()
+    r = invoke(*args, "--control-scope", "any_type")
+    assert r.exit_code == 0 and "controls: any type" in r.output, r.output

@@ -76,9 +76,11 @@ def analyze_command(
         str, typer.Option(help="segmentation (organs), or detection (tumours: P-Sen, T-Sen, ...).")
     ] = "segmentation",
     control_scope: Annotated[
-        str,
-        typer.Option(help="Detection controls: any_type (no tumour at all) or type_negative."),
-    ] = "any_type",
+        str | None,
+        typer.Option(
+            help="Detection controls: any_type or type_negative (default: the protocol's)."
+        ),
+    ] = None,
     proportion_ci: Annotated[
         str,
         typer.Option(
@@ -98,7 +100,8 @@ def analyze_command(
             from assay.stats._options import DETECTION_POLICIES, PROPORTION_CIS
 
             _choice("policy", policy, DETECTION_POLICIES)
-            _choice("control-scope", control_scope, CONTROL_SCOPES)
+            if control_scope is not None:
+                _choice("control-scope", control_scope, CONTROL_SCOPES)
             _choice("proportion-ci", proportion_ci, PROPORTION_CIS)
             cards = {}
             for key, card in (load_model_cards(models) if models else {}).items():

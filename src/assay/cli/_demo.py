@@ -148,7 +148,7 @@ def _demo_detection(store: ResultStore, out_dir: Path, n_cases: int, workers: in
             )
     analyze_detection_command(
         store=store, dataset=["synthetic-tumours"], profile=None, out_dir=out_dir / "detection",
-        policy="worst", bootstrap=2000, seed=0, alpha=0.05, control_scope="any_type",
+        policy="worst", bootstrap=2000, seed=0, alpha=0.05, control_scope=None,
         proportion_ci="bootstrap",
     )  # fmt: skip
 

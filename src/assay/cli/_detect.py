@@ -38,7 +38,7 @@ def analyze_detection_command(
     bootstrap: int,
     seed: int,
     alpha: float,
-    control_scope: str,
+    control_scope: str | None,
     proportion_ci: str,
     cards: Mapping[str, Any] | None = None,
     figure_formats: Sequence[str] = ("svg",),
@@ -62,7 +62,7 @@ def analyze_detection_command(
     print_detection_leaderboard(result.summary, result.comparisons, report.protocol, name)
     print_detection_notes(report)
     common.out.print(
-        f"controls: {control_scope.replace('_', ' ')}; intervals: "
+        f"controls: {report.control_scope.replace('_', ' ')}; intervals: "
         + (
             f"paired patient bootstrap, {bootstrap} resamples, seed {seed}"
             if proportion_ci == "bootstrap"

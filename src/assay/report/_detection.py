@@ -50,6 +50,7 @@ class DetectionReport:
 
     analysis: Any
     protocol: str
+    control_scope: str
     notes: tuple[str, ...]
     fallback: tuple[str, ...]
     files: tuple[Path, ...]
@@ -70,7 +71,7 @@ def detection_report_for_store(
     bootstrap: int = 2000,
     seed: int = 0,
     alpha: float = 0.05,
-    control_scope: str = "any_type",
+    control_scope: str | None = None,
     proportion_ci: str = "bootstrap",
 ) -> DetectionReport:
     """Load a dataset's detection runs, analyse them and write the tables and the report.
@@ -79,12 +80,18 @@ def detection_report_for_store(
     ``detection_comparisons.csv``, ``detection_volume_sweep.csv``, ``detection_froc.csv``,
     ``lesions.csv``, ``leaderboard.md``, ``detection.html``, the figures, and the results
     bundle (``bundle/``: per-case inputs, published tables, ``detection.json``) that
-    ``assay reanalyze`` re-verifies, into ``out_dir``.
+    ``assay reanalyze`` re-verifies, into ``out_dir``. ``control_scope`` None: the
+    protocol's (``rsuper``: patients without a tumour of the row's type).
     """
     from assay.stats import analyze_detection, cases_from_scores
     from assay.stats._detection import with_controls
 
     scores, lesions, protocol = load_detection(store, dataset, profile, run_ids)
+    if control_scope is None:  # the protocol's own (rsuper: per-organ controls)
+        from assay.metrics import get_profile
+
+        detection = get_profile(protocol).detection
+        control_scope = detection.control_scope if detection else "any_type"
     cases, notes = cases_from_scores(scores, policy=policy)
     kept = cases[["model", "case_id", "structure"]]
     reference = _lesion_frame(lesions, "reference", kept)
@@ -139,6 +146,7 @@ def detection_report_for_store(
     return DetectionReport(
         analysis=result,
         protocol=protocol,
+        control_scope=control_scope,
         notes=tuple(notes),
         fallback=tuple(fallback),
         files=tuple(files),

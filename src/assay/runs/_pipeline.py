@@ -608,7 +608,7 @@ def _detection_report(
                 policy=str(options.get("policy", "worst")),
                 bootstrap=int(options.get("bootstrap", 2000)),
                 seed=int(options.get("seed", 0)), alpha=float(options.get("alpha", 0.05)),
-                control_scope=str(options.get("control_scope", "any_type")),
+                control_scope=options.get("control_scope"),
                 proportion_ci=str(options.get("proportion_ci", "bootstrap")),
             )
         )  # fmt: skip
