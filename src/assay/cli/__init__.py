@@ -8,6 +8,8 @@ module of its stage:
 * :mod:`~assay.cli._analyze` — ``analyze``, ``report``, ``reanalyze``;
 * :mod:`~assay.cli._run` — ``run``;
 * :mod:`~assay.cli._demo` — ``demo``;
+* :mod:`~assay.cli._serve` — ``serve``, ``worker``, ``admin ...``, ``submit``,
+  ``challenge-demo`` (the private test-set service);
 * :mod:`~assay.cli._common` — the app, the consoles (``out``, ``err``), one-line fatal
   errors, progress and the shared analysis options.
 """
@@ -21,6 +23,7 @@ from assay.cli import _imports  # noqa: F401
 from assay.cli import _analyze  # noqa: F401
 from assay.cli import _run  # noqa: F401
 from assay.cli import _demo  # noqa: F401
+from assay.cli import _serve  # noqa: F401
 
 # isort: on
 from assay.cli._common import app

@@ -1,0 +1,359 @@
+"""``assay serve``, ``assay worker``, ``assay admin ...``, ``assay submit`` and
+``assay challenge-demo``: the private test-set service (DESIGN.md §9)."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from assay._console import HelpGroup
+from assay.cli import _common as common
+from assay.cli._common import _fatal_errors, app
+from assay.errors import InputError
+
+admin_app = typer.Typer(
+    no_args_is_help=True,
+    help="Organise a challenge: reference sets, phases, teams, tokens, approvals.",
+    rich_markup_mode=None,
+    cls=HelpGroup,
+)
+app.add_typer(admin_app, name="admin")
+
+DbOption = Annotated[str, typer.Option(help="The service database: SQLite file or SQLAlchemy URL.")]
+
+
+def _say(text: str) -> None:
+    common.out.print(escape(text), highlight=False, soft_wrap=True)
+
+
+def _service(db: str, storage: Path | None = None):  # type: ignore[no-untyped-def]
+    from assay.service import Service, ServiceDB
+
+    return Service(ServiceDB(db), storage)
+
+
+def _pairs(items: list[str], option: str) -> dict[str, Path]:
+    out = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise InputError(f"{option} takes NAME=PATH, got {item!r}.")
+        out[name] = Path(path)
+    return out
+
+
+@app.command("serve")
+def serve_command(
+    config: Annotated[Path, typer.Option(help="challenge.yaml: title, storage, teams, phases.")],
+    db: DbOption = "challenge.db",
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+) -> None:
+    """Start the submission service (FastAPI on uvicorn): applies the challenge file's teams
+    and phases, validates uploads and publishes leaderboards. It never reads reference files;
+    run `assay worker` where they are."""
+    with _fatal_errors():
+        from assay.service import load_challenge, phase_configs
+        from assay.service._app import create_app
+        from assay.service._server import serve_forever
+
+        challenge = load_challenge(config)
+        service = _service(db, challenge.storage)
+        manifests = {}
+        for raw in challenge.phases:
+            name = str(raw.get("reference_set"))
+            try:
+                manifests[name] = service.reference_manifest(name)
+            except Exception:  # reported by phase_configs with what to run
+                continue
+        for phase in phase_configs(challenge, manifests):
+            service.put_phase(phase)
+        existing = {t for t in challenge.teams if _has_team(service, t)}
+        for team in challenge.teams:
+            if team not in existing:
+                service.add_team(team)
+        _say(
+            f"{challenge.title}: {len(challenge.phases)} phase(s), {len(challenge.teams)} team(s), "
+            f"database {service.db.location}, uploads in {challenge.storage / 'quarantine'}"
+        )
+        _say(f"API on http://{host}:{port}/v1 (description: /v1/openapi.json); leaderboards on /")
+        serve_forever(create_app(service, title=challenge.title, log=_say), host=host, port=port)
+
+
+def _has_team(service, name: str) -> bool:  # type: ignore[no-untyped-def]
+    from assay.service import ServiceError
+
+    try:
+        service.team_id(name)
+    except ServiceError:
+        return False
+    return True
+
+
+@app.command("worker")
+def worker_command(
+    reference: Annotated[list[str], typer.Option(help="NAME=PATH of a reference set (repeat).")],
+    db: Annotated[
+        str | None, typer.Option(help="The service database (workers on the service's side).")
+    ] = None,
+    url: Annotated[
+        str | None, typer.Option(help="The service URL (a remote scorer: outbound HTTPS only).")
+    ] = None,
+    token: Annotated[
+        str | None, typer.Option(help="A worker token (with --url).", envvar="ASSAY_TOKEN")
+    ] = None,
+    storage: Annotated[
+        Path | None, typer.Option(help="The service's storage folder (with --db).")
+    ] = None,
+    lease: Annotated[float, typer.Option(help="Lease in seconds, renewed by a heartbeat.")] = 60.0,
+    workers: Annotated[int, typer.Option(help="Local processes per submission.")] = 1,
+    scheduler: Annotated[
+        str | None, typer.Option(help="Dask scheduler to fan a submission out on.")
+    ] = None,
+    once: Annotated[bool, typer.Option(help="Run at most one job, then stop.")] = False,
+    max_idle: Annotated[
+        float | None, typer.Option(help="Stop after this many idle seconds.")
+    ] = None,
+) -> None:
+    """Score submissions against reference sets (the only process that reads them)."""
+    with _fatal_errors():
+        from assay.service import DatabaseSource, HttpSource, Worker
+
+        refs = _pairs(reference, "--reference")
+        if (db is None) == (url is None):
+            raise InputError(
+                "Give either --db (a worker next to the service) or --url and --token (remote)."
+            )
+        if url is not None:
+            if not token:
+                raise InputError(
+                    "--url needs --token (a worker token from `assay admin token --scope worker`)."
+                )
+            source = HttpSource(url, token, lease_s=lease)
+            worker = Worker(
+                source,
+                kinds=("score",),
+                references=refs,
+                workers=workers,
+                scheduler=scheduler,
+                log=_say,
+            )
+        else:
+            assert db is not None
+            service = _service(db, storage)
+            worker = Worker(
+                DatabaseSource(service, lease_s=lease),
+                references=refs,
+                service=service,
+                workers=workers,
+                scheduler=scheduler,
+                log=_say,
+            )
+        _say(f"worker for {', '.join(refs) or 'no reference set'}; waiting for jobs")
+        if once:
+            worker.run_once()
+            return
+        try:
+            worker.run(max_idle_s=max_idle)
+        except KeyboardInterrupt:
+            _say("stopped; an unfinished job is re-queued when its lease expires.")
+
+
+@admin_app.command("reference")
+def admin_reference(
+    name: Annotated[str, typer.Argument(help="Reference set name.")],
+    path: Annotated[Path, typer.Argument(help="Folder of the reference masks (stays here).")],
+    db: DbOption = "challenge.db",
+    metadata: Annotated[
+        Path | None, typer.Option(help="Private per-case metadata CSV (subgroups).")
+    ] = None,
+    id_column: Annotated[str, typer.Option(help="Case id column of the metadata.")] = "case_id",
+) -> None:
+    """Register a reference set: its digest and public manifest (case ids, grids, labels)."""
+    with _fatal_errors():
+        import pandas as pd
+
+        from assay.service import build_manifest
+        from assay.service._service import metadata_key
+
+        service = _service(db)
+        manifest = build_manifest(name, path)
+        service.register_reference(manifest)
+        n_meta = 0
+        if metadata is not None:
+            table = pd.read_csv(metadata)
+            if id_column not in table.columns:
+                raise InputError(f"{metadata} has no column {id_column!r}; pass --id-column.")
+            n_meta = service.db.results.write_metadata(
+                metadata_key(name), table, id_column=id_column
+            )
+        _say(
+            f"registered {name}: {len(manifest['cases'])} cases, structures "
+            f"{', '.join(manifest['structures'])}, digest {manifest['digest'][:12]}, "
+            f"metadata for {n_meta} cases"
+        )
+
+
+@admin_app.command("team")
+def admin_team(
+    name: Annotated[str, typer.Argument(help="Team name.")], db: DbOption = "challenge.db"
+) -> None:
+    """Add a team."""
+    with _fatal_errors():
+        _service(db).add_team(name)
+        _say(f"added team {name}")
+
+
+@admin_app.command("token")
+def admin_token(
+    scope: Annotated[str, typer.Option(help="participant, organiser or worker.")],
+    team: Annotated[str | None, typer.Option(help="The team (participant tokens).")] = None,
+    expires_days: Annotated[float, typer.Option(help="Days until it expires.")] = 90.0,
+    label: Annotated[str, typer.Option(help="A note (who holds it).")] = "",
+    db: DbOption = "challenge.db",
+) -> None:
+    """Issue a token; it is printed once and stored only as its SHA-256."""
+    with _fatal_errors():
+        from assay.service import issue_token
+
+        token_id, token = issue_token(
+            _service(db).db, scope, team=team, expires_days=expires_days, label=label
+        )
+        common.err.print(
+            f"token {token_id} ({scope}{', team ' + team if team else ''}); shown once:"
+        )
+        common.out.print(token, highlight=False)
+
+
+@admin_app.command("revoke")
+def admin_revoke(
+    token_id: Annotated[int, typer.Argument(help="Token id.")], db: DbOption = "challenge.db"
+) -> None:
+    """Revoke a token."""
+    with _fatal_errors():
+        from assay.service import revoke_token
+
+        if not revoke_token(_service(db).db, token_id):
+            raise InputError(f"No unrevoked token {token_id}.")
+        _say(f"revoked token {token_id}")
+
+
+@admin_app.command("approve")
+def admin_approve(
+    submission: Annotated[str, typer.Argument(help="Submission id.")],
+    reject: Annotated[bool, typer.Option(help="Refuse the release instead.")] = False,
+    db: DbOption = "challenge.db",
+) -> None:
+    """Release (or refuse) a result waiting for approval."""
+    with _fatal_errors():
+        view = _service(db).approve(submission, approve=not reject, actor="cli")
+        _say(f"{submission}: {view['state']}")
+
+
+@admin_app.command("submissions")
+def admin_submissions(
+    phase: Annotated[str | None, typer.Option(help="Only this phase.")] = None,
+    db: DbOption = "challenge.db",
+) -> None:
+    """List submissions with their states."""
+    with _fatal_errors():
+        for view in _service(db).submissions(None, phase):
+            code = f" ({view['error_code']})" if view["error_code"] else ""
+            _say(
+                f"{view['id']}  {view['phase']}  {view['team']}  {view['state']}{code}  "
+                f"{view['created_at']}"
+            )
+
+
+@admin_app.command("cases")
+def admin_cases(
+    submission: Annotated[str, typer.Argument(help="Submission id.")],
+    out: Annotated[Path, typer.Option(help="CSV to write the private per-case rows to.")],
+    db: DbOption = "challenge.db",
+) -> None:
+    """Export a submission's private per-case scores (the read is audited)."""
+    with _fatal_errors():
+        if out.exists():
+            raise InputError(
+                f"{out} exists; choose a new file (assay never overwrites what it did not write)."
+            )
+        rows = _service(db).case_rows(submission, actor="cli")
+        rows.to_csv(out, index=False)
+        _say(f"wrote {len(rows)} rows to {out} (audited)")
+
+
+@admin_app.command("audit")
+def admin_audit(
+    limit: Annotated[int, typer.Option(help="Entries to show.")] = 50, db: DbOption = "challenge.db"
+) -> None:
+    """Show the newest audit entries (releases, approvals, private reads)."""
+    with _fatal_errors():
+        for entry in _service(db).audit_log(limit):
+            _say(f"{entry['at']}  {entry['actor']}  {entry['action']}  {entry['subject']}")
+
+
+@app.command("submit")
+def submit_command(
+    predictions: Annotated[
+        Path, typer.Argument(help="Folder: CASE.nii.gz label maps or CASE/STRUCTURE.nii.gz.")
+    ],
+    url: Annotated[str, typer.Option(help="The service URL.")],
+    phase: Annotated[str, typer.Option(help="Phase to submit to.")],
+    token: Annotated[str, typer.Option(help="Your team token.", envvar="ASSAY_TOKEN")],
+    label: Annotated[str, typer.Option(help="A label for this submission.")] = "",
+    idempotency_key: Annotated[
+        str | None, typer.Option(help="Retry-safe key (same key: no second charge).")
+    ] = None,
+    wait: Annotated[
+        bool, typer.Option(help="Wait until it is scored and print the result.")
+    ] = True,
+) -> None:
+    """Zip a prediction folder and submit it; prints the state, quota and released result."""
+    with _fatal_errors():
+        from assay.service import ServiceClient, zip_predictions
+
+        client = ServiceClient(url, token)
+        view = client.submit(
+            phase, zip_predictions(predictions), idempotency_key=idempotency_key, label=label
+        )
+        quota = view.get("quota", {})
+        _say(
+            f"submission {view['id']}: {view['state']}; {quota.get('remaining')} of "
+            f"{quota.get('limit')} "
+            f"left in the window"
+        )
+        if wait:
+            view = client.wait(view["id"])
+            code = f" ({view['error_code']}: {view['reason']})" if view.get("error_code") else ""
+            _say(f"submission {view['id']}: {view['state']}{code}")
+            if view.get("result"):
+                common.out.print(
+                    json.dumps(view["result"], indent=2, ensure_ascii=False), highlight=False
+                )
+
+
+@app.command("challenge-demo")
+def challenge_demo_command(
+    output: Annotated[
+        Path | None, typer.Option(help="Folder for its files (default: a temporary one).")
+    ] = None,
+    cases: Annotated[int, typer.Option(help="Synthetic reference cases.")] = 60,
+) -> None:
+    """The service's quick start: a synthetic challenge end to end on loopback (about 15 s)."""
+    with _fatal_errors():
+        from assay.service._quickstart import run_quickstart
+
+        if cases < 30:
+            raise InputError("--cases must be at least 30 (20 feedback and 10 final cases).")
+        if output is not None and output.exists() and any(output.iterdir()):
+            raise InputError(f"{output} is not empty; choose a new folder.")
+        if output is None:
+            with tempfile.TemporaryDirectory(prefix="assay-challenge-") as tmp:
+                run_quickstart(tmp, n_cases=cases, say=_say, keep=False)
+        else:
+            run_quickstart(output, n_cases=cases, say=_say)
