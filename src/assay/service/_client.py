@@ -51,6 +51,16 @@ class ServiceClient:
             base_url=self.url, headers={"Authorization": f"Bearer {token}"}, timeout=timeout
         )
 
+    def close(self) -> None:
+        """Close the connections."""
+        self.http.close()
+
+    def __enter__(self) -> ServiceClient:
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self.close()
+
     def _check(self, response: Any) -> Any:
         if response.status_code >= 400:
             try:
@@ -113,6 +123,10 @@ class HttpSource:
         self.client = ServiceClient(url, token)
         self.lease_s = lease_s
         self.worker = "remote"
+
+    def close(self) -> None:
+        """Close the connections."""
+        self.client.close()
 
     def claim(self, kinds: Sequence[str]) -> dict[str, Any] | None:
         job: dict[str, Any] | None = self.client.post(

@@ -7,6 +7,7 @@ afterwards. Prints each step and where the leaderboard page and JSON are.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -84,9 +85,14 @@ def run_quickstart(
     thread = threading.Thread(target=worker.run, kwargs={"poll_s": 0.1, "stop": stop}, daemon=True)
     thread.start()
     try:
-        with BackgroundServer(create_app(service, title=config.title)) as server:
+        with (
+            BackgroundServer(create_app(service, title=config.title)) as server,
+            contextlib.ExitStack() as stack,
+        ):
             say(f"service on {server.url} (a real uvicorn server on loopback), one scorer")
-            clients = {t: ServiceClient(server.url, tok) for t, tok in tokens.items()}
+            clients = {
+                t: stack.enter_context(ServiceClient(server.url, tok)) for t, tok in tokens.items()
+            }
             public = {
                 p: clients["team-alpha"].get(f"/v1/phases/{p}")["manifest"]
                 for p in ("feedback", "final")
@@ -116,7 +122,7 @@ def run_quickstart(
                     say(f"  feedback {team} v{round_no}: {view['state']}, {shown}".rstrip())
                     if view["state"] == "released":
                         clients[team].post(f"/v1/submissions/{view['id']}/select-final")
-            admin = ServiceClient(server.url, organiser)
+            admin = stack.enter_context(ServiceClient(server.url, organiser))
             for team, quality in TEAMS.items():
                 preds = write_predictions(
                     folder / "predictions" / f"final-{team}",
