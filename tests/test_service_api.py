@@ -3,10 +3,6 @@ SQLite (and PostgreSQL) database, the gate thread and a scoring worker."""
 
 from __future__ import annotations
 
-import concurrent.futures
-import time
-
-import httpx
 import pytest
 from service_helpers import client, make_challenge, running
 
