@@ -5,8 +5,10 @@ search run ``HYPOTHESIS_PROFILE=thorough python -m pytest tests/test_metrics_pro
 """
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
+import pg_server
 import pytest
 from hypothesis import settings
 
@@ -34,3 +36,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 item.add_marker(getattr(pytest.mark, marker))
         if item.get_closest_marker("realdata") and not TOUCHSTONE.is_dir():
             item.add_marker(pytest.mark.skip(reason=f"real Touchstone data not at {TOUCHSTONE}"))
+
+
+@pytest.fixture(scope="session")
+def pg() -> Iterator[pg_server.PgServer]:
+    """A throwaway PostgreSQL server for the whole session (tests/pg_server.py)."""
+    try:
+        server = pg_server.start()
+    except pg_server.ServerUnavailableError as exc:
+        reason = str(exc)
+    else:
+        yield server
+        server.stop()
+        return
+    pytest.fail(  # outside the except block: one line, no chained traceback
+        f"No PostgreSQL server for the store tests: {reason}. Install PostgreSQL with "
+        f"`{pg_server.INSTALL}` (or set {pg_server.ENV} to a server's URL).",
+        pytrace=False,
+    )

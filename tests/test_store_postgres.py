@@ -43,23 +43,6 @@ VOLATILE = ("started_at", "last_started_at", "finished_at", "timings")
 # -- fixtures ----------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def pg() -> Iterator[pg_server.PgServer]:
-    try:
-        server = pg_server.start()
-    except pg_server.ServerUnavailableError as exc:
-        reason = str(exc)
-    else:
-        yield server
-        server.stop()
-        return
-    pytest.fail(  # outside the except block: one line, no chained traceback
-        f"No PostgreSQL server for the store tests: {reason}. Install PostgreSQL with "
-        f"`{pg_server.INSTALL}` (or set {pg_server.ENV} to a server's URL).",
-        pytrace=False,
-    )
-
-
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory: pytest.TempPathFactory):
     return write_benchmark(

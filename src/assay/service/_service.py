@@ -244,9 +244,9 @@ class Service:
         charges = sorted(
             e.at
             for e in entries
-            if e.kind == "charge" and e.at >= start and e.submission_id not in refunded
+            if e.kind == "charge" and e.at > start and e.submission_id not in refunded
         )
-        rejects = sorted(e.at for e in entries if e.kind == "reject" and e.at >= start)
+        rejects = sorted(e.at for e in entries if e.kind == "reject" and e.at > start)
         active = con.execute(
             select(func.count())
             .select_from(submissions)
@@ -680,6 +680,8 @@ class Service:
         one transaction; returns the submission's new state. ``rows``: ``case_id, structure,
         metric, value, status``."""
         job = self.job(job_id)
+        if job["lease_owner"] != worker or job["state"] != "running":
+            raise ServiceError(409, "lease_lost", f"Job {job_id} is not leased to {worker} any more.")
         sid = str(job["submission_id"])
         phase = self.phase(job["phase"])
         scores = rows.assign(model=sid)
