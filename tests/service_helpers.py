@@ -80,8 +80,9 @@ def make_challenge(
     db.results.write_metadata(
         metadata_key("synth"), pd.read_csv(metadata_path(reference)), id_column="case_id"
     )
-    for raw in phases or ({"name": "open", "reference_set": "synth", "kind": "open",
-                           "policy": {"n_bootstrap": 200}},):  # fmt: skip
+    for raw in phases or (
+        {"name": "open", "reference_set": "synth", "kind": "open", "policy": {"n_bootstrap": 200}},
+    ):
         service.put_phase(phase_from_mapping(raw))
     challenge = Challenge(root, reference, url, service, manifest)
     for team in teams:

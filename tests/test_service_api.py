@@ -58,9 +58,13 @@ def _race(ch, server, n: int = 20) -> list[int]:
 
 
 RACE_PHASE = (
-    {"name": "open", "reference_set": "synth", "policy": {"n_bootstrap": 200},
-     "quota": {"submissions": 3, "max_active": 20}},
-)  # fmt: skip
+    {
+        "name": "open",
+        "reference_set": "synth",
+        "policy": {"n_bootstrap": 200},
+        "quota": {"submissions": 3, "max_active": 20},
+    },
+)
 
 
 def test_concurrent_uploads_never_exceed_the_quota_sqlite(tmp_path):

@@ -28,9 +28,13 @@ class Clock:
 def setup(tmp_path):
     clock = Clock()
     phases = (
-        {"name": "open", "reference_set": "synth", "policy": {"n_bootstrap": 200},
-         "quota": {"submissions": 3, "window_hours": WINDOW_H, "attempts": 2, "max_active": 2}},
-    )  # fmt: skip
+        {
+            "name": "open",
+            "reference_set": "synth",
+            "policy": {"n_bootstrap": 200},
+            "quota": {"submissions": 3, "window_hours": WINDOW_H, "attempts": 2, "max_active": 2},
+        },
+    )
     ch = make_challenge(tmp_path, n_cases=12, phases=phases, clock=clock)
     return ch, clock
 
@@ -39,14 +43,19 @@ def _upload(ch, data: bytes, *, key: str | None = None, team: str = "alpha"):
     path = ch.service.quarantine / f"{hashlib.sha256(data).hexdigest()[:12]}-{key}.zip"
     path.write_bytes(data)
     team_id = ch.service.team_id(team)
-    return ch.service.submit(team_id, "open", archive=path, sha256="x", size=len(data),
-                             idempotency_key=key)  # fmt: skip
+    return ch.service.submit(
+        team_id, "open", archive=path, sha256="x", size=len(data), idempotency_key=key
+    )
 
 
 def _work(ch, kinds=("validate", "score", "leaderboard")) -> None:
     """Run every queued job of ``kinds``."""
-    worker = Worker(DatabaseSource(ch.service, lease_s=30), kinds=kinds,
-                    references={"synth": ch.reference}, service=ch.service)  # fmt: skip
+    worker = Worker(
+        DatabaseSource(ch.service, lease_s=30),
+        kinds=kinds,
+        references={"synth": ch.reference},
+        service=ch.service,
+    )
     while worker.run_once():
         pass
 
@@ -151,17 +160,20 @@ def test_participant_failure_is_charged(setup):
     job = ch.service.claim("w1", ["score"], 30.0)
     state = ch.service.fail_job(job["job_id"], "w1", infra=False, code="scoring_failed", reason="x")
     assert state == "failed_participant"
+    assert ch.service.submission(view["id"], None)["error_code"] == "scoring_failed"
     assert _quota(ch)["used"] == 1
 
 
 def test_infrastructure_failures_are_retried_then_refunded(setup):
-    ch, clock = setup
+    ch, _ = setup
     view, _ = _upload(ch, ch.archive("open", 1.0), key="i")
     _work(ch, kinds=("validate",))
     for attempt in range(1, 4):
         job = ch.service.claim(f"w{attempt}", ["score"], 30.0)
         assert job is not None and job["attempts"] == attempt
-        state = ch.service.fail_job(job["job_id"], f"w{attempt}", infra=True, code="infra", reason="disk")
+        state = ch.service.fail_job(
+            job["job_id"], f"w{attempt}", infra=True, code="infra", reason="disk"
+        )
         assert state == ("queued" if attempt < 3 else "failed_infra")
     assert ch.service.submission(view["id"], None)["state"] == "failed_infra"
     assert _quota(ch)["used"] == 0
