@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -15,6 +15,9 @@ from assay._console import HelpGroup
 from assay.cli import _common as common
 from assay.cli._common import _fatal_errors, app
 from assay.errors import InputError
+
+if TYPE_CHECKING:
+    from assay.service import Service, ServiceClient
 
 admin_app = typer.Typer(
     no_args_is_help=True,
@@ -31,7 +34,7 @@ def _say(text: str) -> None:
     common.out.print(escape(text), highlight=False, soft_wrap=True)
 
 
-def _service(db: str, storage: Path | None = None):  # type: ignore[no-untyped-def]
+def _service(db: str, storage: Path | None = None) -> Service:
     from assay.service import Service, ServiceDB
 
     return Service(ServiceDB(db), storage)
@@ -85,7 +88,7 @@ def serve_command(
         serve_forever(create_app(service, title=challenge.title, log=_say), host=host, port=port)
 
 
-def _has_team(service, name: str) -> bool:  # type: ignore[no-untyped-def]
+def _has_team(service: Service, name: str) -> bool:
     from assay.service import ServiceError
 
     try:
@@ -155,13 +158,17 @@ def worker_command(
                 log=_say,
             )
         _say(f"worker for {', '.join(refs) or 'no reference set'}; waiting for jobs")
-        if once:
-            worker.run_once()
-            return
         try:
-            worker.run(max_idle_s=max_idle)
+            if once:
+                worker.run_once()
+            else:
+                worker.run(max_idle_s=max_idle)
         except KeyboardInterrupt:
             _say("stopped; an unfinished job is re-queued when its lease expires.")
+        finally:
+            close = getattr(worker.source, "close", None)
+            if close is not None:
+                close()
 
 
 @admin_app.command("reference")
@@ -315,26 +322,38 @@ def submit_command(
 ) -> None:
     """Zip a prediction folder and submit it; prints the state, quota and released result."""
     with _fatal_errors():
-        from assay.service import ServiceClient, zip_predictions
+        from assay.service import ServiceClient
 
-        client = ServiceClient(url, token)
-        view = client.submit(
-            phase, zip_predictions(predictions), idempotency_key=idempotency_key, label=label
-        )
-        quota = view.get("quota", {})
-        _say(
-            f"submission {view['id']}: {view['state']}; {quota.get('remaining')} of "
-            f"{quota.get('limit')} "
-            f"left in the window"
-        )
-        if wait:
-            view = client.wait(view["id"])
-            code = f" ({view['error_code']}: {view['reason']})" if view.get("error_code") else ""
-            _say(f"submission {view['id']}: {view['state']}{code}")
-            if view.get("result"):
-                common.out.print(
-                    json.dumps(view["result"], indent=2, ensure_ascii=False), highlight=False
-                )
+        with ServiceClient(url, token) as client:
+            _submit(client, predictions, phase, idempotency_key, label, wait)
+
+
+def _submit(
+    client: ServiceClient,
+    predictions: Path,
+    phase: str,
+    idempotency_key: str | None,
+    label: str,
+    wait: bool,
+) -> None:
+    from assay.service import zip_predictions
+
+    view = client.submit(
+        phase, zip_predictions(predictions), idempotency_key=idempotency_key, label=label
+    )
+    quota = view.get("quota", {})
+    _say(
+        f"submission {view['id']}: {view['state']}; {quota.get('remaining')} of "
+        f"{quota.get('limit')} left in the window"
+    )
+    if wait:
+        view = client.wait(view["id"])
+        code = f" ({view['error_code']}: {view['reason']})" if view.get("error_code") else ""
+        _say(f"submission {view['id']}: {view['state']}{code}")
+        if view.get("result"):
+            common.out.print(
+                json.dumps(view["result"], indent=2, ensure_ascii=False), highlight=False
+            )
 
 
 @app.command("challenge-demo")
