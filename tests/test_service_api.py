@@ -168,3 +168,27 @@ def test_tokens_are_stored_only_as_digests(tmp_path):
     for token in (*ch.tokens.values(), ch.organiser, ch.worker_token):
         assert len(token) == len("assay_") + 43  # 32 random bytes, URL-safe base64
         assert token not in stored and digest(token) in stored
+
+
+def test_the_service_side_never_records_where_the_reference_is(tmp_path):
+    """Zone A holds no path to the reference: not in any service table, not in the config."""
+    from sqlalchemy import text
+
+    ch = make_challenge(tmp_path, n_cases=10)
+    with running(ch) as server:
+        alpha = client(server, ch.tokens["alpha"])
+        view = alpha.submit("open", ch.archive("open", 1.0))
+        assert alpha.wait(view["id"], timeout_s=60)["state"] == "released"
+    with ch.service.db.read() as con:
+        tables = [
+            r[0] for r in con.execute(text("SELECT name FROM sqlite_master WHERE type='table'"))
+        ]
+        dump = "".join(
+            str(row)
+            for t in tables
+            if t.startswith("svc_")
+            for row in con.execute(text(f"SELECT * FROM {t}"))
+        )
+    assert len(dump) > 1000  # the tables were read
+    assert str(ch.reference.parent) not in dump  # .../reference, the folder of the masks
+    assert "case0000" in dump  # case ids are public (manifest), the masks' location is not
