@@ -271,6 +271,11 @@ def create_app(
             raise ServiceError(422, "no_team", "Submit with a team member's token.")
         p = await run(service.phase, phase)
         cap = p.quota.max_upload_bytes
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > cap:
+            raise ServiceError(
+                413, "too_large", f"The upload exceeds this phase's cap of {cap} bytes."
+            )
         folder = service.quarantine
         stem = secrets.token_hex(12)
         part = folder / f"{stem}.part"
