@@ -743,7 +743,8 @@ class Service:
             self._on_released(con, sid, phase)
 
     def _on_released(self, con: Connection, sid: str, phase: str) -> None:
-        """A final phase's first released submission of a team is its final entry."""
+        """A final phase's first released submission of a team is its final entry; the
+        leaderboard is recomputed when a frozen entry (final or baseline) is released."""
         if self.phase(phase).kind == "final":
             team_id = con.execute(
                 select(submissions.c.team_id).where(submissions.c.submission_id == sid)
@@ -759,7 +760,13 @@ class Service:
                 con.execute(
                     update(submissions).where(submissions.c.submission_id == sid).values(final=True)
                 )
-        self._bump(con, phase)
+        frozen = con.execute(
+            select(submissions.c.final, submissions.c.baseline).where(
+                submissions.c.submission_id == sid
+            )
+        ).one()
+        if frozen.final or frozen.baseline:  # only frozen entries are on the leaderboard
+            self._bump(con, phase)
 
     def _best(
         self, con: Connection, team_id: int, phase: PhaseConfig
