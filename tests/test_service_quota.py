@@ -193,3 +193,22 @@ def test_expired_lease_is_requeued_and_finishes_once(setup):
     done = ch.service.submission(view["id"], None)
     assert done["state"] == "released"
     assert _quota(ch)["used"] == 1
+
+
+def test_idempotency_key_reused_for_another_upload_is_refused(setup):
+    ch, _ = setup
+    _upload(ch, ch.archive("open", 1.0), key="k")
+    other = ch.archive("open", 2.0)
+    path = ch.service.quarantine / "other.zip"
+    path.write_bytes(other)
+    with pytest.raises(ServiceError) as refused:
+        ch.service.submit(
+            ch.service.team_id("alpha"),
+            "open",
+            archive=path,
+            sha256="y",
+            size=len(other),
+            idempotency_key="k",
+        )
+    assert refused.value.status == 409 and refused.value.code == "idempotency_conflict"
+    assert _quota(ch)["used"] == 1

@@ -174,7 +174,9 @@ def submission_release(
         if not higher:
             gain = -gain
         se = float(np.std(diff, ddof=1) / math.sqrt(diff.size)) if diff.size > 1 else math.inf
-        better = diff.size > 1 and gain > se
+        # A one-case change has gain == se exactly (both d/n): the relative margin keeps
+        # floating-point noise from releasing it.
+        better = diff.size > 1 and gain > se * (1.0 + 1e-9)
         payload["ladder"] = {
             "compared_with": best_id,
             "released": better,
@@ -282,9 +284,9 @@ def subgroups(
     entries: Mapping[str, Mapping[str, Any]],
 ) -> list[dict[str, Any]]:
     """Primary-score means per metadata group, released only for groups of at least
-    ``min_subgroup`` evaluable cases. When exactly one group of a grouping is too small, the
-    next smallest is suppressed too (its value could otherwise be recovered from the total
-    and the other groups)."""
+    ``min_subgroup`` evaluable cases; smaller groups are left out, names included. When
+    exactly one group of a grouping is too small, the next smallest is suppressed too (its
+    value could otherwise be recovered from the total and the other groups)."""
     minimum = phase.policy.min_subgroup
     values = {sid: primary_values(scores[scores["model"] == sid], phase) for sid in entries}
     out = []
@@ -299,8 +301,10 @@ def subgroups(
             small.add(rest.idxmin())
         for group, size in sorted(sizes.items()):
             cell: dict[str, Any] = {"grouping": column, "group": group}
+            if size < minimum:
+                continue  # not even its name: a rare value (a site, a scanner) is private
             if group in small:
-                cell.update(suppressed=True, n=f"<{minimum}" if size < minimum else f">={minimum}")
+                cell.update(suppressed=True, n=f">={minimum}")
                 out.append(cell)
                 continue
             ids = groups.index[groups == group]

@@ -312,13 +312,24 @@ class Service:
             con.execute(select(teams.c.team_id).where(teams.c.team_id == team_id).with_for_update())
             if idempotency_key:
                 existing = con.execute(
-                    select(submissions.c.submission_id).where(
+                    select(
+                        submissions.c.submission_id,
+                        submissions.c.phase,
+                        submissions.c.archive_sha256,
+                    ).where(
                         submissions.c.team_id == team_id,
                         submissions.c.idempotency_key == idempotency_key,
                     )
-                ).scalar()
+                ).first()
                 if existing is not None:
-                    return self._view(con, str(existing)), False
+                    if (existing.phase, existing.archive_sha256) != (phase.name, sha256):
+                        raise ServiceError(
+                            409,
+                            "idempotency_conflict",
+                            "This Idempotency-Key was used for another upload (a different "
+                            "phase or archive); use a new key for a new submission.",
+                        )
+                    return self._view(con, str(existing.submission_id)), False
             if phase.closed:
                 raise ServiceError(
                     409, "phase_closed", f"Phase {phase.name!r} is closed to submissions."
@@ -681,7 +692,9 @@ class Service:
         metric, value, status``."""
         job = self.job(job_id)
         if job["lease_owner"] != worker or job["state"] != "running":
-            raise ServiceError(409, "lease_lost", f"Job {job_id} is not leased to {worker} any more.")
+            raise ServiceError(
+                409, "lease_lost", f"Job {job_id} is not leased to {worker} any more."
+            )
         sid = str(job["submission_id"])
         phase = self.phase(job["phase"])
         scores = rows.assign(model=sid)
