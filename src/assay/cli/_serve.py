@@ -101,6 +101,10 @@ def _has_team(service: Service, name: str) -> bool:
 @app.command("worker")
 def worker_command(
     reference: Annotated[list[str], typer.Option(help="NAME=PATH of a reference set (repeat).")],
+    images: Annotated[
+        list[str] | None,
+        typer.Option(help="NAME=PATH: the cases' images, for model submissions (repeat)."),
+    ] = None,
     db: Annotated[
         str | None, typer.Option(help="The service database (workers on the service's side).")
     ] = None,
@@ -128,6 +132,7 @@ def worker_command(
         from assay.service import DatabaseSource, HttpSource, Worker
 
         refs = _pairs(reference, "--reference")
+        image_folders = _pairs(images or [], "--images")
         if (db is None) == (url is None):
             raise InputError(
                 "Give either --db (a worker next to the service) or --url and --token (remote)."
@@ -142,6 +147,7 @@ def worker_command(
                 source,
                 kinds=("score",),
                 references=refs,
+                images=image_folders,
                 workers=workers,
                 scheduler=scheduler,
                 log=_say,
@@ -152,6 +158,7 @@ def worker_command(
             worker = Worker(
                 DatabaseSource(service, lease_s=lease),
                 references=refs,
+                images=image_folders,
                 service=service,
                 workers=workers,
                 scheduler=scheduler,

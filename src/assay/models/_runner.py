@@ -32,6 +32,7 @@ import numpy as np
 
 from assay.errors import InputError
 from assay.io import GRID_ATOL, image_suffix, read_image
+from assay.models._sandbox import Sandbox
 
 __all__ = ["BatchTask", "InferenceRecord", "InferenceTask", "RunnerSpec", "run_batch", "run_case"]
 
@@ -75,6 +76,10 @@ class RunnerSpec:
         How many cases (or batches) of this model run at once (e.g. 1 for a GPU model that
         needs the whole GPU); None: the benchmark's ``workers``. Concurrent runs share the
         machine, so the recorded seconds (and speed) depend on it; it is recorded with them.
+    sandbox : Sandbox or None
+        Run the command without network, as an unprivileged user, under resource limits and
+        with a clean environment (:class:`~assay.models._sandbox.Sandbox`; untrusted models
+        of the submission service). Per-case commands only.
 
     Raises
     ------
@@ -90,6 +95,7 @@ class RunnerSpec:
     batch_size: int | None = None
     input_name: str = "{case}_0000.nii.gz"
     workers: int | None = None
+    sandbox: Sandbox | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.command, str) or not self.command.strip():
@@ -108,6 +114,8 @@ class RunnerSpec:
                 "and braces (write literal braces as '{{' and '}}')."
             ) from None
         batch = self.batch_size is not None
+        if batch and self.sandbox is not None:
+            raise InputError("A sandboxed runner runs per case; leave batch_size out.")
         allowed = BATCH_PLACEHOLDERS if batch else PLACEHOLDERS
         unknown = sorted(fields - set(allowed))
         if unknown:
@@ -356,6 +364,11 @@ def _execute(argv: list[str], spec: RunnerSpec, timeout_s: float) -> tuple[str, 
     if cwd is not None and not cwd.is_dir():
         return "failed", 0.0, f"runner working directory {cwd} does not exist; fix runner.cwd"
     env = {**os.environ, **spec.env}
+    preexec = None
+    if spec.sandbox is not None:
+        env = spec.sandbox.environment(spec.env, cwd)
+        preexec = spec.sandbox.limits()
+        argv = [*spec.sandbox.prefix(), *argv]
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         start = time.perf_counter()
         try:
@@ -367,6 +380,7 @@ def _execute(argv: list[str], spec: RunnerSpec, timeout_s: float) -> tuple[str, 
                 cwd=cwd,
                 env=env,
                 start_new_session=True,
+                preexec_fn=preexec,
             )
         except FileNotFoundError:
             return (
@@ -447,6 +461,8 @@ def run_case(task: InferenceTask) -> InferenceRecord:
         return record("failed", 0.0, f"input image {image} does not exist; fix 'image' in the "
                       "dataset card")  # fmt: skip
     folder.mkdir(parents=True)
+    if spec.sandbox is not None:
+        spec.sandbox.hand_over(folder)
     values = {"input": str(image), "output": str(folder), "output_file": str(file)}
     values["case"] = task.case_id
     argv = [word.format(**values) for word in shlex.split(spec.command)]

@@ -36,6 +36,7 @@ from pydantic import BaseModel, Field
 
 from assay.errors import InputError
 from assay.service._archive import REJECTIONS
+from assay.service._model_archive import MODEL_REJECTIONS
 from assay.service._phase import phase_from_mapping
 from assay.service._service import STATES, Service, ServiceError, not_found
 from assay.service._tokens import Caller, authenticate, issue_token, revoke_token
@@ -130,7 +131,7 @@ def create_app(
         description=(
             "Evaluates submissions on a private reference set and publishes only what the "
             "phase's privacy policy allows. Rejection codes: "
-            + "; ".join(f"{k}: {v}" for k, v in REJECTIONS.items())
+            + "; ".join(f"{k}: {v}" for k, v in {**REJECTIONS, **MODEL_REJECTIONS}.items())
             + ". Submission states: "
             + ", ".join(STATES)
             + "."

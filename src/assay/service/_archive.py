@@ -3,14 +3,18 @@
 Everything here runs without the reference files: it reads only the manifest (case ids,
 grids, labels). Checks, in order, each with a fixed rejection code:
 
-1. the archive: a readable zip (``not_a_zip``), at most ``max_members`` entries
+1. the archive: a readable zip with nothing before its first entry or after its end record
+   (``not_a_zip``: also polyglot files), at most ``max_members`` entries
    (``too_many_members``), central directory entries that do not overlap each other or the
-   directory (``overlapping_entries``: the quoted-overlap zip bomb);
-2. every entry's name and kind: no absolute path, ``..``, backslash, NUL or over-long name
-   (``unsafe_path``), no symbolic link, hard link or device (``link_entry``), no encrypted
-   entry (``encrypted``), only stored or deflate (``unsupported_compression``), no archive
-   inside the archive (``nested_archive``), no two names equal (``duplicate_name``) or
-   equal after case folding and Unicode NFC (``name_collision``);
+   directory (``overlapping_entries``: the quoted-overlap zip bomb), local headers that agree
+   with the directory on name, method, CRC and sizes (``corrupt``);
+2. every entry's name and kind: no absolute path, ``..``, backslash, NUL (looked for in the
+   raw name, which :mod:`zipfile` cuts at the NUL) or over-long name (``unsafe_path``), no
+   symbolic link or device whatever system the entry claims (``link_entry``; a zip's hard
+   link, two entries sharing data, is ``overlapping_entries``), no encrypted entry
+   (``encrypted``), only stored or deflate (``unsupported_compression``), no archive inside
+   the archive (``nested_archive``), no two names equal (``duplicate_name``) or equal after
+   case folding and Unicode NFC (``name_collision``);
 3. the mapping to cases: ``CASE.nii[.gz]`` label maps or ``CASE/STRUCTURE.nii[.gz]`` masks
    (one layout per archive, ``mixed_layout``), known cases (``unknown_case``) and
    structures (``unknown_structure``), one file per case/structure (``duplicate_case``),
@@ -18,30 +22,39 @@ grids, labels). Checks, in order, each with a fixed rejection code:
    image files (``unexpected_member``);
 4. sizes: each entry's declared size at most the bytes its case can need, header plus
    ``prod(shape) * 8`` (``too_large``), and the same cap enforced while decompressing, the
-   zip member and the gzip stream inside it (``too_large``), whole streams
-   (``truncated``, ``corrupt``);
-5. each NIfTI-1 header before any voxel is read (``bad_nifti``: wrong size, magic, ``dim[0]``,
-   negative dims, ``vox_offset``, extensions, scaling, NaN affine, disagreeing sform and
-   qform; ``bad_datatype``: complex, RGB, float64 and other non-mask types;
+   zip member (inflated here, never by :mod:`zipfile`, to exactly its declared size: more
+   is ``too_large``, less ``truncated``, a wrong CRC ``corrupt``) and the gzip stream inside
+   it (``too_large``), whole streams (``truncated``, ``corrupt``);
+5. each NIfTI-1 header before any voxel is read (``bad_nifti``: wrong size, magic other
+   than single-file ``n+1``, ``dim[0]``, negative dims, ``vox_offset`` (NaN, fractional,
+   below 352 or huge), a malformed extension chain, scaling, NaN or unusable affine,
+   disagreeing sform and qform, and whatever nibabel's own header checks refuse when the
+   scorer reads the file; ``bad_datatype``: complex, RGB, float64 and other non-mask types;
    ``bad_geometry``: shape or affine other than the case's reference grid), so a header that
    claims 30000³ voxels is refused from its 348 bytes;
 6. the voxels: whole numbers (``bad_labels``) among the manifest's label values (label maps)
    or 0/1 (masks).
 
 :func:`validate_archive` returns the accepted members; :func:`extract_archive` validates
-and writes them, and nothing else, under a destination folder.
+and writes them, and nothing else, under a destination folder (and nothing at all for a
+rejected archive).
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import logging
 import os
+import shutil
 import stat
 import struct
+import tempfile
 import unicodedata
 import zipfile
 import zlib
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -97,7 +110,18 @@ _DATATYPES = {
 }
 _GZIP_MAGIC = b"\x1f\x8b"
 _LOCAL_HEADER = struct.Struct("<4s5H3L2H")
+_END_RECORD = struct.Struct("<4s4H2LH")
 _CHUNK = 1 << 20
+#: Flag bits: traditional, strong and central-directory encryption; compressed patch data;
+#: sizes and CRC in a data descriptor after the data (zero in the local header).
+_ENCRYPTED = 0x0001 | 0x0040 | 0x2000
+_PATCHED = 0x0020
+_DESCRIPTOR = 0x0008
+_ZIP64 = 0xFFFFFFFF
+#: nibabel's header checks log what they fix; the validator reports refusals itself.
+_QUIET = logging.getLogger(__name__ + ".nifti")
+_QUIET.addHandler(logging.NullHandler())
+_QUIET.propagate = False
 
 
 class RejectedUpload(InputError):  # noqa: N818 - a rejection, not a bug
@@ -136,40 +160,103 @@ def _check_name(name: str) -> None:
 
 
 def _check_kind(info: zipfile.ZipInfo) -> None:
+    # Unix modes sit in the high word whatever create_system says (macOS writes 19, 7-Zip
+    # on Windows 0), and extractors honour them; DOS-only archives leave it 0.
     mode = (info.external_attr >> 16) & 0xFFFF
     kind = stat.S_IFMT(mode)
-    if info.create_system == 3 and kind not in (0, stat.S_IFREG, stat.S_IFDIR):
+    if kind not in (0, stat.S_IFREG, stat.S_IFDIR):
         raise _reject("link_entry", f"entry {info.filename!r} is a link or device, not a file")
-    if info.flag_bits & 0x1:
+    if info.flag_bits & _ENCRYPTED:
         raise _reject("encrypted", f"entry {info.filename!r} is encrypted")
     if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
         raise _reject(
             "unsupported_compression",
             f"entry {info.filename!r} uses compression method {info.compress_type}; use deflate",
         )
+    if info.flag_bits & _PATCHED:
+        raise _reject(
+            "unsupported_compression", f"entry {info.filename!r} is PKWARE patch data; use deflate"
+        )
     lowered = info.filename.lower()
     if lowered.endswith(_ARCHIVE_SUFFIXES) and not lowered.endswith(".nii.gz"):
         raise _reject("nested_archive", f"entry {info.filename!r} is an archive; zip the files")
 
 
-def _check_overlap(fh: IO[bytes], infos: list[zipfile.ZipInfo], directory_start: int) -> None:
-    """Each entry's local header and data must end before the next entry starts."""
+def _locate(fh: IO[bytes], infos: list[zipfile.ZipInfo], directory_start: int) -> list[int]:
+    """Where each entry's data starts. Each entry's local header and data must end before the
+    next entry starts (and the directory), the first start at the archive's first byte, and
+    each local header agree with the directory."""
     spans = []
-    for info in infos:
+    locals_ = []
+    for index, info in enumerate(infos):
+        if not 0 <= info.header_offset < directory_start:
+            raise _reject("corrupt", f"entry {info.filename!r} starts outside the archive's data")
         fh.seek(info.header_offset)
         raw = fh.read(_LOCAL_HEADER.size)
         if len(raw) != _LOCAL_HEADER.size or raw[:4] != b"PK\x03\x04":
             raise _reject("corrupt", f"entry {info.filename!r} has no local header")
         fields = _LOCAL_HEADER.unpack(raw)
         name_len, extra_len = fields[-2], fields[-1]
-        end = info.header_offset + _LOCAL_HEADER.size + name_len + extra_len + info.compress_size
-        spans.append((info.header_offset, end, info.filename))
+        local_name = fh.read(name_len)
+        start = info.header_offset + _LOCAL_HEADER.size + name_len + extra_len
+        spans.append((info.header_offset, start + info.compress_size, index, start))
+        locals_.append((info, fields, local_name))
     spans.sort()
-    for (_, end, name), (start, _, nxt) in itertools.pairwise(spans):
+    for (_, end, i, _), (start, _, j, _) in itertools.pairwise(spans):
         if end > start:
-            raise _reject("overlapping_entries", f"entries {name!r} and {nxt!r} overlap")
+            raise _reject(
+                "overlapping_entries",
+                f"entries {infos[i].filename!r} and {infos[j].filename!r} overlap",
+            )
     if spans and spans[-1][1] > directory_start:
-        raise _reject("overlapping_entries", f"entry {spans[-1][2]!r} overlaps the directory")
+        raise _reject(
+            "overlapping_entries", f"entry {infos[spans[-1][2]].filename!r} overlaps the directory"
+        )
+    if (spans[0][0] if spans else directory_start) != 0:
+        raise _reject("not_a_zip", "the upload has data before its first entry (a polyglot file?)")
+    for info, fields, local_name in locals_:
+        _check_local(info, fields, local_name)
+    starts = [0] * len(infos)
+    for _, _, index, start in spans:
+        starts[index] = start
+    return starts
+
+
+def _check_overlap(fh: IO[bytes], infos: list[zipfile.ZipInfo], directory_start: int) -> None:
+    """The checks of :func:`_locate` alone (for :mod:`~assay.service._model_archive`)."""
+    _locate(fh, infos, directory_start)
+
+
+def _check_local(info: zipfile.ZipInfo, fields: tuple[Any, ...], raw_name: bytes) -> None:
+    """The local header must say what the directory says (tools that read local headers
+    would otherwise see another archive); a data descriptor leaves CRC and sizes 0."""
+    flags, method, crc, compressed, size = fields[2], fields[3], fields[6], fields[7], fields[8]
+    name = raw_name.decode("utf-8" if info.flag_bits & 0x800 else "cp437", errors="replace")
+    described = bool(flags & _DESCRIPTOR)
+    agree = (
+        name == info.orig_filename
+        and method == info.compress_type
+        and not (flags ^ info.flag_bits) & (_ENCRYPTED | _PATCHED)
+        and crc in (info.CRC, *((0,) if described else ()))
+        and compressed in (info.compress_size, _ZIP64, *((0,) if described else ()))
+        and size in (info.file_size, _ZIP64, *((0,) if described else ()))
+    )
+    if not agree:
+        raise _reject(
+            "corrupt", f"entry {info.filename!r}: its local header disagrees with the directory"
+        )
+
+
+def _check_end(fh: IO[bytes], size: int, comment: bytes) -> None:
+    """The end record must be the archive's last bytes (else data hides after it)."""
+    at = size - _END_RECORD.size - len(comment)
+    raw = b""
+    if at >= 0:
+        fh.seek(at)
+        raw = fh.read(_END_RECORD.size)
+    fields = _END_RECORD.unpack(raw) if len(raw) == _END_RECORD.size else (b"",)
+    if fields[0] != b"PK\x05\x06" or fields[-1] != len(comment):
+        raise _reject("not_a_zip", "the upload has data after its end record (a polyglot file?)")
 
 
 def _split(name: str, top: str) -> tuple[str, ...]:
@@ -273,8 +360,47 @@ def expected_bytes(case: Mapping[str, Any]) -> int:
     return _MAX_VOX_OFFSET + int(np.prod(case["shape"], dtype=np.int64)) * 8
 
 
+def _read_member(fh: IO[bytes], info: zipfile.ZipInfo, start: int) -> bytes:
+    """An entry's bytes, inflated here from its data and never beyond its declared size:
+    the data must hold exactly that many bytes, with the directory's CRC."""
+    name = info.filename
+    inflater = zlib.decompressobj(-15) if info.compress_type == zipfile.ZIP_DEFLATED else None
+    out = bytearray()
+    left = info.compress_size
+    fh.seek(start)
+    try:
+        while left > 0:
+            block = fh.read(min(_CHUNK, left))
+            if not block:
+                raise _reject("truncated", f"entry {name!r} ends before its compressed size")
+            left -= len(block)
+            if inflater is not None:
+                block = inflater.decompress(block, info.file_size + 1 - len(out))
+            out += block
+            if len(out) > info.file_size:
+                raise _reject(
+                    "too_large",
+                    f"entry {name!r} holds more than the {info.file_size} bytes it declares",
+                )
+    except zlib.error as exc:
+        raise _reject("corrupt", f"entry {name!r} is damaged deflate data ({exc})") from None
+    if inflater is not None and not inflater.eof:
+        raise _reject("truncated", f"entry {name!r}: its deflate data ends early")
+    if inflater is not None and inflater.unused_data:
+        raise _reject("corrupt", f"entry {name!r} has data after its deflate stream")
+    if len(out) < info.file_size:
+        raise _reject(
+            "truncated",
+            f"entry {name!r} holds {len(out)} of the {info.file_size} bytes it declares",
+        )
+    if zlib.crc32(out) != info.CRC:
+        raise _reject("corrupt", f"entry {name!r} fails its CRC check")
+    return bytes(out)
+
+
 def _read_capped(stream: IO[bytes], cap: int, name: str) -> bytes:
-    """Read a zip member, refusing more than ``cap`` bytes."""
+    """Read a zip member from :meth:`zipfile.ZipFile.open`, refusing more than ``cap`` bytes
+    (for :mod:`~assay.service._model_archive`; predictions use :func:`_read_member`)."""
     out = bytearray()
     try:
         while True:
@@ -305,13 +431,16 @@ class _Inflater:
         self.out = bytearray()
 
     def take(self, n: int) -> bytes:
-        """At least ``n`` bytes of output (fewer only at the end of the stream)."""
-        try:
-            while len(self.out) < n and (self.data or self.obj.unconsumed_tail):
+        """The first ``n`` bytes of output (fewer only at the end of the stream), inflating
+        no more than that (so a header is checked before a huge stream hits the cap)."""
+        try:  # stop at the end of the stream: zlib then keeps returning the rest unconsumed
+            while (
+                len(self.out) < n and not self.obj.eof and (self.data or self.obj.unconsumed_tail)
+            ):
                 source = self.obj.unconsumed_tail or self.data[:_CHUNK]
                 if not self.obj.unconsumed_tail:
                     self.data = self.data[_CHUNK:]
-                self.out += self.obj.decompress(source, _CHUNK)
+                self.out += self.obj.decompress(source, min(_CHUNK, n - len(self.out)))
                 if len(self.out) > self.cap:
                     raise _reject(
                         "too_large",
@@ -326,7 +455,7 @@ class _Inflater:
         self.take(self.cap + 1)
         if not self.obj.eof:
             raise _reject("truncated", f"entry {self.name!r}: the gzip stream ends early")
-        if self.obj.unused_data.strip(b"\x00"):
+        if (self.obj.unused_data + self.data).strip(b"\x00"):
             raise _reject("corrupt", f"entry {self.name!r} has data after its gzip stream")
         return bytes(self.out)
 
@@ -349,8 +478,8 @@ def _header(raw: bytes, name: str) -> Any:
         header = nib.Nifti1Header(raw[:348], endianness=endian, check=False)
     except Exception as exc:  # nibabel raises several kinds on junk headers
         raise _reject("bad_nifti", f"entry {name!r}: unreadable NIfTI header ({exc})") from None
-    if header["magic"].tobytes().rstrip(b"\x00") not in (b"n+1", b"ni1"):
-        raise _reject("bad_nifti", f"entry {name!r} has no NIfTI-1 magic")
+    if header["magic"].tobytes().rstrip(b"\x00") != b"n+1":
+        raise _reject("bad_nifti", f"entry {name!r} has no single-file NIfTI-1 magic 'n+1'")
     return header
 
 
@@ -376,22 +505,37 @@ def check_header(
         raise _reject(
             "bad_datatype", f"entry {name!r} has NIfTI datatype {code}; use uint8 or int16 labels"
         )
-    offset = int(float(header["vox_offset"]))
-    if not 348 <= offset <= _MAX_VOX_OFFSET:
-        raise _reject("bad_nifti", f"entry {name!r} has vox_offset {offset}")
+    raw_offset = float(header["vox_offset"])
+    if not (np.isfinite(raw_offset) and raw_offset.is_integer()) or not (
+        352 <= raw_offset <= _MAX_VOX_OFFSET
+    ):
+        raise _reject(
+            "bad_nifti",
+            f"entry {name!r} has vox_offset {raw_offset:g}; a .nii's voxels start at a whole "
+            f"byte from 352 to {_MAX_VOX_OFFSET}",
+        )
+    offset = int(raw_offset)
+    try:  # what nibabel refuses (or fixes, e.g. qfac 0) when the scorer reads the file
+        header.check_fix(logger=_QUIET, error_level=40)
+    except Exception as exc:
+        raise _reject("bad_nifti", f"entry {name!r}: invalid NIfTI header ({exc})") from None
     slope, inter = float(header["scl_slope"]), float(header["scl_inter"])
-    if not (slope in (0.0, 1.0) or np.isnan(slope)) or not (inter == 0.0 or np.isnan(inter)):
+    unscaled = slope == 0.0 or np.isnan(slope)  # nibabel then ignores scl_inter
+    if not (unscaled and (inter == 0.0 or np.isnan(inter))) and (slope, inter) != (1.0, 0.0):
         raise _reject(
             "bad_nifti", f"entry {name!r} scales its voxels (scl_slope {slope}, scl_inter {inter})"
         )
-    affine = np.asarray(header.get_best_affine(), dtype=float)
+    both = int(header["sform_code"]) > 0 and int(header["qform_code"]) > 0
+    try:  # nibabel raises on quaternions of norm > 1 (and NumPy warns on NaN ones)
+        with np.errstate(all="ignore"):
+            affine = np.asarray(header.get_best_affine(), dtype=float)
+            qform = np.asarray(header.get_qform(), dtype=float) if both else None
+    except Exception as exc:
+        raise _reject("bad_nifti", f"entry {name!r} has an unusable qform ({exc})") from None
     if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
         raise _reject("bad_nifti", f"entry {name!r} has an invalid affine")
-    if int(header["sform_code"]) > 0 and int(header["qform_code"]) > 0:
-        qform = np.asarray(header.get_qform(), dtype=float)
-        sform = np.asarray(header.get_sform(), dtype=float)
-        if not np.allclose(qform, sform, rtol=0, atol=1e-3):
-            raise _reject("bad_nifti", f"entry {name!r}: its sform and qform disagree")
+    if qform is not None and not np.allclose(qform, header.get_sform(), rtol=0, atol=1e-3):
+        raise _reject("bad_nifti", f"entry {name!r}: its sform and qform disagree")
     reference = np.asarray(case["affine"], dtype=float)
     if not np.allclose(affine, reference, rtol=0.0, atol=1e-4):
         raise _reject(
@@ -405,6 +549,23 @@ def check_header(
             f"entry {name!r} holds {total} bytes; its header says {need}",
         )
     return dtype, offset
+
+
+def _check_extensions(head: bytes, offset: int, endian: str, name: str) -> None:
+    """The header extensions (flagged by byte 348) must tile the bytes up to ``vox_offset``
+    as nibabel walks them: each ``esize`` a positive multiple of 16 that fits."""
+    if len(head) < 352 or head[348] == 0:
+        return
+    pos = 352
+    while offset - pos >= 16:
+        if pos + 8 > len(head):
+            raise _reject("truncated", f"entry {name!r} ends inside its header extensions")
+        esize = struct.unpack_from(endian + "i", head, pos)[0]
+        if esize < 16 or esize % 16 or pos + esize > offset:
+            raise _reject(
+                "bad_nifti", f"entry {name!r} has a malformed header extension (esize {esize})"
+            )
+        pos += esize
 
 
 def _check_values(data: np.ndarray, allowed: set[int], name: str) -> None:
@@ -422,12 +583,21 @@ def _check_values(data: np.ndarray, allowed: set[int], name: str) -> None:
         )
 
 
-def _members(
-    path: Path, manifest: Mapping[str, Any], *, max_members: int, allow_missing: bool
-) -> Iterator[tuple[Member, bytes]]:
+@contextmanager
+def checked_zip(path: Path, max_members: int) -> Iterator[tuple[zipfile.ZipFile, list[int]]]:
+    """Open an upload with the archive- and entry-level checks done (steps 1-2 of the module
+    docstring, up to the names): yields the zip and where each entry's data starts, for
+    :func:`read_entry`. Shared by prediction and model archives."""
     try:
         zf = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+    except (
+        zipfile.BadZipFile,
+        OSError,
+        EOFError,
+        ValueError,
+        NotImplementedError,
+        struct.error,
+    ) as exc:
         raise _reject("not_a_zip", f"the upload is not a readable zip archive ({exc})") from None
     with zf:
         infos = zf.infolist()
@@ -436,13 +606,26 @@ def _members(
                 "too_many_members", f"{len(infos)} entries; this phase needs at most {max_members}"
             )
         for info in infos:
-            _check_name(info.filename)
+            _check_name(info.orig_filename)  # zipfile cuts .filename at a NUL
             _check_kind(info)
         directory_start = int(getattr(zf, "start_dir", os.path.getsize(path)))
         assert zf.fp is not None
-        _check_overlap(zf.fp, infos, directory_start)
+        _check_end(zf.fp, os.path.getsize(path), zf.comment)
+        yield zf, _locate(zf.fp, infos, directory_start)
+
+
+def read_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo, start: int) -> bytes:
+    """An entry's bytes, inflated by the validator itself to exactly its declared size."""
+    assert zf.fp is not None
+    return _read_member(zf.fp, info, start)
+
+
+def _members(
+    path: Path, manifest: Mapping[str, Any], *, max_members: int, allow_missing: bool
+) -> Iterator[tuple[Member, bytes]]:
+    with checked_zip(path, max_members) as (zf, starts):
+        infos = zf.infolist()
         plan = plan_members(infos, manifest, allow_missing=allow_missing)
-        total = 0
         for info, member in plan:
             cap = expected_bytes(manifest["cases"][member.case_id])
             if member.suffix == ".nii.gz":
@@ -453,11 +636,9 @@ def _members(
                     f"entry {info.filename!r} declares {info.file_size} bytes, more than its "
                     "case can need",
                 )
-            total += info.file_size
+        index = {id(info): i for i, info in enumerate(infos)}
         for info, member in plan:
-            with zf.open(info) as stream:
-                data = _read_capped(stream, info.file_size, info.filename)
-            yield member, data
+            yield member, read_entry(zf, info, starts[index[id(info)]])
 
 
 def _check_member(member: Member, data: bytes, manifest: Mapping[str, Any]) -> None:
@@ -465,14 +646,15 @@ def _check_member(member: Member, data: bytes, manifest: Mapping[str, Any]) -> N
     cap = expected_bytes(case)
     if member.suffix == ".nii.gz":
         inflater = _Inflater(data, cap, member.name)
-        head = inflater.take(352)
-        header = _header(head, member.name)
+        header = _header(inflater.take(352), member.name)
         dtype, offset = check_header(header, case, member.name, None)
+        _check_extensions(inflater.take(offset), offset, header.endianness, member.name)
         raw = inflater.finish()
         check_header(header, case, member.name, len(raw))
     else:
         header = _header(data[:352], member.name)
         dtype, offset = check_header(header, case, member.name, len(data))
+        _check_extensions(data, offset, header.endianness, member.name)
         raw = data
     voxels = np.frombuffer(raw, dtype=dtype, offset=offset)
     labels = {int(v) for v in manifest["labels"]}
@@ -517,22 +699,41 @@ def extract_archive(
     """Validate the zip and write its members under ``dest`` with names assay builds
     (``CASE.nii.gz`` or ``CASE/STRUCTURE.nii.gz``); returns (layout, members).
 
-    Nothing is written for a rejected archive's later members, and no name from the archive
-    is used as a path: files are named from the manifest's case ids and structures.
+    Nothing is written for a rejected archive: members go to a hidden staging folder next
+    to ``dest`` and move into place only once every one has passed (folders this call made
+    are removed again). No name from the archive is used as a path: files are named from
+    the manifest's case ids and structures.
     """
     dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    accepted: list[Member] = []
+    made = [p for p in (dest, *dest.parents) if not p.exists()]
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}-incoming-", dir=dest.parent))
+    accepted: list[tuple[Member, Path]] = []
     layout = "labelmap"
-    for member, data in _validated(path, manifest, allow_missing, None):
-        if member.structure is None:
-            target = dest / f"{member.case_id}{member.suffix}"
+    try:
+        for member, data in _validated(path, manifest, allow_missing, None):
+            if member.structure is None:
+                relative = Path(f"{member.case_id}{member.suffix}")
+            else:
+                layout = "structures"
+                relative = Path(member.case_id, f"{member.structure}{member.suffix}")
+            target = staging / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if not target.resolve().is_relative_to(staging.resolve()):
+                raise _reject("unsafe_path", f"entry {member.name!r} would leave the folder")
+            target.write_bytes(data)
+            accepted.append((member, relative))
+        if dest.exists():
+            for _, relative in accepted:
+                (dest / relative).parent.mkdir(parents=True, exist_ok=True)
+                os.replace(staging / relative, dest / relative)
         else:
-            layout = "structures"
-            target = dest / member.case_id / f"{member.structure}{member.suffix}"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if not target.resolve().is_relative_to(dest.resolve()):
-            raise _reject("unsafe_path", f"entry {member.name!r} would leave the folder")
-        target.write_bytes(data)
-        accepted.append(member)
-    return layout, accepted
+            os.replace(staging, dest)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        for folder in made:  # deepest first; only folders this call made, if still empty
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+    shutil.rmtree(staging, ignore_errors=True)
+    return layout, [m for m, _ in accepted]

@@ -19,6 +19,8 @@ from assay.metrics import metric_info
 
 #: Phase kinds: ``open`` (feedback on a subset, Ladder) and ``final`` (scored once, approved).
 PHASE_KINDS = ("open", "final")
+#: What a team submits: a zip of predictions, or a zip of a model the scorer runs.
+SUBMISSION_KINDS = ("predictions", "model")
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -58,6 +60,20 @@ class Quota:
     def max_upload_bytes(self) -> int:
         """The upload size cap in bytes."""
         return int(self.max_upload_mb * 1024 * 1024)
+
+
+@dataclass(frozen=True)
+class ModelLimits:
+    """How a model submission is run (per case): wall time, memory, processes, archive size.
+
+    The model runs in :class:`~assay.models.Sandbox`: no network, an unprivileged user,
+    these limits; its stdout, stderr and per-case failures are never shown to the team.
+    """
+
+    timeout_s: float = 600.0
+    memory_mb: int = 8192
+    max_processes: int = 64
+    max_model_mb: float = 4096.0
 
 
 @dataclass(frozen=True)
@@ -126,7 +142,9 @@ class PhaseConfig:
     profile : the metric profile (``default``, ``touchstone``, ...).
     allow_missing : accept submissions that lack some cases (scored as missing).
     closed : no new submissions.
-    quota, policy : see :class:`Quota` and :class:`PrivacyPolicy`.
+    submission_kind : ``predictions`` (a zip of label maps or masks) or ``model`` (a zip of a
+        model with ``assay-model.yaml`` naming its command, run by the scorer per case).
+    quota, policy, model : see :class:`Quota`, :class:`PrivacyPolicy`, :class:`ModelLimits`.
     """
 
     name: str
@@ -137,8 +155,10 @@ class PhaseConfig:
     profile: str = "default"
     allow_missing: bool = False
     closed: bool = False
+    submission_kind: str = "predictions"
     quota: Quota = field(default_factory=Quota)
     policy: PrivacyPolicy = field(default_factory=PrivacyPolicy)
+    model: ModelLimits = field(default_factory=ModelLimits)
 
     @property
     def primary(self) -> str:
@@ -218,6 +238,15 @@ def phase_from_mapping(raw: Mapping[str, Any], where: str = "phase") -> PhaseCon
         policy_raw.setdefault("ladder", False)
         policy_raw.setdefault("auto_release", False)
     quota = _sub(Quota, quota_raw, f"{where}.quota")
+    model = _sub(ModelLimits, raw.get("model"), f"{where}.model")
+    submission_kind = raw.get("submission_kind", "predictions")
+    if submission_kind not in SUBMISSION_KINDS:
+        raise InputError(
+            f"{where}: submission_kind must be one of {', '.join(SUBMISSION_KINDS)}, got "
+            f"{submission_kind!r}."
+        )
+    if model.timeout_s <= 0 or model.memory_mb < 64 or model.max_processes < 1:
+        raise InputError(f"{where}.model: timeout_s > 0, memory_mb >= 64, max_processes >= 1.")
     policy = _sub(PrivacyPolicy, policy_raw, f"{where}.policy")
     if policy.mode not in ("policy", "raw"):
         raise InputError(f"{where}.policy.mode must be 'policy' or 'raw', got {policy.mode!r}.")
@@ -260,8 +289,10 @@ def phase_from_mapping(raw: Mapping[str, Any], where: str = "phase") -> PhaseCon
         profile=profile,
         allow_missing=bool(raw.get("allow_missing", False)),
         closed=bool(raw.get("closed", False)),
+        submission_kind=submission_kind,
         quota=quota,
         policy=policy,
+        model=model,
     )
 
 

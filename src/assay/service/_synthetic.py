@@ -117,3 +117,58 @@ def write_predictions(
         label_map = predicted_label_map(i, quality, seed=seed, model_seed=model_seed, flip=flip)
         write_image(folder / f"{case_id}.nii.gz", label_map, affine())
     return folder
+
+
+#: CT-like intensity (HU) of each synthetic structure in the images.
+INTENSITY = {"kidney_left": 150, "liver": 60, "spleen": 40}
+
+
+def write_images(folder: str | Path, n_cases: int, *, seed: int = 0) -> Path:
+    """The cases' input images ``CASE.nii.gz`` (int16, structures at their intensity plus
+    noise of SD 2 HU on a background of -100 HU), what a model submission is run on."""
+    folder = Path(folder)
+    for i in range(n_cases):
+        rng = np.random.default_rng([seed, i, 5])
+        image = np.full(SHAPE, -100.0)
+        for name, mask in case_masks(i, seed).items():
+            image[mask] = INTENSITY[name]
+        image += rng.normal(0.0, 2.0, SHAPE)
+        write_image(folder / f"case{i:04d}.nii.gz", np.round(image).astype(np.int16), affine())
+    return folder
+
+
+#: A model that needs nothing but Python's standard library (it runs as an unprivileged user
+#: that cannot see assay's environment): labels voxels by intensity band.
+THRESHOLD_MODEL = '''\
+"""Label a synthetic CT by intensity: kidney 130-170, liver 50-70, spleen 30-50 HU."""
+import array, gzip, struct, sys
+
+src, dst = sys.argv[1], sys.argv[2]
+raw = gzip.open(src).read()
+offset = int(struct.unpack("<f", raw[108:112])[0])
+voxels = array.array("h", raw[offset:])
+bands = ((130, 170, 1), (50, 70, 2), (30, 50, 3))
+labels = bytearray(len(voxels))
+for k, v in enumerate(voxels):
+    for low, high, value in bands:
+        if low <= v < high:
+            labels[k] = value
+header = bytearray(raw[:348])
+header[70:72] = struct.pack("<h", 2)      # datatype uint8
+header[72:74] = struct.pack("<h", 8)      # bitpix
+header[108:112] = struct.pack("<f", 352)  # vox_offset
+header[112:120] = struct.pack("<ff", 0, 0)  # no scaling
+with gzip.open(dst, "wb") as out:
+    out.write(bytes(header) + bytes(4) + bytes(labels))
+'''
+
+
+def write_model(folder: str | Path, script: str = THRESHOLD_MODEL) -> Path:
+    """A model submission folder: ``model.py`` and ``assay-model.yaml`` (its command)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "model.py").write_text(script, encoding="utf-8")
+    (folder / "assay-model.yaml").write_text(
+        "command: python3 model.py {input} {output_file}\n", encoding="utf-8"
+    )
+    return folder

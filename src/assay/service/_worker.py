@@ -27,7 +27,9 @@ import pandas as pd
 
 from assay.errors import InputError
 from assay.service._archive import RejectedUpload, extract_archive, validate_archive
+from assay.service._inference import check_private
 from assay.service._manifest import phase_manifest, reference_digest
+from assay.service._model_archive import validate_model_archive
 from assay.service._phase import PhaseConfig, phase_from_dict
 from assay.service._service import Service, ServiceError
 
@@ -147,17 +149,33 @@ def score_submission(
     manifest: Mapping[str, Any],
     reference: Path,
     *,
+    images: Path | None = None,
     workers: int = 1,
     scheduler: str | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> pd.DataFrame:
-    """Extract a validated archive and score it against the reference folder: the private
-    per-case rows (``case_id, structure, metric, value, status``) of the phase's cases and
-    metrics, sorted."""
+    """Extract a validated archive (or, in a model phase, run the model it holds on the
+    phase's ``images`` in the sandbox: :func:`~assay.service._inference.run_model`) and score
+    the predictions against the reference folder: the private per-case rows (``case_id,
+    structure, metric, value, status``) of the phase's cases and metrics, sorted."""
     from assay.scoring import score
 
     with tempfile.TemporaryDirectory(prefix="assay-score-") as tmp:
         folder = Path(tmp) / "predictions"
-        layout, _ = extract_archive(archive, manifest, folder, allow_missing=phase.allow_missing)
+        if phase.submission_kind == "model":
+            from assay.service._inference import run_model
+
+            if images is None:
+                raise InputError(
+                    f"Phase {phase.name!r} takes model submissions: give the worker the cases' "
+                    f"images with --images {phase.reference_set}=PATH."
+                )
+            run_model(archive, phase, manifest, images, folder, log=log)
+            layout = "labelmap"
+        else:
+            layout, _ = extract_archive(
+                archive, manifest, folder, allow_missing=phase.allow_missing
+            )
         labels = {int(k): v for k, v in manifest["labels"].items()}
         cases = _MemoryCases()
         score(
@@ -195,8 +213,10 @@ class Worker:
     """Runs jobs of ``kinds`` from ``source``.
 
     ``references`` maps a reference set name to its folder (scorers only; the digest is
-    checked once per folder). Leaderboards (database workers and the gate) read the
-    reference set's private case metadata from the database for subgroups.
+    checked once per folder); ``images`` maps it to the folder of the cases' input images
+    (``CASE.nii.gz``), for phases that take model submissions. Leaderboards (database
+    workers and the gate) read the reference set's private case metadata from the database
+    for subgroups.
     """
 
     def __init__(
@@ -205,6 +225,7 @@ class Worker:
         *,
         kinds: Sequence[str] = ("score", "leaderboard"),
         references: Mapping[str, Path] | None = None,
+        images: Mapping[str, Path] | None = None,
         service: Service | None = None,
         workers: int = 1,
         scheduler: str | None = None,
@@ -213,6 +234,7 @@ class Worker:
         self.source = source
         self.kinds = tuple(kinds)
         self.references = {k: Path(v) for k, v in (references or {}).items()}
+        self.images = {k: Path(v) for k, v in (images or {}).items()}
         self.service = service
         self.workers = workers
         self.scheduler = scheduler
@@ -258,13 +280,17 @@ class Worker:
                 reference = self._reference(job["reference_set"], job["reference_digest"])
                 with tempfile.TemporaryDirectory(prefix="assay-job-") as tmp:
                     archive = self.source.fetch_archive(job, Path(tmp))
+                    if phase.submission_kind == "model":
+                        check_private(reference, "reference")
                     rows = score_submission(
                         archive,
                         phase,
                         job["manifest"],
                         reference,
+                        images=self.images.get(job["reference_set"]),
                         workers=self.workers,
                         scheduler=self.scheduler,
+                        log=self.log,
                     )
                 if beat.lost.is_set():
                     self.log(f"job {job_id}: lease lost; another worker redoes it")
@@ -302,7 +328,10 @@ class Worker:
         archive = self.service.archive_of(job)
         worker = getattr(self.source, "worker", "")
         try:
-            validate_archive(archive, manifest, allow_missing=phase.allow_missing)
+            if phase.submission_kind == "model":
+                validate_model_archive(archive, phase.model)
+            else:
+                validate_archive(archive, manifest, allow_missing=phase.allow_missing)
         except RejectedUpload as exc:
             self.service.validated(int(job["job_id"]), worker, (exc.code, exc.reason))
             self.log(
