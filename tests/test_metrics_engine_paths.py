@@ -12,6 +12,7 @@ choices, as in ``test_metrics_parity.py``).
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import Any
 
@@ -23,7 +24,14 @@ from numpy.typing import NDArray
 import assay.metrics._distances as distances_module
 from assay.metrics import bounding_box, lattice_distance, nearest_distances, surface_distances
 from assay.metrics._edt import nearest_squared, run_concurrently
-from assay.metrics._geometry import _box_strided
+from assay.metrics._geometry import (
+    _box_strided,
+    neighbour_codes,
+    padded_crop,
+    surfel_area_table,
+    voxel_surface,
+)
+from assay.metrics._surface import _surfel_points, _voxel_points
 
 BoolArray = NDArray[np.bool_]
 Spacing = tuple[float, float, float]
@@ -162,9 +170,10 @@ def test_nearest_distances_branches_equal_brute_force(
     spacing: Spacing, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Shells only (shift 2), the up-front switch of every point to the transform (shift 12,
-    minimum point count lowered for a small grid), shells then the k-d tree (a far blob), and
-    shells cut by the budget then the transform: each == brute force, and the branch is the
-    one named (spies on the transform and the tree)."""
+    minimum point count lowered for a small grid) on the estimated cost of all shells and on
+    that of the first shells alone, shells then the k-d tree (a far blob), and shells cut by
+    the budget then the transform: each == brute force, and the branch is the one named
+    (spies on the transform and the tree)."""
     calls: dict[str, list[int]] = {"transform": [], "tree": []}
     transform, tree = distances_module.nearest_squared, distances_module._tree_distances
 
@@ -197,7 +206,11 @@ def test_nearest_distances_branches_equal_brute_force(
     query = far.copy()
     query[85:88, 2:5, 2:5] = True  # 27 points > 40 voxels from the target: the tree
     assert run(query, far) == (0, 1) and calls["tree"] == [27]
-    monkeypatch.setattr(distances_module, "_SWITCH_RATIO", 1e9)  # no up-front switch
+    monkeypatch.setattr(distances_module, "_SWITCH_RATIO", 1e9)  # no switch on total cost
+    ref, pred = _shifted_pair(12)
+    # ... but the first shells would leave many points to the transform: all at once
+    assert run(ref, pred) == (1, 0) and calls["transform"] == [n]
+    monkeypatch.setattr(distances_module, "_SWITCH_FIRST_TESTS", math.inf)  # no up-front switch
     monkeypatch.setattr(distances_module, "_TREE_TESTS_PER_TARGET", 0)  # no shells past R1
     t, _ = run(ref, pred)
     assert t == 1 and 0 < calls["transform"][0] < n  # shells first, the rest transformed
@@ -272,6 +285,28 @@ def test_surface_distances_threads_equal_sequential_and_deepmind(spacing: Spacin
         differ = got != want
         assert np.all(want[differ] - got[differ] <= 2 * np.spacing(want[differ]))
         assert np.count_nonzero(differ) <= 0.01 * got.size
+
+
+def test_compiled_surfaces_equal_numpy_surfaces() -> None:
+    """The compiled surfel and voxel-surface passes of ``surface_distances`` == the numpy
+    definitions (:func:`neighbour_codes`, :func:`voxel_surface`), their ``np.nonzero`` points
+    and surfel areas, on random masks of every density, thin and one-voxel ones included."""
+    rng = np.random.default_rng(3)
+    table = surfel_area_table((0.8, 0.8, 1.5))
+    for _ in range(60):
+        shape = tuple(int(v) for v in rng.integers(1, 14, 3))
+        mask = rng.random(shape) < rng.choice([0.0, 0.05, 0.5, 0.95, 1.0])
+        padded = padded_crop(mask, FULL_BOX)
+        codes = neighbour_codes(padded)
+        on = (codes != 0) & (codes != 255)
+        grid, *points, area = _surfel_points(padded.view(np.uint8), table)
+        assert np.array_equal(grid, on)
+        assert all(np.array_equal(u, v) for u, v in zip(points, np.nonzero(on), strict=True))
+        assert np.array_equal(area, table[codes[on]])
+        surface = voxel_surface(padded)
+        grid, *points = _voxel_points(padded.view(np.uint8))
+        assert np.array_equal(grid, surface)
+        assert all(np.array_equal(u, v) for u, v in zip(points, np.nonzero(surface), strict=True))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -114,9 +114,6 @@ def worker_command(
     token: Annotated[
         str | None, typer.Option(help="A worker token (with --url).", envvar="ASSAY_TOKEN")
     ] = None,
-    storage: Annotated[
-        Path | None, typer.Option(help="The service's storage folder (with --db).")
-    ] = None,
     lease: Annotated[float, typer.Option(help="Lease in seconds, renewed by a heartbeat.")] = 60.0,
     workers: Annotated[int, typer.Option(help="Local processes per submission.")] = 1,
     scheduler: Annotated[
@@ -154,7 +151,7 @@ def worker_command(
             )
         else:
             assert db is not None
-            service = _service(db, storage)
+            service = _service(db)
             worker = Worker(
                 DatabaseSource(service, lease_s=lease),
                 references=refs,

@@ -14,8 +14,10 @@ the first offset that holds a target voxel settles it. Most surface points of a 
 prediction lie within a few voxels of the other surface, so almost all settle in the first
 shells. Before any shell, a sample of the points shows what the shells would cost: when
 that is more than the exact separable transform of :mod:`assay.metrics._edt` (numba, the
-same float64 minimum) would cost (a large shift, a missed part: see ``_SWITCH_RATIO``),
-every point goes to the transform at once. Otherwise the shells run up to a first radius
+same float64 minimum) would cost (a large shift, a missed part: see ``_SWITCH_RATIO``), or
+when the points the first shells leave would go to the transform anyway and those shells
+are not cheap (a shift by 8 voxels: ``_SWITCH_FIRST_TESTS``), every point goes to the
+transform at once. Otherwise the shells run up to a first radius
 for every point and on for the rest while cheaper than a k-d tree; points left then go to
 the transform when they are many, and to a k-d tree over the target points when few (a
 small false-positive blob), whose answer is recomputed from integer offsets as above.
@@ -64,6 +66,11 @@ _EDT_VOXELS_PER_POINT = 400
 _SWITCH_SAMPLE = 256
 _SWITCH_RATIO = 1.5
 _SWITCH_PER_POINT = 200
+#: Every point also goes to the transform at once when the sample shows that the points left
+#: after the first radius would go to it anyway and the shells up to that radius cost this
+#: many tests per point: the transform's pass over the box is then paid in any case, and it
+#: settles a near point for less than that (a shift by 8 voxels: ~120 tests per point).
+_SWITCH_FIRST_TESTS = 60
 
 
 def lattice_distance(offsets: NDArray[np.integer], spacing_mm: Spacing) -> NDArray[np.float64]:
@@ -103,7 +110,11 @@ def _shells(spacing_mm: Spacing) -> tuple[NDArray[np.int64], NDArray[np.float64]
 
 
 def nearest_distances(
-    query: NDArray[np.bool_], target: NDArray[np.bool_], spacing_mm: Spacing
+    query: NDArray[np.bool_],
+    target: NDArray[np.bool_],
+    spacing_mm: Spacing,
+    *,
+    query_points: tuple[NDArray[np.intp], ...] | None = None,
 ) -> NDArray[np.float64]:
     """Distance from each True voxel of ``query`` (C order) to the nearest True of ``target``.
 
@@ -111,23 +122,30 @@ def nearest_distances(
     ----------
     query, target : bool arrays of the same 3-D shape.
     spacing_mm : voxel spacing in mm, array-axis order.
+    query_points : ``np.nonzero(query)`` when already known (saves a pass over ``query``).
 
     Returns
     -------
     float64 array with one distance per True voxel of ``query``, in ``np.nonzero`` order.
     ``+inf`` everywhere when ``target`` is empty; empty when ``query`` is.
     """
-    q_idx = _nonzero(query)
+    q_idx = _nonzero(query) if query_points is None else query_points
     n = q_idx[0].size
     out = np.full(n, np.inf)
     if n == 0 or not target.any():
         return out
     offsets, dist, starts = _shells(spacing_mm)
     box = target.size
-    if _use_transform(n, box) and _shells_cost(q_idx, target, offsets) >= (
-        _SWITCH_RATIO * box + _SWITCH_PER_POINT * n
-    ):
-        return np.sqrt(nearest_squared(target, (q_idx[0], q_idx[1], q_idx[2]), spacing_mm))
+    bounds = np.r_[starts, dist.size]
+    first_radius = int(
+        bounds[np.searchsorted(dist[starts], _ball_radius(spacing_mm, _SHELL_OFFSETS), "right")]
+    )
+    if _use_transform(n, box):
+        cost, cost_first, left = _shells_cost(q_idx, target, offsets, first_radius)
+        if cost >= _SWITCH_RATIO * box + _SWITCH_PER_POINT * n or (
+            _use_transform(int(left), box) and cost_first >= _SWITCH_FIRST_TESTS * n
+        ):
+            return np.sqrt(nearest_squared(target, (q_idx[0], q_idx[1], q_idx[2]), spacing_mm))
     r = np.abs(offsets).max(axis=0)
     padded = np.zeros(tuple(s + 2 * int(k) for s, k in zip(target.shape, r, strict=True)), bool)
     padded[tuple(slice(int(k), int(k) + s) for s, k in zip(target.shape, r, strict=True))] = target
@@ -137,10 +155,6 @@ def nearest_distances(
     deltas = offsets @ strides
     # Shells up to the first radius for every point, then beyond it for the points left,
     # while they cost less than building a k-d tree over the target would.
-    bounds = np.r_[starts, dist.size]
-    first_radius = int(
-        bounds[np.searchsorted(dist[starts], _ball_radius(spacing_mm, _SHELL_OFFSETS), "right")]
-    )
     remaining = np.arange(n)
     lo = 0
     for hi in (first_radius, -1):
@@ -188,9 +202,14 @@ def _first_hits(
 
 
 def _shells_cost(
-    q_idx: tuple[NDArray[np.intp], ...], target: NDArray[np.bool_], offsets: NDArray[np.int64]
-) -> float:
-    """Estimated point-offset tests the shells ``offsets`` would take to settle ``q_idx``.
+    q_idx: tuple[NDArray[np.intp], ...],
+    target: NDArray[np.bool_],
+    offsets: NDArray[np.int64],
+    first_radius: int,
+) -> tuple[float, float, float]:
+    """Estimated point-offset tests the shells ``offsets`` would take to settle ``q_idx``,
+    those they take up to the first radius (the first ``first_radius`` offsets), and the
+    number of points left unsettled there.
 
     From an evenly spaced sample: each point costs the offsets up to its first hit (all of
     them when none hits).
@@ -198,7 +217,12 @@ def _shells_cost(
     step = max(1, q_idx[0].size // _SWITCH_SAMPLE)
     sample = np.stack([np.ascontiguousarray(c[::step], dtype=np.int64) for c in q_idx], axis=1)
     first = _first_hits_checked(target, sample, offsets)
-    return float(q_idx[0].size / len(sample) * np.minimum(first + 1, len(offsets)).sum())
+    scale = q_idx[0].size / len(sample)
+    return (
+        float(scale * np.minimum(first + 1, len(offsets)).sum()),
+        float(scale * np.minimum(first + 1, first_radius).sum()),
+        float(scale * np.count_nonzero(first >= first_radius)),
+    )
 
 
 @_compiled(parallel=False)

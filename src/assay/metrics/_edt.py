@@ -17,13 +17,15 @@ addition:
     G0(q0, t1, t2) = A[min_{t0} |t0 - q0|]     (A is non-decreasing).
 
 Step 1, for the whole box: the column distances ``min_{t0} |t0 - q0|`` along axis 0 (two
-scans, 2 bytes per voxel) and their minimum per line of axis 2. Then, per plane of axis 0
-that holds query points, one of two paths, both exact (every minimum is taken over float64
-values computed as above, and a candidate is only ever skipped when a lower bound of it
-already reaches the best value):
+branch-free scans that vectorise, 2 bytes per voxel) and their minimum per line of axis 2.
+Then, per plane of axis 0 that holds query points, one of two paths, both exact (every
+minimum is taken over float64 values computed as above, and a candidate is only ever skipped
+when a lower bound of it already reaches the best value):
 
 * ``scan``: at each query point, a direct scan of the terms over (t1, t2), lines of axis 2
-  taken outward from the query's. A line at offset d1 is skipped when
+  taken outward from the query's, starting from an upper bound (the exact minimum over the
+  query's own line of axis 2, taken outward from q2 and cut as it goes, and over the
+  nearest part of its line of axis 1). A line at offset d1 is skipped when
   ``fl(A[its smallest column distance] + B[d1])``, a lower bound of all its terms, reaches
   the best value, and the scan stops once ``B[d1]`` does; within a line only the window of
   t2 with ``fl(that bound + C[|t2 - q2|])`` below the best value is evaluated. Its cost is
@@ -39,11 +41,13 @@ already reaches the best value):
   scan outward from q2 at the query points, cut once C[d] reaches the best value. Its cost is
   one pass over the plane, whatever the distances (a missed half, a far blob).
 
-The path is chosen per plane from a cheap upper bound of each query's D (the exact minimum
-over its own lines of axes 1 and 2): the scan when its estimated terms stay below
-``_SCAN_TERMS_PER_VOXEL`` per voxel of the plane. The first transform's envelope lost a
-tie flag raised for a query beyond the parabola being added (at a three-way crossing), and
-could return the larger of two float64 values there; the flags are now cleared first.
+The path is chosen per plane from that upper bound of D at a sample of the plane's queries
+(every ``_ESTIMATE_STEP``-th): the scan when its estimated terms stay below
+``_SCAN_TERMS_PER_VOXEL`` per voxel of the plane, its terms estimated line by line as if
+the best value stayed at that bound (an upper bound; :func:`_estimates`). The first
+transform's envelope lost a tie flag raised for a query beyond the parabola being added (at
+a three-way crossing), and could return the larger of two float64 values there; the flags
+are now cleared first.
 
 The heavy kernels are compiled with ``@njit(cache=True, parallel=True, nogil=True)``: they
 use numba's threads when called alone, and release the GIL so that callers can run several
@@ -71,15 +75,19 @@ _T = TypeVar("_T")
 #: Crossings of model parabolas closer than this (in voxels) to an integer are (near) ties.
 _TOL = 1e-6
 #: Path choice per plane of axis 0: the pruned scan is taken when its estimated terms for the
-#: plane's queries are at most this many per voxel of the plane. The estimate is the ellipse
-#: of radius sqrt(best0), which the scan's line pruning undercuts several times over; an
-#: envelope costs 5-7 scanned terms per voxel (measured on the benchmark's error profiles).
-_SCAN_TERMS_PER_VOXEL = 24.0
+#: plane's queries (:func:`_estimates`, an upper bound) are at most this many per voxel of the
+#: plane; an envelope costs about 10 scanned terms per voxel.
+_SCAN_TERMS_PER_VOXEL = 8.0
+#: A line the scan visits costs about as much as this many scanned terms.
+_LINE_TERMS = 2.0
 #: The envelope path holds its planes' G1 (8 bytes per voxel) for at most this many voxels
 #: at a time, so that a CT-sized box stays well under 1 GB.
 _ENVELOPE_BATCH_VOXELS = 1 << 24
 #: The upper bound of a query's D also looks this many voxels along its line of axis 1.
 _BOUND_REACH = 16
+#: The path choice estimates the scan's cost from every this many-th query (and the first of
+#: each run of queries in one plane); each sample stands for the queries up to the next.
+_ESTIMATE_STEP = 32
 #: Parallel loops hand out blocks of this many items round-robin, several chunks per thread,
 #: so that uneven costs (a missed half, a far blob) spread over the threads.
 _BLOCK = 64
@@ -88,8 +96,11 @@ _CHUNKS_PER_THREAD = 8
 Path = Literal["auto", "scan", "envelope"]
 
 
-def _compiled(parallel: bool) -> Callable[[_F], _F]:
-    return cast(Callable[[_F], _F], njit(cache=True, parallel=parallel, nogil=True))
+def _compiled(parallel: bool, inline: bool = False) -> Callable[[_F], _F]:
+    """numba's ``njit`` with the on-disk cache and the GIL released; ``inline``: inlined into
+    its callers by numba (``inline="always"``) instead of called."""
+    jit = njit(cache=True, parallel=parallel, nogil=True, inline="always" if inline else "never")
+    return cast(Callable[[_F], _F], jit)
 
 
 def square_table(n: int, step: float) -> NDArray[np.float64]:
@@ -183,30 +194,34 @@ def _columns(target: NDArray[np.bool_], dtype: Any) -> tuple[NDArray[Any], NDArr
     ``col[x, y, z]`` is the distance in voxels along axis 0 from (x, y, z) to the nearest
     target of its column, ``n0`` (the length of axis 0) standing for "none";
     ``line_min[x, y] = min_z col[x, y, z]``. Two scans along axis 0, the lines of axis 2
-    contiguous.
+    contiguous, in 32-bit integers and without branches (so that they vectorise; axis 0 is
+    far shorter than 2**30 voxels).
     """
     n0, n1, n2 = target.shape
     col = np.empty((n0, n1, n2), dtype=dtype)
     line_min = np.empty((n0, n1), dtype=np.int64)
+    none = np.int32(n0)
     for y in prange(n1):
-        last = np.empty(n2, dtype=np.int64)
+        last = np.empty(n2, dtype=np.int32)
         last[:] = -n0 - 1
         for x in range(n0):
             tx = target[x, y]
             cx = col[x, y]
+            xi = np.int32(x)
             for z in range(n2):
-                if tx[z]:
-                    last[z] = x
-                cx[z] = min(x - last[z], n0)
+                seen = xi if tx[z] else last[z]
+                last[z] = seen
+                cx[z] = min(xi - seen, none)
         last[:] = 2 * n0 + 1
         for x in range(n0 - 1, -1, -1):
             tx = target[x, y]
             cx = col[x, y]
-            low = n0
+            xi = np.int32(x)
+            low = none
             for z in range(n2):
-                if tx[z]:
-                    last[z] = x
-                d = min(np.int64(cx[z]), last[z] - x)
+                seen = xi if tx[z] else last[z]
+                last[z] = seen
+                d = min(np.int32(cx[z]), seen - xi)
                 cx[z] = d
                 low = min(low, d)
             line_min[x, y] = low
@@ -227,22 +242,80 @@ def _line_min(
 
     ``low = fl(a[min(line)] + b1)`` bounds every term of the line from below, so only the
     window of t with ``fl(low + c[|t - z|]) < best`` can lower ``best``; it is evaluated
-    without branches (``a[n0] = inf`` stands for "no target in this column").
+    without branches (``a[n0] = inf`` stands for "no target in this column"), the two sides
+    of z as two independent minima (a minimum does not depend on the order it is taken in).
     """
     n2 = line.size
     best = min(best, (a[line[z]] + b1) + c[0])
     w = 0
     while w + 1 < n2 and low + c[w + 1] < best:
         w += 1
-    for t in range(z + 1, min(n2, z + w + 1)):
-        best = min(best, (a[line[t]] + b1) + c[t - z])
-    for t in range(max(0, z - w), z):
-        best = min(best, (a[line[t]] + b1) + c[z - t])
+    hi = min(n2 - 1 - z, w)
+    lo = min(z, w)
+    both = min(hi, lo)
+    up = best
+    down = best
+    for k in range(1, both + 1):
+        ck = c[k]
+        up = min(up, (a[line[z + k]] + b1) + ck)
+        down = min(down, (a[line[z - k]] + b1) + ck)
+    for k in range(both + 1, hi + 1):
+        up = min(up, (a[line[z + k]] + b1) + c[k])
+    for k in range(both + 1, lo + 1):
+        down = min(down, (a[line[z - k]] + b1) + c[k])
+    return min(up, down)
+
+
+@_compiled(parallel=False)
+def _own_line_min(
+    line: NDArray[Any], a: NDArray[np.float64], c: NDArray[np.float64], z: int, low: float
+) -> float:
+    """:func:`_line_min` of the query's own line (``b1 = 0``) from ``best = inf``, taken
+    outward from z and cut as soon as ``fl(low + c[k])`` reaches the best value so far (the
+    fixed window of :func:`_line_min` would be the whole line)."""
+    n2 = line.size
+    best: float = a[line[z]] + c[0]
+    for k in range(1, n2):
+        ck = c[k]
+        if low + ck >= best or (z - k < 0 and z + k >= n2):
+            break
+        if z + k < n2:
+            best = min(best, a[line[z + k]] + ck)
+        if z - k >= 0:
+            best = min(best, a[line[z - k]] + ck)
+    return best
+
+
+@_compiled(parallel=False, inline=True)  # inlined: faster in the scan's loop than a call
+def _upper_bound(
+    cx: NDArray[Any],
+    lm: NDArray[np.int64],
+    a: NDArray[np.float64],
+    b: NDArray[np.float64],
+    c: NDArray[np.float64],
+    y: int,
+    z: int,
+) -> float:
+    """An upper bound of D at (x, y, z), ``cx = col[x]``, ``lm = line_min[x]``: the exact
+    minimum over the query's own line of axis 2 and the part of its line of axis 1 within
+    ``_BOUND_REACH`` voxels (``inf`` when they hold no target)."""
+    n0 = a.size - 1
+    n1 = cx.shape[0]
+    best = np.inf
+    if lm[y] < n0:
+        best = _own_line_min(cx[y], a, c, z, a[lm[y]])
+    for d in range(1, min(n1, _BOUND_REACH + 1)):
+        if b[d] >= best or (y - d < 0 and y + d >= n1):
+            break
+        if y - d >= 0:
+            best = min(best, (a[cx[y - d, z]] + b[d]) + c[0])
+        if y + d < n1:
+            best = min(best, (a[cx[y + d, z]] + b[d]) + c[0])
     return best
 
 
 @_compiled(parallel=True)
-def _bounds(
+def _estimates(
     col: NDArray[Any],
     line_min: NDArray[np.int64],
     a: NDArray[np.float64],
@@ -251,38 +324,34 @@ def _bounds(
     q0: NDArray[np.int64],
     q1: NDArray[np.int64],
     q2: NDArray[np.int64],
-    s1: float,
     s2: float,
-    chunks: int,
-) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """Per query: ``best0``, the exact minimum over its own line of axis 2 and the part of
-    its line of axis 1 within ``_BOUND_REACH`` voxels (an upper bound of D, ``inf`` when they
-    hold no target), and the area in terms of the ellipse of
-    radius ``sqrt(best0)`` that :func:`_scan` covers at most (its cost estimate)."""
-    n0, n1, _ = col.shape
+) -> NDArray[np.float64]:
+    """Per query, the cost of :func:`_scan` in scanned terms if its best value never fell
+    below ``best0`` (:func:`_upper_bound`): ``_LINE_TERMS`` per line it visits, plus for each
+    line not skipped by its lower bound ``low`` the window of half-width
+    ``sqrt(best0 - low) / s2`` that it evaluates; ``inf`` when ``best0`` is."""
+    n0, n1, n2 = col.shape
     m = q0.size
-    best0 = np.empty(m, dtype=np.float64)
     est = np.empty(m, dtype=np.float64)
-    for t in prange(chunks):
-        for i0 in range(t * _BLOCK, m, chunks * _BLOCK):
-            for i in range(i0, min(i0 + _BLOCK, m)):
-                x, y, z = q0[i], q1[i], q2[i]
-                cx = col[x]
-                lm = line_min[x]
-                best = np.inf
-                if lm[y] < n0:
-                    best = _line_min(cx[y], a, b[0], c, z, a[lm[y]] + b[0], best)
-                for d in range(1, min(n1, _BOUND_REACH + 1)):  # its own line of axis 1, near q
-                    if b[d] >= best or (y - d < 0 and y + d >= n1):
-                        break
-                    if y - d >= 0:
-                        best = min(best, (a[cx[y - d, z]] + b[d]) + c[0])
-                    if y + d < n1:
-                        best = min(best, (a[cx[y + d, z]] + b[d]) + c[0])
-                best0[i] = best
-                r = math.sqrt(best)
-                est[i] = (math.pi * r / s1 + 2.0) * (r / s2 + 1.0)
-    return best0, est
+    for i in prange(m):
+        x, y, z = q0[i], q1[i], q2[i]
+        cx = col[x]
+        lm = line_min[x]
+        best = _upper_bound(cx, lm, a, b, c, y, z)
+        terms = 0.0 if best < np.inf else np.inf
+        for d in range(0, n1 if best < np.inf else 0):
+            if b[d] >= best or (y - d < 0 and y + d >= n1):
+                break
+            for side in range(2 if d > 0 else 1):
+                yy = y - d if side == 0 else y + d
+                if 0 <= yy < n1:
+                    terms += _LINE_TERMS
+                    if lm[yy] < n0:
+                        room = best - (a[lm[yy]] + b[d])
+                        if room > 0.0:
+                            terms += 2.0 * min(math.sqrt(room) / s2, n2) + 1.0
+        est[i] = terms
+    return est
 
 
 @_compiled(parallel=True)
@@ -295,15 +364,14 @@ def _scan(
     q0: NDArray[np.int64],
     q1: NDArray[np.int64],
     q2: NDArray[np.int64],
-    best0: NDArray[np.float64],
     chunks: int,
 ) -> NDArray[np.float64]:
     """D at the query points by a pruned scan of their plane of axis 0 (path ``scan``).
 
-    Lines of axis 2 are taken outward from the query's own (whose minimum ``best0`` already
-    holds); at offset d1 the scan stops once ``b[d1]`` reaches the best value (a lower bound
-    of every term of that line and of farther ones), and skips a line whose own lower bound
-    ``fl(a[line_min] + b[d1])`` does.
+    From the upper bound of :func:`_upper_bound`, lines of axis 2 are taken outward from
+    the query's own; at offset d1 the scan stops once ``b[d1]`` reaches the best value (a
+    lower bound of every term of that line and of farther ones), and skips a line whose own
+    lower bound ``fl(a[line_min] + b[d1])`` does.
     """
     n0, n1, _ = col.shape
     m = q0.size
@@ -314,7 +382,7 @@ def _scan(
                 x, y, z = q0[i], q1[i], q2[i]
                 cx = col[x]
                 lm = line_min[x]
-                best = best0[i]
+                best = _upper_bound(cx, lm, a, b, c, y, z)
                 for d in range(1, n1):
                     if b[d] >= best or (y - d < 0 and y + d >= n1):
                         break
@@ -430,17 +498,22 @@ def nearest_squared(
     chunks = _CHUNKS_PER_THREAD * get_num_threads()
     col, line_min = _columns(np.ascontiguousarray(target), dtype)
     s1, s2 = float(spacing_mm[1]), float(spacing_mm[2])
-    best0, est = _bounds(col, line_min, a, b, c, q0, q1, q2, s1, s2, chunks)
-    if path == "auto":
-        plane_terms = np.bincount(q0, weights=est, minlength=n0)
+    if path == "auto":  # the scan's estimated terms per plane, from a sample of the queries
+        pick = np.flatnonzero((np.arange(q0.size) % _ESTIMATE_STEP == 0) | _plane_starts(q0))
+        est = _estimates(col, line_min, a, b, c, q0[pick], q1[pick], q2[pick], s2)
+        weight = np.diff(np.append(pick, q0.size))  # each sample stands for the queries after it
+        plane_terms = np.bincount(q0[pick], weights=est * weight, minlength=n0)
         scan_plane = plane_terms <= _SCAN_TERMS_PER_VOXEL * (n1 * n2)
     else:
         scan_plane = np.full(n0, path == "scan")
+    if scan_plane.all():  # the common case: no copies of the queries
+        out: NDArray[np.float64] = _scan(col, line_min, a, b, c, q0, q1, q2, chunks)
+        return out
     by_scan = scan_plane[q0]
     out = np.empty(q0.size, dtype=np.float64)
     if by_scan.any():
         s = np.flatnonzero(by_scan)
-        out[s] = _scan(col, line_min, a, b, c, q0[s], q1[s], q2[s], best0[s], chunks)
+        out[s] = _scan(col, line_min, a, b, c, q0[s], q1[s], q2[s], chunks)
     if not by_scan.all():
         inv_s = 1.0 / (s1 * s1)
         env_planes = np.unique(q0[~by_scan])
@@ -452,6 +525,13 @@ def nearest_squared(
             e = np.flatnonzero(~by_scan & (plane_index[q0] >= 0))
             g = _envelopes(col, a, b, inv_s, planes, chunks)
             out[e] = _along_axis2(g, plane_index, c, q0[e], q1[e], q2[e])
+    return out
+
+
+def _plane_starts(q0: NDArray[np.int64]) -> NDArray[np.bool_]:
+    """Whether each query starts a run of queries in one plane of axis 0."""
+    out = np.ones(q0.size, dtype=bool)
+    out[1:] = q0[1:] != q0[:-1]
     return out
 
 

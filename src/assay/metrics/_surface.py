@@ -26,21 +26,17 @@ from functools import partial
 from typing import Any, Literal
 
 import numpy as np
+from numba import prange
 from numpy.typing import NDArray
 
 from assay.errors import InputError
 from assay.metrics._distances import Spacing, nearest_distances
-from assay.metrics._edt import run_concurrently
-from assay.metrics._geometry import (
-    BoolArray,
-    Box,
-    neighbour_codes,
-    padded_crop,
-    surfel_area_table,
-    voxel_surface,
-)
+from assay.metrics._edt import _compiled, run_concurrently
+from assay.metrics._geometry import BoolArray, Box, padded_crop, surfel_area_table
 
 FloatArray = NDArray[np.float64]
+IndexArray = NDArray[np.int64]
+Points = tuple[IndexArray, IndexArray, IndexArray]
 NSDVariant = Literal["surfel", "voxel"]
 HD95Variant = Literal["max", "pooled", "surfel"]
 
@@ -97,34 +93,26 @@ def surface_distances(
     box : a box holding every True voxel of both masks (e.g. their union bounding box).
     voxels, surfels : which surface definitions to compute.
     """
-    p = padded_crop(pred, box)
-    r = padded_crop(ref, box)
+    p = padded_crop(pred, box).view(np.uint8)
+    r = padded_crop(ref, box).view(np.uint8)
     empty = np.empty(0)
     spacing = (float(spacing_mm[0]), float(spacing_mm[1]), float(spacing_mm[2]))
+    table = surfel_area_table(spacing)
 
-    def voxel_sets() -> tuple[BoolArray, BoolArray]:
-        return voxel_surface(r), voxel_surface(p)
-
-    def surfel_sets() -> tuple[BoolArray, BoolArray, FloatArray, FloatArray]:
-        cr, cp = neighbour_codes(r), neighbour_codes(p)
-        br = (cr != 0) & (cr != 255)
-        bp = (cp != 0) & (cp != 255)
-        table = surfel_area_table(spacing)
-        return br, bp, table[cr.ravel()[np.flatnonzero(br)]], table[cp.ravel()[np.flatnonzero(bp)]]
-
-    # Surfaces first, then the (up to four) directed queries, on two or more threads where
-    # numba allows it (:func:`run_concurrently`); the heavier surfel queries go first.
+    # Surfaces first (one task per mask and definition), then the (up to four) directed
+    # queries, on two or more threads where numba allows it (:func:`run_concurrently`); the
+    # heavier surfel queries go first.
     sets: list[Callable[[], tuple[Any, ...]]] = []
     if surfels:
-        sets.append(surfel_sets)
+        sets += [partial(_surfel_points, r, table), partial(_surfel_points, p, table)]
     if voxels:
-        sets.append(voxel_sets)
+        sets += [partial(_voxel_points, r), partial(_voxel_points, p)]
     made = run_concurrently(sets)
     queries: list[Callable[[], FloatArray]] = []
-    for found in made:
-        a, b = found[0], found[1]
-        queries.append(partial(nearest_distances, a, b, spacing_mm))
-        queries.append(partial(nearest_distances, b, a, spacing_mm))
+    for k in range(0, len(made), 2):
+        (a, *pa), (b, *pb) = made[k][:4], made[k + 1][:4]
+        queries.append(partial(nearest_distances, a, b, spacing_mm, query_points=_points(pa)))
+        queries.append(partial(nearest_distances, b, a, spacing_mm, query_points=_points(pb)))
     dist = run_concurrently(queries)
     ref_to_pred, pred_to_ref = (dist[-2], dist[-1]) if voxels else (empty, empty)
     if not surfels:
@@ -134,9 +122,111 @@ def surface_distances(
         pred_to_ref,
         surfel_ref_to_pred=dist[0],
         surfel_pred_to_ref=dist[1],
-        surfel_area_ref=made[0][2],
-        surfel_area_pred=made[0][3],
+        surfel_area_ref=made[0][4],
+        surfel_area_pred=made[1][4],
     )
+
+
+def _points(arrays: list[Any]) -> Points:
+    """The three index arrays of a surface (from :func:`_surfel_points`, :func:`_voxel_points`)."""
+    return arrays[0], arrays[1], arrays[2]
+
+
+@_compiled(parallel=False)
+def _plane_offsets(counts: IndexArray) -> tuple[IndexArray, IndexArray, IndexArray, IndexArray]:
+    """Start of each plane's points in C order, and three coordinate arrays to fill."""
+    starts = np.zeros(counts.size + 1, dtype=np.int64)
+    for i in range(counts.size):
+        starts[i + 1] = starts[i] + counts[i]
+    n = starts[-1]
+    return (
+        starts,
+        np.empty(n, dtype=np.int64),
+        np.empty(n, dtype=np.int64),
+        np.empty(n, dtype=np.int64),
+    )
+
+
+@_compiled(parallel=True)
+def _surfel_points(
+    padded: NDArray[np.uint8], table: FloatArray
+) -> tuple[BoolArray, IndexArray, IndexArray, IndexArray, FloatArray]:
+    """DeepMind surfels of a zero-padded mask (as uint8) in one compiled pass.
+
+    Returns the corner-grid mask of :func:`~assay.metrics._geometry.neighbour_codes` codes
+    other than 0 and 255 (one element fewer than ``padded`` along each axis), its True
+    points in C order (three index arrays) and their areas ``table[code]``: the same as
+    ``np.nonzero`` of that mask and ``table[codes[mask]]``.
+    """
+    n0, n1, n2 = padded.shape
+    m0, m1, m2 = n0 - 1, n1 - 1, n2 - 1
+    grid = np.zeros((m0, m1, m2), dtype=np.bool_)
+    codes = np.empty((m0, m1, m2), dtype=np.uint8)
+    counts = np.zeros(m0, dtype=np.int64)
+    for i in prange(m0):
+        lo, hi = padded[i], padded[i + 1]
+        count = 0
+        for j in range(m1):
+            a0, a1, b0, b1 = lo[j], lo[j + 1], hi[j], hi[j + 1]
+            for k in range(m2):
+                code = (
+                    (a0[k] << 7)
+                    | (a0[k + 1] << 6)
+                    | (a1[k] << 5)
+                    | (a1[k + 1] << 4)
+                    | (b0[k] << 3)
+                    | (b0[k + 1] << 2)
+                    | (b1[k] << 1)
+                    | b1[k + 1]
+                )
+                codes[i, j, k] = code
+                on = code != 0 and code != 255
+                grid[i, j, k] = on
+                count += on
+        counts[i] = count
+    starts, q0, q1, q2 = _plane_offsets(counts)
+    area = np.empty(q0.size, dtype=np.float64)
+    for i in prange(m0):
+        at = starts[i]
+        for j in range(m1):
+            for k in range(m2):
+                if grid[i, j, k]:
+                    q0[at], q1[at], q2[at] = i, j, k
+                    area[at] = table[codes[i, j, k]]
+                    at += 1
+    return grid, q0, q1, q2, area
+
+
+@_compiled(parallel=True)
+def _voxel_points(
+    padded: NDArray[np.uint8],
+) -> tuple[BoolArray, IndexArray, IndexArray, IndexArray]:
+    """:func:`~assay.metrics._geometry.voxel_surface` of a zero-padded mask (as uint8) and
+    its True points in C order (three index arrays), in one compiled pass."""
+    n0, n1, n2 = padded.shape
+    m0, m1, m2 = n0 - 2, n1 - 2, n2 - 2
+    grid = np.zeros((m0, m1, m2), dtype=np.bool_)
+    counts = np.zeros(m0, dtype=np.int64)
+    for i in prange(m0):
+        below, here, above = padded[i], padded[i + 1], padded[i + 2]
+        count = 0
+        for j in range(m1):
+            c, lt, rt, dn, up = here[j + 1], here[j], here[j + 2], below[j + 1], above[j + 1]
+            for k in range(m2):
+                inner = c[k] & c[k + 2] & lt[k + 1] & rt[k + 1] & dn[k + 1] & up[k + 1]
+                on = c[k + 1] != 0 and inner == 0
+                grid[i, j, k] = on
+                count += on
+        counts[i] = count
+    starts, q0, q1, q2 = _plane_offsets(counts)
+    for i in prange(m0):
+        at = starts[i]
+        for j in range(m1):
+            for k in range(m2):
+                if grid[i, j, k]:
+                    q0[at], q1[at], q2[at] = i, j, k
+                    at += 1
+    return grid, q0, q1, q2
 
 
 def nsd(sd: SurfaceDistances, tolerance_mm: float, variant: NSDVariant = "surfel") -> float:
