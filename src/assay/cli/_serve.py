@@ -367,7 +367,7 @@ def challenge_demo_command(
     ] = None,
     cases: Annotated[int, typer.Option(help="Synthetic reference cases.")] = 60,
 ) -> None:
-    """The service's quick start: a synthetic challenge end to end on loopback (about 15 s)."""
+    """The service's quick start: a synthetic challenge end to end on loopback (about 12 s)."""
     with _fatal_errors():
         from assay.service._quickstart import run_quickstart
 
