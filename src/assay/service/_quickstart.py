@@ -64,7 +64,7 @@ def run_quickstart(
                 "reference_set": "synth",
                 "kind": "final",
                 "cases": f"after:{n_feedback}",
-                "policy": {"n_bootstrap": 1000, "min_subgroup": 5},
+                "policy": {"n_bootstrap": 1000},
             },
         ),
     )
