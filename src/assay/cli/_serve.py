@@ -17,7 +17,7 @@ from assay.cli._common import _fatal_errors, app
 from assay.errors import InputError
 
 if TYPE_CHECKING:
-    from assay.service import Service, ServiceClient
+    from assay.service import PhaseConfig, Service, ServiceClient
 
 admin_app = typer.Typer(
     no_args_is_help=True,
@@ -34,10 +34,17 @@ def _say(text: str) -> None:
     common.out.print(escape(text), highlight=False, soft_wrap=True)
 
 
-def _service(db: str, storage: Path | None = None) -> Service:
+def _service(db: str, storage: Path | None = None, *, create: bool = False) -> Service:
+    """The service on ``db``; only commands that set a challenge up may create the database
+    (a typo in --db is an error elsewhere, not a new empty database)."""
     from assay.service import Service, ServiceDB
 
-    return Service(ServiceDB(db), storage)
+    if not create and "://" not in db and not Path(db).is_file():
+        raise InputError(
+            f"No service database at {db}; pass the --db given to `assay admin reference` and "
+            "`assay serve`."
+        )
+    return Service(ServiceDB(db, create=create), storage)
 
 
 def _pairs(items: list[str], option: str) -> dict[str, Path]:
@@ -66,7 +73,10 @@ def serve_command(
         from assay.service._server import serve_forever
 
         challenge = load_challenge(config)
-        service = _service(db, challenge.storage)
+        from assay.service._server import check_port
+
+        check_port(host, port)  # before the challenge file is applied
+        service = _service(db, challenge.storage, create=True)
         manifests = {}
         for raw in challenge.phases:
             name = str(raw.get("reference_set"))
@@ -74,8 +84,19 @@ def serve_command(
                 manifests[name] = service.reference_manifest(name)
             except Exception:  # reported by phase_configs with what to run
                 continue
-        for phase in phase_configs(challenge, manifests):
+        configured = phase_configs(challenge, manifests)
+        for phase in configured:
             service.put_phase(phase)
+        for old in service.phases():  # a phase removed from the file stops taking submissions
+            if old.name not in {p.name for p in configured} and not old.closed:
+                from assay.service._phase import with_changes
+
+                service.put_phase(with_changes(old, closed=True))
+                _say(f"phase {old.name!r} is no longer in {config}: closed to submissions")
+        for phase in configured:
+            warning = _small_phase(service, phase)
+            if warning:
+                _say(warning)
         existing = {t for t in challenge.teams if _has_team(service, t)}
         for team in challenge.teams:
             if team not in existing:
@@ -86,6 +107,31 @@ def serve_command(
         )
         _say(f"API on http://{host}:{port}/v1 (description: /v1/openapi.json); leaderboards on /")
         serve_forever(create_app(service, title=challenge.title, log=_say), host=host, port=port)
+
+
+def _small_phase(service: Service, phase: PhaseConfig) -> str:
+    """A warning when a phase has so few cases that its means are released coarsely."""
+    from assay.service._release import resolution
+
+    n = len(service.public_manifest(phase.name)["cases"])
+    step = resolution(phase.primary, n, phase.policy)
+    if step >= 0.1 and phase.policy.mode == "policy":
+        return (
+            f"warning: phase {phase.name!r} has {n} cases, so its {phase.primary} means are "
+            f"released at a resolution of {step:g} (what {n} cases support without revealing "
+            "single cases); use more cases for finer results."
+        )
+    return ""
+
+
+def _registered(service: Service, name: str) -> bool:
+    from assay.service import ServiceError
+
+    try:
+        service.reference_manifest(name)
+    except ServiceError:
+        return False
+    return True
 
 
 def _has_team(service: Service, name: str) -> bool:
@@ -161,6 +207,17 @@ def worker_command(
                 scheduler=scheduler,
                 log=_say,
             )
+        registered = None
+        if url is None:
+            registered = {name: service.reference_manifest(name)["digest"] for name in refs
+                          if _registered(service, name)}  # fmt: skip
+            missing = sorted(set(refs) - set(registered))
+            if missing:
+                raise InputError(
+                    f"--reference {missing[0]}: no reference set {missing[0]!r} is registered in "
+                    f"{db}; register it with `assay admin reference {missing[0]} PATH`."
+                )
+        worker.check_references(registered)
         _say(f"worker for {', '.join(refs) or 'no reference set'}; waiting for jobs")
         try:
             if once:
@@ -184,6 +241,9 @@ def admin_reference(
         Path | None, typer.Option(help="Private per-case metadata CSV (subgroups).")
     ] = None,
     id_column: Annotated[str, typer.Option(help="Case id column of the metadata.")] = "case_id",
+    replace: Annotated[
+        bool, typer.Option(help="Register new content under a name that is registered already.")
+    ] = False,
 ) -> None:
     """Register a reference set: its digest and public manifest (case ids, grids, labels)."""
     with _fatal_errors():
@@ -192,12 +252,23 @@ def admin_reference(
         from assay.service import build_manifest
         from assay.service._service import metadata_key
 
-        service = _service(db)
+        service = _service(db, create=True)
         manifest = build_manifest(name, path)
+        if _registered(service, name):
+            old = service.reference_manifest(name)["digest"]
+            if old != manifest["digest"] and not replace:
+                raise InputError(
+                    f"Reference set {name!r} is registered with other content (digest "
+                    f"{old[:12]}, now {manifest['digest'][:12]}); pass --replace to register the "
+                    "new content (submissions scored before keep their scores), or check the path."
+                )
         service.register_reference(manifest)
-        n_meta = 0
+        n_meta: int | str = "unchanged"
         if metadata is not None:
-            table = pd.read_csv(metadata)
+            try:
+                table = pd.read_csv(metadata)
+            except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+                raise InputError(f"Cannot read the metadata CSV {metadata}: {exc}.") from None
             if id_column not in table.columns:
                 raise InputError(f"{metadata} has no column {id_column!r}; pass --id-column.")
             n_meta = service.db.results.write_metadata(
@@ -206,7 +277,7 @@ def admin_reference(
         _say(
             f"registered {name}: {len(manifest['cases'])} cases, structures "
             f"{', '.join(manifest['structures'])}, digest {manifest['digest'][:12]}, "
-            f"metadata for {n_meta} cases"
+            f"metadata: {n_meta if isinstance(n_meta, str) else f'{n_meta} cases'}"
         )
 
 
@@ -216,7 +287,7 @@ def admin_team(
 ) -> None:
     """Add a team."""
     with _fatal_errors():
-        _service(db).add_team(name)
+        _service(db, create=True).add_team(name)
         _say(f"added team {name}")
 
 
@@ -239,6 +310,19 @@ def admin_token(
             f"token {token_id} ({scope}{', team ' + team if team else ''}); shown once:"
         )
         common.out.print(token, highlight=False)
+
+
+@admin_app.command("tokens")
+def admin_tokens(db: DbOption = "challenge.db") -> None:
+    """List tokens (ids, scopes, teams, labels, expiry, revocation; never the tokens)."""
+    with _fatal_errors():
+        from assay.service._tokens import list_tokens
+
+        for t in list_tokens(_service(db).db):
+            state = (
+                f"revoked {t['revoked_at']}" if t["revoked_at"] else f"expires {t['expires_at']}"
+            )
+            _say(f"{t['token_id']}  {t['scope']}  {t['team'] or '-'}  {t['label'] or '-'}  {state}")
 
 
 @admin_app.command("revoke")
@@ -329,7 +413,9 @@ def submit_command(
         from assay.service import ServiceClient
 
         with ServiceClient(url, token) as client:
-            _submit(client, predictions, phase, idempotency_key, label, wait)
+            state = _submit(client, predictions, phase, idempotency_key, label, wait)
+        if state in ("rejected", "failed_participant", "failed_infra", "cancelled"):
+            raise typer.Exit(1)  # scripts can tell a rejected submission from a scored one
 
 
 def _submit(
@@ -339,7 +425,7 @@ def _submit(
     idempotency_key: str | None,
     label: str,
     wait: bool,
-) -> None:
+) -> str:
     from assay.service import zip_predictions
 
     view = client.submit(
@@ -358,6 +444,7 @@ def _submit(
             common.out.print(
                 json.dumps(view["result"], indent=2, ensure_ascii=False), highlight=False
             )
+    return str(view["state"])
 
 
 @app.command("challenge-demo")

@@ -27,12 +27,15 @@ from collections.abc import Awaitable, Callable
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import unquote
 
 import pandas as pd
 from fastapi import Body, Depends, FastAPI, Header, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from assay.errors import InputError
 from assay.service._archive import REJECTIONS
@@ -63,6 +66,7 @@ class TokenIn(BaseModel):
 
 class ClaimIn(BaseModel):
     kinds: list[str] = Field(default_factory=lambda: ["score"])
+    reference_sets: list[str] | None = None
 
 
 class CompleteIn(BaseModel):
@@ -142,6 +146,18 @@ def create_app(
     async def _service_error(_: Request, exc: ServiceError) -> JSONResponse:
         return _error(exc)
 
+    @app.exception_handler(RequestValidationError)
+    async def _bad_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        message = f"{where}: {first.get('msg', 'invalid request')}" if where else "Invalid request."
+        return JSONResponse({"code": "invalid_request", "message": message}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return JSONResponse({"code": code, "message": str(exc.detail)}, status_code=exc.status_code)
+
     @app.exception_handler(InputError)
     async def _input_error(_: Request, exc: InputError) -> JSONResponse:
         return JSONResponse({"code": "invalid", "message": str(exc)}, status_code=422)
@@ -167,7 +183,11 @@ def create_app(
 
     def participant(who: Annotated[Caller, Depends(caller)]) -> Caller:
         if who.scope not in ("participant", "organiser"):
-            raise not_found("route")
+            raise ServiceError(
+                403,
+                "wrong_scope",
+                f"This route needs a team's token; yours is a {who.scope} token.",
+            )
         return who
 
     def organiser(who: Annotated[Caller, Depends(caller)]) -> Caller:
@@ -302,6 +322,7 @@ def create_app(
             part.unlink(missing_ok=True)
             raise
         try:
+            label = unquote(x_submission_label or "")
             view, created = await run(
                 service.submit,
                 who.team_id,
@@ -310,7 +331,7 @@ def create_app(
                 sha256=digest.hexdigest(),
                 size=size,
                 idempotency_key=idempotency_key,
-                label=x_submission_label or "",
+                label=label,
             )
         except BaseException:
             archive.unlink(missing_ok=True)
@@ -457,6 +478,7 @@ def create_app(
             owner(who),
             [k for k in body.kinds if k == "score"],
             min(max(lease_s, 1.0), 3600.0),
+            reference_sets=body.reference_sets,
         )
         if job is None:
             return {"job": None}

@@ -8,6 +8,7 @@ import zipfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pandas as pd
 
@@ -46,7 +47,9 @@ class ServiceClient:
     def __init__(self, url: str, token: str, *, timeout: float = 120.0) -> None:
         import httpx
 
-        self.url = url.rstrip("/")
+        self.url = url.rstrip("/").removesuffix("/v1")
+        if not self.url.startswith(("http://", "https://")):
+            raise InputError(f"--url {url!r} needs its scheme, e.g. http://{url} or https://{url}.")
         self.http = httpx.Client(
             base_url=self.url, headers={"Authorization": f"Bearer {token}"}, timeout=timeout
         )
@@ -60,6 +63,17 @@ class ServiceClient:
 
     def __exit__(self, *_: Any) -> None:
         self.close()
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> Any:
+        import httpx
+
+        try:
+            return self.http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise InputError(
+                f"Cannot reach the service at {self.url} ({type(exc).__name__}: {exc}); check "
+                "--url and that the service is running."
+            ) from None
 
     def _check(self, response: Any) -> Any:
         if response.status_code >= 400:
@@ -82,17 +96,19 @@ class ServiceClient:
         if idempotency_key:
             headers["Idempotency-Key"] = idempotency_key
         if label:
-            headers["X-Submission-Label"] = label
+            if len(label) > 200:
+                raise InputError(f"--label has {len(label)} characters; at most 200.")
+            headers["X-Submission-Label"] = quote(label, safe="")
         out: dict[str, Any] = self._check(
-            self.http.post(
-                f"/v1/phases/{phase}/submissions", content=_chunks(data), headers=headers
+            self._send(
+                "POST", f"/v1/phases/{phase}/submissions", content=_chunks(data), headers=headers
             )
         )
         return out
 
     def submission(self, sid: str) -> dict[str, Any]:
         """A submission's view."""
-        out: dict[str, Any] = self._check(self.http.get(f"/v1/submissions/{sid}"))
+        out: dict[str, Any] = self._check(self._send("GET", f"/v1/submissions/{sid}"))
         return out
 
     def wait(self, sid: str, *, timeout_s: float = 600.0, poll_s: float = 0.5) -> dict[str, Any]:
@@ -109,11 +125,11 @@ class ServiceClient:
 
     def get(self, path: str) -> Any:
         """GET a path of the API (JSON)."""
-        return self._check(self.http.get(path))
+        return self._check(self._send("GET", path))
 
     def post(self, path: str, json: Any = None) -> Any:
         """POST JSON to a path of the API."""
-        return self._check(self.http.post(path, json=json))
+        return self._check(self._send("POST", path, json=json))
 
 
 class HttpSource:
@@ -128,9 +144,14 @@ class HttpSource:
         """Close the connections."""
         self.client.close()
 
-    def claim(self, kinds: Sequence[str]) -> dict[str, Any] | None:
+    def claim(
+        self, kinds: Sequence[str], reference_sets: Sequence[str] | None = None
+    ) -> dict[str, Any] | None:
+        body: dict[str, Any] = {"kinds": list(kinds)}
+        if reference_sets is not None:
+            body["reference_sets"] = list(reference_sets)
         job: dict[str, Any] | None = self.client.post(
-            f"/v1/worker/claim?lease_s={self.lease_s}", {"kinds": list(kinds)}
+            f"/v1/worker/claim?lease_s={self.lease_s}", body
         )["job"]
         return job
 
@@ -140,7 +161,7 @@ class HttpSource:
         )
 
     def fetch_archive(self, ctx: Mapping[str, Any], dest: Path) -> Path:
-        response = self.client.http.get(f"/v1/worker/jobs/{ctx['job_id']}/archive")
+        response = self.client._send("GET", f"/v1/worker/jobs/{ctx['job_id']}/archive")
         if response.status_code != 200:
             raise InputError(
                 f"Cannot download the archive of job {ctx['job_id']}: {response.status_code}"

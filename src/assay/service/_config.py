@@ -54,7 +54,10 @@ def load_challenge(path: str | Path) -> ChallengeConfig:
     except OSError as exc:
         raise InputError(f"Cannot read the challenge file {path}: {exc.strerror or exc}.") from None
     except yaml.YAMLError as exc:
-        raise InputError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}.") from None
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise InputError(f"{path} is not valid YAML{at}: {problem}.") from None
     if not isinstance(raw, Mapping):
         raise InputError(f"{path} must be a mapping with keys {', '.join(_KEYS)}.")
     unknown = sorted(set(map(str, raw)) - set(_KEYS))
@@ -69,8 +72,11 @@ def load_challenge(path: str | Path) -> ChallengeConfig:
     if not isinstance(phases, list) or not all(isinstance(p, Mapping) for p in phases):
         raise InputError(f"{path}: phases must be a list of mappings.")
     names = [str(p.get("name")) for p in phases]
-    if len(set(names)) != len(names):
-        raise InputError(f"{path}: two phases have the same name.")
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise InputError(
+            f"{path}: two phases are named {twice[0]!r}; give each phase its own name."
+        )
     storage = Path(str(raw.get("storage", "challenge-data")))
     if not storage.is_absolute():
         storage = path.parent / storage

@@ -31,11 +31,14 @@ def iso(epoch: float) -> str:
 class ServiceDB:
     """The service tables in the results database ``db`` (SQLite path or URL).
 
-    ``clock`` returns the current epoch time in seconds (tests pass a controlled clock).
+    ``clock`` returns the current epoch time in seconds (tests pass a controlled clock);
+    ``create=False`` refuses a database file that does not exist.
     """
 
-    def __init__(self, db: str | Path, *, clock: Callable[[], float] = time.time) -> None:
-        self.results = ResultStore(db)
+    def __init__(
+        self, db: str | Path, *, clock: Callable[[], float] = time.time, create: bool = True
+    ) -> None:
+        self.results = ResultStore(db, create=create)
         self.engine: Engine = self.results.engine
         self.clock = clock
         with self.engine.connect() as con:

@@ -253,8 +253,15 @@ def phase_from_mapping(raw: Mapping[str, Any], where: str = "phase") -> PhaseCon
     for key in ("submissions", "attempts", "max_active"):
         if getattr(quota, key) < 1:
             raise InputError(f"{where}.quota.{key} must be at least 1.")
-    if quota.window_hours <= 0 or quota.max_upload_mb <= 0:
-        raise InputError(f"{where}.quota window_hours and max_upload_mb must be positive.")
+    if not 0 < quota.window_hours <= 24 * 366 * 10:
+        raise InputError(f"{where}.quota.window_hours must be in (0, 87840] (ten years).")
+    if quota.max_upload_mb < 0.01:
+        raise InputError(f"{where}.quota.max_upload_mb must be at least 0.01.")
+    for key in ("min_subgroup", "median_min_n"):
+        if getattr(policy, key) < 1:
+            raise InputError(f"{where}.policy.{key} must be at least 1.")
+    if not 0 <= policy.max_decimals <= 8 or policy.mm_range <= 0:
+        raise InputError(f"{where}.policy: max_decimals in 0-8 and mm_range > 0.")
     if policy.n_bootstrap < 100 or not 0 < policy.alpha < 1:
         raise InputError(f"{where}.policy: n_bootstrap must be >= 100 and alpha in (0, 1).")
     metrics = raw.get("metrics", ["dsc", "nsd"])
@@ -262,8 +269,13 @@ def phase_from_mapping(raw: Mapping[str, Any], where: str = "phase") -> PhaseCon
         metrics = [metrics]
     if not metrics or not all(isinstance(m, str) for m in metrics):
         raise InputError(f"{where}.metrics must be a list of metric names, e.g. [dsc, nsd].")
+    if len(set(metrics)) != len(metrics):
+        raise InputError(f"{where}.metrics lists a metric twice: {metrics}.")
     for metric in metrics:
-        info = metric_info(metric)
+        try:
+            info = metric_info(metric)
+        except InputError as exc:
+            raise InputError(f"{where}: {exc}") from None
         if info.higher_is_better is None:
             raise InputError(f"{where}: metric {metric!r} is a measurement, not a score.")
     cases = raw.get("cases")
@@ -272,6 +284,10 @@ def phase_from_mapping(raw: Mapping[str, Any], where: str = "phase") -> PhaseCon
             raise InputError(f"{where}.cases must be a list of case ids.")
         if len(set(cases)) != len(cases):
             raise InputError(f"{where}.cases lists a case twice.")
+        if not cases:
+            raise InputError(
+                f"{where}.cases is empty; list the phase's cases or leave it out (all)."
+            )
         cases = tuple(cases)
     for key in ("allow_missing", "closed"):
         if not isinstance(raw.get(key, False), bool):
@@ -279,7 +295,10 @@ def phase_from_mapping(raw: Mapping[str, Any], where: str = "phase") -> PhaseCon
     profile = raw.get("profile", "default")
     from assay.metrics import get_profile
 
-    get_profile(profile)
+    try:
+        get_profile(profile)
+    except InputError as exc:
+        raise InputError(f"{where}: {exc}") from None
     return PhaseConfig(
         name=name,
         reference_set=check_name(raw["reference_set"], "reference set name"),

@@ -18,6 +18,20 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+def check_port(host: str, port: int) -> None:
+    """Refuse a port that is taken (or 0) before anything is started or applied."""
+    if port <= 0:
+        raise InputError(f"--port {port}: give a port number, e.g. --port 8000.")
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise InputError(
+                f"Cannot listen on {host}:{port} ({exc.strerror or exc}); choose another --port."
+            ) from None
+
+
 def serve_forever(app: Any, *, host: str, port: int, log_level: str = "info") -> None:
     """Serve ``app`` until interrupted."""
     import uvicorn

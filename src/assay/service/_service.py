@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy import ColumnElement, Connection, delete, func, insert, select, update
 
 from assay.errors import AssayError
 from assay.service._db import ServiceDB, iso
@@ -89,9 +89,11 @@ def metadata_key(reference_set: str) -> str:
     return f"service:{reference_set}"
 
 
-def not_found(what: str = "submission") -> ServiceError:
-    """The one answer for unknown and forbidden ids alike."""
-    return ServiceError(404, "not_found", f"No such {what}.")
+def not_found(what: str = "submission", name: str | None = None, hint: str = "") -> ServiceError:
+    """The one answer for unknown and forbidden ids alike (it names the id asked for, never
+    whether it exists for someone else)."""
+    shown = f" {name!r}" if name is not None else ""
+    return ServiceError(404, "not_found", f"No such {what}{shown}{hint}.")
 
 
 class Service:
@@ -174,8 +176,11 @@ class Service:
             )
         config = json.dumps(phase.as_dict(), sort_keys=True)
         with self.db.write() as con:
-            row = con.execute(select(phases.c.name).where(phases.c.name == phase.name)).first()
+            row = con.execute(
+                select(phases.c.name, phases.c.config).where(phases.c.name == phase.name)
+            ).first()
             if row:
+                self._check_change(con, phase, json.loads(row.config))
                 con.execute(
                     update(phases)
                     .where(phases.c.name == phase.name)
@@ -195,6 +200,24 @@ class Service:
                         created_at=iso(self.db.now()),
                     )
                 )
+
+    def _check_change(self, con: Connection, phase: PhaseConfig, old: Mapping[str, Any]) -> None:
+        """Once a phase has submissions, what they were scored on may not change."""
+        fixed = ("reference_set", "kind", "cases", "metrics", "profile", "submission_kind")
+        new = phase.as_dict()
+        changed = [k for k in fixed if new[k] != old.get(k)]
+        if not changed:
+            return
+        n = con.execute(
+            select(func.count()).select_from(submissions).where(submissions.c.phase == phase.name)
+        ).scalar_one()
+        if n:
+            raise ServiceError(
+                409,
+                "phase_in_use",
+                f"Phase {phase.name!r} has {n} submission(s): its {', '.join(changed)} cannot "
+                "change (their scores would no longer compare); add a new phase instead.",
+            )
 
     def reference_manifest(self, name: str) -> dict[str, Any]:
         """The registered manifest of reference set ``name``."""
@@ -216,7 +239,9 @@ class Service:
         with self.db.read() as con:
             text = con.execute(select(phases.c.config).where(phases.c.name == name)).scalar()
         if text is None:
-            raise not_found("phase")
+            with self.db.read() as con:
+                names = con.execute(select(phases.c.name).order_by(phases.c.name)).scalars().all()
+            raise not_found("phase", name, f"; phases: {', '.join(names) or 'none yet'}")
         return phase_from_dict(json.loads(text))
 
     def phases(self) -> list[PhaseConfig]:
@@ -339,8 +364,9 @@ class Service:
                 raise ServiceError(
                     429,
                     "attempts_exhausted",
-                    "Too many rejected uploads in the quota window; fix the archive "
-                    "(see the rejection reasons) and retry after next_submission_at.",
+                    f"{phase.quota.attempts} uploads were rejected in the last "
+                    f"{phase.quota.window_hours:g} h; fix the archive (see the rejection "
+                    f"reasons) and retry at {status['next_submission_at']}.",
                     quota=status,
                 )
             if status["active"] >= phase.quota.max_active:
@@ -424,7 +450,7 @@ class Service:
             query = query.where(submissions.c.team_id == team_id)
         row = con.execute(query).mappings().first()
         if row is None:
-            raise not_found()
+            raise not_found("submission", sid, " among your team's submissions")
         view: dict[str, Any] = {
             "id": row["submission_id"],
             "phase": row["phase"],
@@ -561,14 +587,27 @@ class Service:
         return out
 
     # -- jobs -----------------------------------------------------------------------------
-    def claim(self, worker: str, kinds: Sequence[str], lease_s: float) -> dict[str, Any] | None:
+    def claim(
+        self,
+        worker: str,
+        kinds: Sequence[str],
+        lease_s: float,
+        *,
+        reference_sets: Sequence[str] | None = None,
+    ) -> dict[str, Any] | None:
         """Lease the oldest queued job of ``kinds`` to ``worker`` (PostgreSQL: ``FOR UPDATE
-        SKIP LOCKED``; SQLite: under the write lock); None when there is none."""
+        SKIP LOCKED``; SQLite: under the write lock); None when there is none. With
+        ``reference_sets``, only scoring jobs of phases on those reference sets (what the
+        worker can score)."""
         now = self.db.now()
+        wanted: ColumnElement[bool] = jobs.c.kind.in_(list(kinds))
+        if reference_sets is not None:
+            scorable = select(phases.c.name).where(phases.c.reference_set.in_(list(reference_sets)))
+            wanted = wanted & ((jobs.c.kind != "score") | jobs.c.phase.in_(scorable))
         with self.db.write() as con:
             job_id = con.execute(
                 select(jobs.c.job_id)
-                .where(jobs.c.state == "queued", jobs.c.kind.in_(list(kinds)))
+                .where(jobs.c.state == "queued", wanted)
                 .order_by(jobs.c.job_id)
                 .limit(1)
                 .with_for_update(skip_locked=True)

@@ -58,10 +58,12 @@ def issue_token(
     """
     if scope not in SCOPES:
         raise InputError(f"Unknown token scope {scope!r}; choose one of {', '.join(SCOPES)}.")
-    if (scope == "participant") != (team is not None):
-        raise InputError("A participant token needs --team; organiser and worker tokens take none.")
+    if scope == "participant" and team is None:
+        raise InputError("A participant token needs --team TEAM.")
+    if scope != "participant" and team is not None:
+        raise InputError(f"An {scope} token belongs to no team; leave --team out.")
     if expires_days is not None and expires_days <= 0:
-        raise InputError(f"expires_days must be positive, got {expires_days}.")
+        raise InputError(f"--expires-days must be positive, got {expires_days}.")
     token = _PREFIX + secrets.token_urlsafe(32)
     now = db.now()
 
@@ -70,7 +72,7 @@ def issue_token(
         if team is not None:
             team_id = c.execute(select(teams.c.team_id).where(teams.c.name == team)).scalar()
             if team_id is None:
-                raise InputError(f"No team {team!r}; add it first (assay admin add-team {team}).")
+                raise InputError(f"No team {team!r}; add it first (assay admin team {team}).")
         result = c.execute(
             insert(tokens).values(
                 digest=digest(token),
@@ -121,3 +123,22 @@ def revoke_token(db: ServiceDB, token_id: int) -> bool:
             .values(revoked_at=iso(db.now()))
         )
     return bool(done.rowcount)
+
+
+def list_tokens(db: ServiceDB) -> list[dict[str, object]]:
+    """Every token's id, scope, team, label, creation, expiry and revocation (not digests)."""
+    query = (
+        select(
+            tokens.c.token_id,
+            tokens.c.scope,
+            teams.c.name.label("team"),
+            tokens.c.label,
+            tokens.c.created_at,
+            tokens.c.expires_at,
+            tokens.c.revoked_at,
+        )
+        .outerjoin(teams, teams.c.team_id == tokens.c.team_id)
+        .order_by(tokens.c.token_id)
+    )
+    with db.read() as con:
+        return [dict(r) for r in con.execute(query).mappings()]

@@ -37,7 +37,9 @@ from assay.service._service import Service, ServiceError
 class JobSource(Protocol):
     """Where a worker gets jobs and returns results (database or worker API)."""
 
-    def claim(self, kinds: Sequence[str]) -> dict[str, Any] | None: ...
+    def claim(
+        self, kinds: Sequence[str], reference_sets: Sequence[str] | None = None
+    ) -> dict[str, Any] | None: ...
 
     def heartbeat(self, job_id: int) -> bool: ...
 
@@ -65,8 +67,10 @@ class DatabaseSource:
         self.worker = worker or worker_name()
         self.lease_s = lease_s
 
-    def claim(self, kinds: Sequence[str]) -> dict[str, Any] | None:
-        job = self.service.claim(self.worker, kinds, self.lease_s)
+    def claim(
+        self, kinds: Sequence[str], reference_sets: Sequence[str] | None = None
+    ) -> dict[str, Any] | None:
+        job = self.service.claim(self.worker, kinds, self.lease_s, reference_sets=reference_sets)
         if job is None:
             return None
         if job["kind"] == "score":
@@ -241,6 +245,30 @@ class Worker:
         self.log = log or (lambda _m: None)
         self._digests: dict[str, str] = {}
 
+    def check_references(self, registered: Mapping[str, str] | None = None) -> None:
+        """Refuse to start with a reference folder that is missing or, given the registered
+        digests (name -> digest), differs from what was registered."""
+        for name, folder in self.references.items():
+            if not folder.is_dir():
+                raise InputError(f"--reference {name}={folder}: no such folder; check the path.")
+            if registered is not None:
+                if name not in registered:
+                    known = ", ".join(sorted(registered)) or "none"
+                    raise InputError(
+                        f"--reference {name}: no reference set {name!r} is registered (registered: "
+                        f"{known})."
+                    )
+                self._digests[name] = reference_digest(folder)
+                if self._digests[name] != registered[name]:
+                    raise InputError(
+                        f"--reference {name}={folder}: its files differ from the registered "
+                        f"reference set {name!r} (content digest); point it at the registered "
+                        "folder, or register the new content (assay admin reference --replace)."
+                    )
+        for name, folder in self.images.items():
+            if not folder.is_dir():
+                raise InputError(f"--images {name}={folder}: no such folder; check the path.")
+
     def _reference(self, name: str, digest: str) -> Path:
         if name not in self.references:
             raise InputError(
@@ -259,7 +287,9 @@ class Worker:
     def run_once(self) -> bool:
         """Reap expired leases, then run one job; False when there was none."""
         self.source.reap()
-        job = self.source.claim(self.kinds)
+        job = self.source.claim(
+            self.kinds, sorted(self.references) if "score" in self.kinds else None
+        )
         if job is None:
             return False
         job_id = int(job["job_id"])
