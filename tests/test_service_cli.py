@@ -128,6 +128,11 @@ def test_organiser_and_team_commands_end_to_end(tmp_path):
         sid = listing.split()[0]
         assert "wrote 48 rows" in _ok("admin", "cases", sid, "--out", str(rows), "--db", db)
         assert "exists" in _fails("admin", "cases", sid, "--out", str(rows), "--db", db)
+        nowhere = str(tmp_path / "no" / "rows.csv")
+        assert "create it first" in _fails("admin", "cases", sid, "--out", nowhere, "--db", db)
+        page = httpx.get(url + "/phases/nope/leaderboard", timeout=10)
+        assert page.status_code == 404 and page.headers["content-type"].startswith("text/html")
+        assert "No such phase &#x27;nope&#x27;; phases: open" in page.text
         assert "read_cases" in _ok("admin", "audit", "--db", db)
         # A prediction folder with a case the phase does not have: rejected with its code, and
         # the command exits 1 (scripts can tell); a label in any script is kept.

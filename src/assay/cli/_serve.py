@@ -377,7 +377,11 @@ def admin_cases(
             raise InputError(
                 f"{out} exists; choose a new file (assay never overwrites what it did not write)."
             )
+        if not out.parent.is_dir():
+            raise InputError(f"No folder {out.parent} for --out {out}; create it first.")
         rows = _service(db).case_rows(submission, actor="cli")
+        if rows.empty:
+            raise InputError(f"Submission {submission} has no scores (it was not scored).")
         rows.to_csv(out, index=False)
         _say(f"wrote {len(rows)} rows to {out} (audited)")
 

@@ -250,7 +250,19 @@ def create_app(
     async def leaderboard_html(phase: str) -> HTMLResponse:
         from assay.service._page import render_leaderboard
 
-        board = await run(service.leaderboard, phase)
+        try:
+            board = await run(service.leaderboard, phase)
+        except ServiceError as exc:
+            from html import escape
+
+            return HTMLResponse(
+                f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{escape(title)}'
+                '</title><link rel="icon" href="data:,">'
+                '<link rel="stylesheet" href="/assets/site.css">'
+                f"</head><body><main><h1>Not found</h1><p>{escape(exc.message)}</p>"
+                '<p><a href="/">All phases</a></p></main></body></html>',
+                status_code=exc.status,
+            )
         names = [p.name for p in await run(service.phases)]
         return HTMLResponse(render_leaderboard(board, names, title=title))
 
