@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import collections
 import concurrent.futures
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -158,6 +159,8 @@ def main() -> None:
             f"{ms.max():>8.1f}"
         )
     print(f"HTTP 5xx: {sum(errors.values())}")
+    service.db.close()
+    shutil.rmtree(tmp, ignore_errors=True)  # the benchmark's own folder
     if total != args.teams * args.submissions or errors:
         sys.exit("not every submission ended in a final state, or the server failed")
 
