@@ -27,7 +27,7 @@ import numpy as np
 import yaml
 
 from assay.service import Service, ServiceDB, build_manifest, issue_token, zip_predictions
-from assay.service._server import free_port
+from assay.service._server import free_port, wait_until_serving
 from assay.service._service import FINAL_STATES
 from assay.service._synthetic import write_predictions, write_reference
 
@@ -75,15 +75,7 @@ def main() -> None:
             stderr=subprocess.STDOUT,
         )
     ]
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(url + "/v1/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            if time.monotonic() > deadline:
-                sys.exit((tmp / "serve.log").read_text())
-            time.sleep(0.1)
+    wait_until_serving(url, procs[0], log=tmp / "serve.log")
     for _ in range(args.workers):
         procs.append(
             subprocess.Popen(

@@ -7,7 +7,6 @@ fixture of test_report_site.py).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -15,7 +14,10 @@ import numpy as np
 import pytest
 from cli_helpers import wide_console  # noqa: F401 - autouse fixture
 from sklearn.metrics import roc_curve
-from test_report_site import driver  # noqa: F401 - the module-scoped Chromium fixture
+from test_report_site import (  # the module-scoped Chromium fixture
+    _requested_urls,
+    driver,  # noqa: F401
+)
 from typer.testing import CliRunner
 
 from assay import cli
@@ -69,15 +71,6 @@ def test_roc_points_match_sklearn() -> None:
     assert np.allclose(fpr, ref_fpr, atol=1e-15) and np.allclose(tpr, ref_tpr, atol=1e-15)
 
 
-def _requested(entries: list[dict]) -> list[str]:
-    urls = []
-    for entry in entries:
-        message = json.loads(entry["message"])["message"]
-        if message.get("method") == "Network.requestWillBeSent":
-            urls.append(message["params"]["request"]["url"])
-    return urls
-
-
 def test_detection_page_in_chromium(report: Path, driver) -> None:  # noqa: F811
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
@@ -91,8 +84,8 @@ def test_detection_page_in_chromium(report: Path, driver) -> None:  # noqa: F811
     )
     severe = [e for e in driver.get_log("browser") if e.get("level") == "SEVERE"]
     assert not severe, severe
-    remote = [u for u in _requested(driver.get_log("performance"))
-              if urlsplit(u).scheme not in ("file", "data")]  # fmt: skip
+    requested = _requested_urls(driver.get_log("performance"))
+    remote = [u for u, _ in requested if urlsplit(u).scheme not in ("file", "data")]
     assert not remote, remote
     images = driver.execute_script(
         "return Array.from(document.images).map(i => [i.getAttribute('src'), i.naturalWidth]);"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 
 import httpx
 import pytest
@@ -14,7 +13,7 @@ from cli_helpers import wide_console  # noqa: F401
 from typer.testing import CliRunner
 
 from assay.cli import app
-from assay.service._server import free_port
+from assay.service._server import free_port, wait_until_serving
 from assay.service._synthetic import metadata_path, write_predictions, write_reference
 
 pytestmark = pytest.mark.service
@@ -101,16 +100,7 @@ def test_organiser_and_team_commands_end_to_end(tmp_path):
     )
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(url + "/v1/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                assert time.monotonic() < deadline and serve.poll() is None, (
-                    tmp_path / "serve.log"
-                ).read_text()
-                time.sleep(0.1)
+        wait_until_serving(url, serve, log=tmp_path / "serve.log")
         secret = runner.invoke(
             app, ["admin", "token", "--scope", "participant", "--team", "red", "--db", db]
         )

@@ -18,7 +18,7 @@ import yaml
 from service_helpers import client, make_challenge, running
 from sqlalchemy import text
 
-from assay.service._server import free_port
+from assay.service._server import free_port, wait_until_serving
 
 pytestmark = pytest.mark.service
 
@@ -127,15 +127,7 @@ def _serve(tmp_path: Path, ch, port: int) -> subprocess.Popen:
             stdout=fh,
             stderr=subprocess.STDOUT,
         )
-
-    def up() -> bool:
-        try:
-            return httpx.get(f"http://127.0.0.1:{port}/v1/health", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            assert proc.poll() is None, log.read_text()
-            return False
-
-    _wait(up, 60, "the server to start")
+    wait_until_serving(f"http://127.0.0.1:{port}", proc, log=log)
     return proc
 
 

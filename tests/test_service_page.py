@@ -11,7 +11,6 @@ performance log must show requests to the loopback server only.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -20,7 +19,10 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 from service_helpers import client, make_challenge, running
-from test_report_site import driver  # noqa: F401 - the module-scoped Chromium fixture
+from test_report_site import (  # the module-scoped Chromium fixture
+    _requested_urls,
+    driver,  # noqa: F401
+)
 
 pytestmark = pytest.mark.service
 
@@ -63,16 +65,6 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
         yield {"url": server.url, "board": board, "ids": ids}
 
 
-def _requests(entries: list[dict]) -> list[str]:
-    """URLs of every request in a Chromium performance log."""
-    urls = []
-    for entry in entries:
-        message = json.loads(entry["message"])["message"]
-        if message.get("method") == "Network.requestWillBeSent":
-            urls.append(message["params"]["request"]["url"])
-    return urls
-
-
 def _visit(driver, url: str) -> tuple[list[dict], list[str]]:  # noqa: F811
     """Load ``url``; its console entries and the URLs the browser requested meanwhile."""
     from selenium.webdriver.support.ui import WebDriverWait
@@ -84,7 +76,7 @@ def _visit(driver, url: str) -> tuple[list[dict], list[str]]:  # noqa: F811
     WebDriverWait(driver, 10).until(
         lambda d: d.execute_script("return document.readyState") == "complete"
     )
-    return driver.get_log("browser"), _requests(driver.get_log("performance"))
+    return driver.get_log("browser"), [u for u, _ in _requested_urls(driver.get_log("performance"))]
 
 
 def _only_loopback(requests: list[str], base: str) -> list[str]:

@@ -4,8 +4,10 @@ thread on loopback (the quick start, tests and the load benchmark)."""
 from __future__ import annotations
 
 import socket
+import subprocess
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from assay.errors import InputError
@@ -30,6 +32,32 @@ def check_port(host: str, port: int) -> None:
             raise InputError(
                 f"Cannot listen on {host}:{port} ({exc.strerror or exc}); choose another --port."
             ) from None
+
+
+def wait_until_serving(
+    url: str,
+    process: subprocess.Popen[bytes] | None = None,
+    *,
+    log: Path | None = None,
+    timeout_s: float = 60.0,
+) -> None:
+    """Wait until ``url``/v1/health answers (an ``assay serve`` started in ``process``);
+    :class:`InputError` with the server's log when it exits or does not answer in time."""
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if httpx.get(url + "/v1/health", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        died = process is not None and process.poll() is not None
+        if died or time.monotonic() > deadline:
+            shown = log.read_text(errors="replace") if log is not None and log.exists() else ""
+            what = "exited" if died else f"did not answer in {timeout_s:g} s"
+            raise InputError(f"The service at {url} {what}. {shown}".strip())
+        time.sleep(0.1)
 
 
 def serve_forever(app: Any, *, host: str, port: int, log_level: str = "info") -> None:

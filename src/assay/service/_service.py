@@ -431,6 +431,54 @@ class Service:
             )
         )
 
+    def _any(self, *conditions: ColumnElement[bool]) -> bool:
+        """Whether some job matches (a read, to spare idle polls the write lock)."""
+        with self.db.read() as con:
+            return (
+                con.execute(select(jobs.c.job_id).where(*conditions).limit(1)).first() is not None
+            )
+
+    def _team_of(self, con: Connection, sid: str) -> int:
+        return int(
+            con.execute(
+                select(submissions.c.team_id).where(submissions.c.submission_id == sid)
+            ).scalar_one()
+        )
+
+    def _audit(
+        self, con: Connection, actor: str, action: str, subject: str, detail: str = ""
+    ) -> None:
+        """Append to the audit log (in the caller's transaction)."""
+        con.execute(
+            insert(audit).values(
+                at=iso(self.db.now()), actor=actor, action=action, subject=subject, detail=detail
+            )
+        )
+
+    def _put_released(
+        self,
+        con: Connection,
+        key: str,
+        phase: str,
+        sid: str | None,
+        state: str,
+        version: int,
+        text: str,
+    ) -> None:
+        """Replace the released row ``key`` (a submission's result or a leaderboard)."""
+        con.execute(delete(released).where(released.c.key == key))
+        con.execute(
+            insert(released).values(
+                key=key,
+                phase=phase,
+                submission_id=sid,
+                state=state,
+                version=version,
+                payload=text,
+                released_at=iso(self.db.now()),
+            )
+        )
+
     def _set_state(
         self, con: Connection, sid: str, state: str, code: str = "", reason: str = ""
     ) -> None:
@@ -544,9 +592,7 @@ class Service:
                     f"Submission {sid} is {view['state']}; only "
                     "released submissions can be selected as final.",
                 )
-            owner = con.execute(
-                select(submissions.c.team_id).where(submissions.c.submission_id == sid)
-            ).scalar_one()
+            owner = self._team_of(con, sid)
             if final:
                 con.execute(
                     update(submissions)
@@ -604,6 +650,8 @@ class Service:
         if reference_sets is not None:
             scorable = select(phases.c.name).where(phases.c.reference_set.in_(list(reference_sets)))
             wanted = wanted & ((jobs.c.kind != "score") | jobs.c.phase.in_(scorable))
+        if not self._any(jobs.c.state == "queued", wanted):
+            return None  # an idle poll reads, it does not take the write lock
         with self.db.write() as con:
             job_id = con.execute(
                 select(jobs.c.job_id)
@@ -690,9 +738,7 @@ class Service:
             if rejection is not None:
                 code, reason = rejection
                 self._refund(con, sid)
-                row = con.execute(
-                    select(submissions.c.team_id).where(submissions.c.submission_id == sid)
-                ).scalar_one()
+                row = self._team_of(con, sid)
                 con.execute(
                     insert(quota).values(
                         team_id=row,
@@ -738,9 +784,7 @@ class Service:
         phase = self.phase(job["phase"])
         scores = rows.assign(model=sid)
         with self.db.read() as con:
-            team_id = con.execute(
-                select(submissions.c.team_id).where(submissions.c.submission_id == sid)
-            ).scalar_one()
+            team_id = self._team_of(con, sid)
             best = self._best(con, team_id, phase)
         state, payload = submission_release(scores, phase, best=best)
         with self.db.write() as con:
@@ -773,24 +817,9 @@ class Service:
     ) -> None:
         key = f"submission:{sid}"
         text = json.dumps(payload, sort_keys=True, allow_nan=False)
-        con.execute(delete(released).where(released.c.key == key))
-        con.execute(
-            insert(released).values(
-                key=key,
-                phase=phase,
-                submission_id=sid,
-                state=state,
-                version=0,
-                payload=text,
-                released_at=iso(self.db.now()),
-            )
-        )
+        self._put_released(con, key, phase, sid, state, 0, text)
         self._set_state(con, sid, state)
-        con.execute(
-            insert(audit).values(
-                at=iso(self.db.now()), actor="gate", action=state, subject=sid, detail=text
-            )
-        )
+        self._audit(con, "gate", state, sid, text)
         if state == "released":
             self._on_released(con, sid, phase)
 
@@ -798,9 +827,7 @@ class Service:
         """A final phase's first released submission of a team is its final entry; the
         leaderboard is recomputed when a frozen entry (final or baseline) is released."""
         if self.phase(phase).kind == "final":
-            team_id = con.execute(
-                select(submissions.c.team_id).where(submissions.c.submission_id == sid)
-            ).scalar_one()
+            team_id = self._team_of(con, sid)
             has_final = con.execute(
                 select(submissions.c.submission_id).where(
                     submissions.c.team_id == team_id,
@@ -904,6 +931,8 @@ class Service:
         """Re-queue jobs whose lease expired (their worker died); after ``max_attempts`` the
         submission fails as an infrastructure failure and is refunded. Returns how many."""
         now = self.db.now()
+        if not self._any(jobs.c.state == "running", jobs.c.lease_expires_at < now):
+            return 0  # nothing expired: no write lock
         with self.db.write() as con:
             expired = (
                 con.execute(
@@ -992,27 +1021,8 @@ class Service:
             stored = con.execute(select(released.c.version).where(released.c.key == key)).scalar()
             if stored is not None and stored > version:
                 return
-            con.execute(delete(released).where(released.c.key == key))
-            con.execute(
-                insert(released).values(
-                    key=key,
-                    phase=phase.name,
-                    submission_id=None,
-                    state="released",
-                    version=int(version),
-                    payload=text,
-                    released_at=iso(self.db.now()),
-                )
-            )
-            con.execute(
-                insert(audit).values(
-                    at=iso(self.db.now()),
-                    actor="gate",
-                    action="leaderboard",
-                    subject=phase.name,
-                    detail=text,
-                )
-            )
+            self._put_released(con, key, phase.name, None, "released", int(version), text)
+            self._audit(con, "gate", "leaderboard", phase.name, text)
 
     # -- organiser on results ---------------------------------------------------------------
     def approve(self, sid: str, *, approve: bool, actor: str) -> dict[str, Any]:
@@ -1032,15 +1042,7 @@ class Service:
                 self._on_released(con, sid, view["phase"])
             else:
                 self._set_state(con, sid, "not_released")
-            con.execute(
-                insert(audit).values(
-                    at=iso(self.db.now()),
-                    actor=actor,
-                    action="approve" if approve else "reject",
-                    subject=sid,
-                    detail="",
-                )
-            )
+            self._audit(con, actor, "approve" if approve else "reject", sid)
             return self._view(con, sid)
 
     def set_baseline(self, sid: str, baseline: bool = True) -> dict[str, Any]:
@@ -1059,11 +1061,7 @@ class Service:
         """An organiser's (audited) read of a submission's private per-case scores."""
         with self.db.write() as con:
             self._view(con, sid)
-            con.execute(
-                insert(audit).values(
-                    at=iso(self.db.now()), actor=actor, action="read_cases", subject=sid, detail=""
-                )
-            )
+            self._audit(con, actor, "read_cases", sid)
             return self._case_scores(con, [sid])
 
     def rerun(self, sid: str, actor: str) -> dict[str, Any]:
@@ -1077,11 +1075,7 @@ class Service:
             ).scalar_one()
             self._set_state(con, sid, "queued")
             self._enqueue(con, "score", view["phase"], sid, f"score:{sid}:rerun{n}")
-            con.execute(
-                insert(audit).values(
-                    at=iso(self.db.now()), actor=actor, action="rerun", subject=sid, detail=""
-                )
-            )
+            self._audit(con, actor, "rerun", sid)
             return self._view(con, sid)
 
     def audit_log(self, limit: int = 200) -> list[dict[str, Any]]:
