@@ -185,7 +185,7 @@ def test_reference_registration_is_guarded(tmp_path):
     db = str(tmp_path / "c.db")
     ref = write_reference(tmp_path / "ref" / "synth", 10)
     _ok("admin", "reference", "synth", str(ref), "--db", db)
-    assert "metadata: unchanged" in _ok("admin", "reference", "synth", str(ref), "--db", db)
+    assert "metadata: none" in _ok("admin", "reference", "synth", str(ref), "--db", db)
     other = write_reference(tmp_path / "ref2" / "synth", 10, seed=3)
     assert "--replace" in _fails("admin", "reference", "synth", str(other), "--db", db)
     _ok("admin", "reference", "synth", str(other), "--db", db, "--replace")

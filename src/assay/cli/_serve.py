@@ -263,7 +263,8 @@ def admin_reference(
                     "new content (submissions scored before keep their scores), or check the path."
                 )
         service.register_reference(manifest)
-        n_meta: int | str = "unchanged"
+        had = len(service.db.results.metadata(metadata_key(name)))
+        n_meta: int | str = f"unchanged ({had} cases)" if had else "none"
         if metadata is not None:
             try:
                 table = pd.read_csv(metadata)
